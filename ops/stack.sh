@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The local stack: a real Apache Kafka broker (KRaft, single node) and a real redis-server,
+# both on loopback.
+#
+#   ops/stack.sh up       start both (harmless when already up), wait until they answer
+#   ops/stack.sh down     stop both
+#   ops/stack.sh status   say what runs where
+#
+# Settings (environment): CITYBRAIN_KAFKA_PORT (19092), CITYBRAIN_KAFKA_CONTROLLER_PORT (19093),
+# CITYBRAIN_REDIS_PORT (16379), CITYBRAIN_RUN_DIR (<repo>/.run: data, logs and pid files),
+# CITYBRAIN_PARTITIONS (default partitions for topics the broker creates, 4).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+run_dir=${CITYBRAIN_RUN_DIR:-$(dirname "$here")/.run}
+kafka_port=${CITYBRAIN_KAFKA_PORT:-19092}
+controller_port=${CITYBRAIN_KAFKA_CONTROLLER_PORT:-19093}
+redis_port=${CITYBRAIN_REDIS_PORT:-16379}
+partitions=${CITYBRAIN_PARTITIONS:-4}
+kafka_dir=$run_dir/kafka
+redis_dir=$run_dir/redis
+classpath_file=$run_dir/kafka.classpath
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+ensure_redis_installed() {
+  command -v redis-server >/dev/null && return
+  log "redis-server missing: installing the Debian package"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  # Debian starts its own service on 6379; ours runs on its own port.
+}
+
+kafka_classpath() {
+  if [ ! -s "$classpath_file" ] || [ "$here/kafka/pom.xml" -nt "$classpath_file" ]; then
+    log "resolving Kafka from Maven Central (cached in ~/.m2)"
+    mvn -q -B -f "$here/kafka/pom.xml" dependency:build-classpath \
+      -Dmdep.outputFile="$classpath_file" >&2
+  fi
+  cat "$classpath_file"
+}
+
+fail_with_log() {
+  log "$1; last lines of $2:"
+  tail -n 60 "$2" >&2 || true
+  exit 1
+}
+
+redis_up() {
+  ensure_redis_installed
+  mkdir -p "$redis_dir"
+  if alive "$redis_dir/pid" && redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+    log "redis already up on 127.0.0.1:$redis_port"; return
+  fi
+  port_open "$redis_port" && { log "port $redis_port is taken by another process"; exit 1; }
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$redis_dir" \
+    --save "" --appendonly no --daemonize yes --pidfile "$redis_dir/pid" \
+    --logfile "$redis_dir/redis.log"
+  for _ in $(seq 1 100); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && { log "redis up on 127.0.0.1:$redis_port"; return; }
+    sleep 0.1
+  done
+  fail_with_log "redis did not answer" "$redis_dir/redis.log"
+}
+
+kafka_answers() {
+  # A metadata round trip, not just an open port.
+  "$python" - "$kafka_port" <<'PY' >/dev/null 2>&1
+import sys
+from kafka import KafkaAdminClient
+admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{sys.argv[1]}", request_timeout_ms=3000)
+admin.describe_cluster()
+admin.close()
+PY
+}
+
+kafka_up() {
+  mkdir -p "$kafka_dir"
+  if alive "$kafka_dir/pid" && kafka_answers; then
+    log "kafka already up on 127.0.0.1:$kafka_port"; return
+  fi
+  port_open "$kafka_port" && { log "port $kafka_port is taken by another process"; exit 1; }
+  local cp; cp=$(kafka_classpath)
+  local conf=$kafka_dir/server.properties
+  sed -e "s|@KAFKA_PORT@|$kafka_port|g" -e "s|@CONTROLLER_PORT@|$controller_port|g" \
+      -e "s|@DATA_DIR@|$kafka_dir/data|g" -e "s|@PARTITIONS@|$partitions|g" \
+      "$here/kafka/server.properties.in" > "$conf"
+  local java_opts=(-Xms256m -Xmx512m -Dlog4j2.configurationFile="$here/kafka/log4j2.properties")
+  if [ ! -f "$kafka_dir/data/meta.properties" ]; then
+    java "${java_opts[@]}" -cp "$cp" kafka.tools.StorageTool format \
+      -t "$(cat /proc/sys/kernel/random/uuid | tr -d - | head -c 22)" -c "$conf" \
+      > "$kafka_dir/format.log" 2>&1 || fail_with_log "formatting the Kafka log dir failed" "$kafka_dir/format.log"
+  fi
+  nohup java "${java_opts[@]}" -cp "$cp" kafka.Kafka "$conf" > "$kafka_dir/kafka.log" 2>&1 &
+  echo $! > "$kafka_dir/pid"
+  for _ in $(seq 1 120); do
+    alive "$kafka_dir/pid" || fail_with_log "kafka exited during start-up" "$kafka_dir/kafka.log"
+    if port_open "$kafka_port" && kafka_answers; then
+      log "kafka up on 127.0.0.1:$kafka_port"; return
+    fi
+    sleep 0.5
+  done
+  fail_with_log "kafka did not answer within 60 s" "$kafka_dir/kafka.log"
+}
+
+stop_pid() {
+  local name=$1 pidfile=$2
+  if alive "$pidfile"; then
+    local pid; pid=$(cat "$pidfile")
+    kill "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+    log "$name stopped"
+  else
+    log "$name not running"
+  fi
+  rm -f "$pidfile"
+}
+
+status() {
+  local rc=0
+  if alive "$kafka_dir/pid" && kafka_answers; then echo "kafka: up on 127.0.0.1:$kafka_port (logs $kafka_dir/kafka.log)"
+  else echo "kafka: down"; rc=1; fi
+  if alive "$redis_dir/pid" && redis-cli -p "$redis_port" ping >/dev/null 2>&1; then echo "redis: up on 127.0.0.1:$redis_port (logs $redis_dir/redis.log)"
+  else echo "redis: down"; rc=1; fi
+  return $rc
+}
+
+python=${CITYBRAIN_PYTHON:-python3}
+case "${1:-}" in
+  up) redis_up; kafka_up; status ;;
+  down) stop_pid kafka "$kafka_dir/pid"; stop_pid redis "$redis_dir/pid" ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
