@@ -1,0 +1,1 @@
+"""Event contracts: one definition per event type, validated at the edge."""

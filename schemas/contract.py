@@ -1,0 +1,206 @@
+"""How an event contract is declared, decoded from the wire and rejected with a reason.
+
+A contract is a frozen dataclass. Field types say what the wire must carry; `bounded()` adds a
+range. `decode(Contract, raw)` returns an instance or raises `Rejected` with a reason an operator
+can act on. Times travel as ISO 8601 strings with a UTC offset and live in memory as epoch seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from datetime import datetime, timezone
+from functools import cache
+from typing import Any, Literal, TypeVar, Union
+
+import orjson
+
+C = TypeVar("C")
+
+UTC = timezone.utc
+
+
+class Rejected(ValueError):
+    """An event that breaks its contract; `reason` says why in words an operator can act on."""
+
+    def __init__(self, reason: str, kind: str = "invalid"):
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind  # a short label for counting: malformed, invalid, unknown_reference
+
+
+def bounded(lo: float | None = None, hi: float | None = None, default: Any = dataclasses.MISSING):
+    """A numeric field that must lie in [lo, hi]."""
+    return dataclasses.field(default=default, metadata={"lo": lo, "hi": hi})
+
+
+class EventTime(float):
+    """Epoch seconds (UTC); ISO 8601 with an offset on the wire."""
+
+
+def iso(t: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with a `Z`, millisecond precision."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: Any) -> float:
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 time string")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("has no UTC offset; event times must be UTC, e.g. 2026-07-20T08:00:00Z")
+    return parsed.timestamp()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    check: Any  # callable(value) -> value, raises ValueError
+    required: bool
+    default: Any
+
+
+def _checker(tp: Any, lo: float | None, hi: float | None):
+    """A function that validates and converts one wire value of type `tp`."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        check = _checker(inner[0], lo, hi)
+        return lambda v: None if v is None else check(v)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+
+        def literal(v):
+            if v not in allowed:
+                raise ValueError(f"must be one of {', '.join(map(str, allowed))}")
+            return v
+
+        return literal
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        item = _checker(item_tp, None, None)
+
+        def listing(v):
+            if not isinstance(v, list):
+                raise ValueError("expected a list")
+            return tuple(item(x) for x in v)
+
+        return listing
+    if origin is tuple:
+        items = [_checker(a, None, None) for a in typing.get_args(tp)]
+
+        def pair(v):
+            if not isinstance(v, list) or len(v) != len(items):
+                raise ValueError(f"expected a list of {len(items)} values")
+            return tuple(c(x) for c, x in zip(items, v))
+
+        return pair
+    if dataclasses.is_dataclass(tp):
+        return lambda v: from_dict(tp, v)
+    if tp is EventTime:
+        return parse_time
+    if tp is str:
+
+        def text(v):
+            if not isinstance(v, str) or not v:
+                raise ValueError("expected a non-empty string")
+            return v
+
+        return text
+    if tp is bool:
+
+        def flag(v):
+            if not isinstance(v, bool):
+                raise ValueError("expected true or false")
+            return v
+
+        return flag
+    if tp in (int, float):
+        whole = tp is int
+
+        def number(v):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError("expected a number")
+            if whole and not isinstance(v, int):
+                raise ValueError("expected a whole number")
+            if not math.isfinite(v):
+                raise ValueError("must be finite")
+            if lo is not None and v < lo:
+                raise ValueError(f"must be >= {lo}")
+            if hi is not None and v > hi:
+                raise ValueError(f"must be <= {hi}")
+            return v if whole else float(v)
+
+        return number
+    raise TypeError(f"no wire rule for {tp!r}")
+
+
+@cache
+def _fields(cls: type) -> tuple[_Field, ...]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        check = _checker(hints[f.name], f.metadata.get("lo"), f.metadata.get("hi"))
+        out.append(_Field(f.name, check, required, default))
+    return tuple(out)
+
+
+def from_dict(cls: type[C], payload: Any) -> C:
+    """Validate a decoded JSON object against contract `cls`."""
+    if not isinstance(payload, dict):
+        raise Rejected(f"{cls.__name__}: expected a JSON object")
+    values = {}
+    for f in _fields(cls):
+        if f.name in payload:
+            try:
+                values[f.name] = f.check(payload[f.name])
+            except Rejected as exc:
+                raise Rejected(f"{cls.__name__}.{f.name}: {exc.reason}") from None
+            except (ValueError, TypeError) as exc:
+                raise Rejected(f"{cls.__name__}.{f.name}: {exc}") from None
+        elif f.required:
+            raise Rejected(f"{cls.__name__}: missing field {f.name}")
+        else:
+            values[f.name] = f.default
+    return cls(**values)
+
+
+def decode(cls: type[C], raw: bytes | None) -> C:
+    """Parse wire bytes into contract `cls`, or raise `Rejected`."""
+    if not raw:
+        raise Rejected(f"{cls.__name__}: empty message", "malformed")
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected(f"{cls.__name__}: not JSON ({exc})", "malformed") from None
+    return from_dict(cls, payload)
+
+
+def _wire(value: Any, tp: Any) -> Any:
+    if tp is EventTime or (typing.get_origin(tp) in (Union, types.UnionType) and EventTime in typing.get_args(tp)):
+        return None if value is None else iso(value)
+    if dataclasses.is_dataclass(value):
+        return to_dict(value)
+    if isinstance(value, tuple):
+        return [_wire(v, None) for v in value]
+    return value
+
+
+@cache
+def _wire_types(cls: type) -> tuple[tuple[str, Any], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
+
+
+def to_dict(event: Any) -> dict:
+    """A contract instance as its JSON object (times as ISO 8601)."""
+    return {name: _wire(getattr(event, name), tp) for name, tp in _wire_types(type(event))}
+
+
+def encode(event: Any) -> bytes:
+    """A contract instance as wire bytes."""
+    return orjson.dumps(to_dict(event))

@@ -1,0 +1,91 @@
+"""Event contracts: what each domain's sensors and systems put on Kafka.
+
+Units are in the field names. Event times are UTC. Personal identifiers (`person_id`, `phone`,
+`plate`) exist only on the ingestion topics; they are pseudonymised before anything downstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from schemas.contract import EventTime, bounded
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficReading:
+    """One detector's count and speeds on a road segment over `interval_s` seconds."""
+
+    sensor_id: str
+    segment_id: str
+    event_time: EventTime
+    vehicle_count: int = bounded(0, 10_000)
+    interval_s: float = bounded(1, 3600)
+    speed_kmh: float = bounded(0, 250)  # mean speed of the vehicles counted
+    occupancy: float = bounded(0, 1)  # share of the interval the detector was occupied
+    approach_id: str | None = None  # set when the detector sits on an intersection approach
+
+
+@dataclass(frozen=True, slots=True)
+class WaterDepthReading:
+    """Water depth above the lowest road point at a monitored waterlogging point."""
+
+    sensor_id: str
+    point_id: str
+    event_time: EventTime
+    depth_cm: float = bounded(-50, 1000)  # negative values are sensor faults, kept for health checks
+
+
+@dataclass(frozen=True, slots=True)
+class RainGaugeReading:
+    """Rain fallen at a gauge over `interval_s` seconds ending at `event_time`."""
+
+    gauge_id: str
+    event_time: EventTime
+    rain_mm: float = bounded(0, 500)
+    interval_s: float = bounded(1, 86_400)
+
+
+@dataclass(frozen=True, slots=True)
+class CitizenFloodReport:
+    """A resident's report of water on a road, with where it was seen."""
+
+    report_id: str
+    event_time: EventTime
+    lat: float = bounded(-90, 90)
+    lon: float = bounded(-180, 180)
+    depth_cm: float | None = bounded(0, 1000, default=None)
+    phone: str | None = None  # raw at ingestion only
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCodeScan:
+    """A health code scanned at a venue's entrance."""
+
+    scan_id: str
+    person_id: str  # raw at ingestion only
+    venue_id: str
+    event_time: EventTime
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCodeStatusChange:
+    """A person's health-code colour changing."""
+
+    person_id: str  # raw at ingestion only
+    colour: Literal["green", "yellow", "red"]
+    event_time: EventTime
+    reason: str | None = None
+    zone_id: str | None = None  # registered home zone, when known
+
+
+@dataclass(frozen=True, slots=True)
+class ParkingEvent:
+    """A vehicle entering or leaving a car park, from the barrier's plate reader."""
+
+    event_id: str
+    lot_id: str
+    plate: str  # raw at ingestion only
+    direction: Literal["entry", "exit"]
+    event_time: EventTime

@@ -1,0 +1,123 @@
+"""Records the city brain produces: live state, alerts, signal plans, dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from schemas.contract import EventTime
+
+CongestionLevel = Literal["free", "basically_free", "light", "moderate", "severe"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input that could not be used, with where it came from and why.
+
+    Also the shape of late events, which go to a topic of their own to be reprocessed or audited.
+    """
+
+    source_topic: str
+    partition: int
+    offset: int
+    reason: str
+    raw: str  # the original bytes as UTF-8, or base64 when they are not text
+    raw_encoding: Literal["utf-8", "base64"]
+    received_at: EventTime
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentWindow:
+    """A road segment's traffic over one event-time window (GB/T 33171 indicators)."""
+
+    segment_id: str
+    zone_id: str
+    window_start: EventTime
+    window_end: EventTime
+    vehicles: int
+    flow_vph: float
+    speed_kmh: float  # volume-weighted mean speed
+    occupancy: float
+    dtp: float  # delay time proportion, 1 - v / v_free
+    tpi: float  # 0-10
+    level: CongestionLevel
+    vehicle_km: float
+
+
+@dataclass(frozen=True, slots=True)
+class CityIndexPart:
+    """One partition's share of the city-wide TPI for a window, and its most congested segments."""
+
+    partition: int
+    window_start: EventTime
+    vehicle_km: float
+    tpi_vehicle_km: float
+    segments: int
+    top: list[tuple[str, float]]  # (segment_id, tpi), worst first
+
+
+@dataclass(frozen=True, slots=True)
+class CityIndex:
+    """The city-wide TPI for a window, weighted by vehicle-km."""
+
+    window_start: EventTime
+    tpi: float
+    level: CongestionLevel
+    vehicle_km: float
+    segments: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApproachFlow:
+    """Flow on one intersection approach over a window, re-keyed by intersection."""
+
+    intersection_id: str
+    approach_id: str
+    window_start: EventTime
+    flow_vph: float
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseGreen:
+    phase: str
+    flow_ratio: float  # critical q/s of the phase
+    green_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SignalPlan:
+    """A Webster fixed-time plan for an intersection from one window's approach flows."""
+
+    intersection_id: str
+    window_start: EventTime
+    flow_ratio_total: float  # Y
+    lost_time_s: float  # L
+    oversaturated: bool  # Y at or above the limit: no cycle is computed
+    cycle_s: float | None
+    phases: list[PhaseGreen]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One message in an incident's lifecycle (Alert, then Updates, then Cancel).
+
+    `identifier` is deterministic for the incident episode and its step, so a replay produces
+    the same identifiers rather than a second incident.
+    """
+
+    identifier: str
+    incident: str
+    msg_type: Literal["Alert", "Update", "Cancel"]
+    references: str | None  # identifier of the message this one follows
+    sent: EventTime  # event time that caused it
+    category: Literal["Transport", "Met", "Geo", "Health", "Safety", "Infra", "Rescue"]
+    event: str
+    severity: Literal["Minor", "Moderate", "Severe", "Extreme", "Unknown"]
+    urgency: Literal["Immediate", "Expected", "Future", "Past", "Unknown"]
+    certainty: Literal["Observed", "Likely", "Possible", "Unlikely", "Unknown"]
+    zone_id: str
+    subject_id: str  # what the alert is about: a segment, point, zone or lot id
+    level: str
+    value: float  # the measure behind the level (TPI, depth, rainfall)
+    headline: str

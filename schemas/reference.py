@@ -1,0 +1,117 @@
+"""Reference data: the city's fixed geography, published on compacted topics keyed by id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from schemas.contract import bounded
+
+LatLon = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """A district or community; the unit of area alerts and zone-level views."""
+
+    zone_id: str
+    name: str
+    polygon: list[LatLon]  # closed ring of (lat, lon), first point equal to last
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A directed road link between two junctions."""
+
+    segment_id: str
+    name: str
+    zone_id: str
+    road_class: Literal["expressway", "arterial", "secondary", "local"]
+    length_km: float = bounded(0.001, 100)
+    free_flow_kmh: float = bounded(1, 200)
+    lanes: int = bounded(1, 12, default=2)
+
+
+@dataclass(frozen=True, slots=True)
+class Approach:
+    """One signal-controlled approach into an intersection, fed by a segment."""
+
+    approach_id: str
+    segment_id: str
+    phase: str  # approaches in one phase share green; the phase's critical flow is their max
+    lanes: int = bounded(1, 8)
+    saturation_flow_vphpl: float | None = bounded(100, 3000, default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Intersection:
+    """A signalised junction and its approaches."""
+
+    intersection_id: str
+    name: str
+    zone_id: str
+    approaches: list[Approach]
+    lost_time_per_phase_s: float = bounded(0, 20, default=4.0)
+
+
+@dataclass(frozen=True, slots=True)
+class WaterloggingPoint:
+    """A low point prone to waterlogging, with a depth sensor."""
+
+    point_id: str
+    name: str
+    zone_id: str
+    segment_id: str | None
+    lat: float = bounded(-90, 90)
+    lon: float = bounded(-180, 180)
+    kind: Literal["underpass", "culvert", "underground_passage", "road_dip", "underground_garage"] = "road_dip"
+
+
+@dataclass(frozen=True, slots=True)
+class RainGauge:
+    """A rain gauge and the zone it measures."""
+
+    gauge_id: str
+    zone_id: str
+    lat: float = bounded(-90, 90)
+    lon: float = bounded(-180, 180)
+
+
+@dataclass(frozen=True, slots=True)
+class Lot:
+    """An off-street car park."""
+
+    lot_id: str
+    name: str
+    zone_id: str
+    capacity: int = bounded(1, 100_000)
+    underground: bool = False
+    tariff_per_hour_cny: float = bounded(0, 1000, default=5.0)
+    lat: float = bounded(-90, 90, default=0.0)
+    lon: float = bounded(-180, 180, default=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Venue:
+    """A place where health codes are scanned: shops, stations, shelters."""
+
+    venue_id: str
+    name: str
+    zone_id: str
+    kind: Literal["shop", "station", "office", "school", "hospital", "shelter"] = "shop"
+    capacity: int = bounded(0, 1_000_000, default=0)
+    lat: float = bounded(-90, 90, default=0.0)
+    lon: float = bounded(-180, 180, default=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class CityMap:
+    """All reference data, by id."""
+
+    zones: dict[str, Zone] = field(default_factory=dict)
+    segments: dict[str, Segment] = field(default_factory=dict)
+    intersections: dict[str, Intersection] = field(default_factory=dict)
+    points: dict[str, WaterloggingPoint] = field(default_factory=dict)
+    gauges: dict[str, RainGauge] = field(default_factory=dict)
+    lots: dict[str, Lot] = field(default_factory=dict)
+    venues: dict[str, Venue] = field(default_factory=dict)

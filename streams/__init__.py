@@ -1,0 +1,1 @@
+"""Generic stream pieces: the faust app, topics, windows, state, reference joins."""

@@ -1,0 +1,31 @@
+"""The faust application and the `citybrain` command line."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.settings import settings
+
+_s = settings()
+
+app = faust.App(
+    _s.app_id,
+    broker=f"kafka://{_s.kafka_bootstrap}",
+    value_serializer="raw",
+    key_serializer="raw",
+    store="memory://",
+    topic_partitions=_s.partitions,
+    topic_allow_declare=False,  # topics are created by `citybrain topics`, with their configs
+    web_port=_s.web_port,
+    stream_buffer_maxsize=max(4096, 2 * _s.batch_max),
+    broker_commit_every=_s.batch_max,
+    consumer_auto_offset_reset="earliest",
+)
+
+
+def main() -> None:
+    """Entry point of the `citybrain` command: faust's CLI plus the project's commands."""
+    import agents.traffic  # noqa: F401  registers the traffic agents
+    import streams.commands  # noqa: F401  registers simulate, replay, topics, bench, watch
+
+    app.main()

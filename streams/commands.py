@@ -1,0 +1,81 @@
+"""The project's own subcommands of `citybrain`: topics, simulate, replay, watch, bench."""
+
+from __future__ import annotations
+
+import time
+
+from faust.cli import argument, option
+
+from streams.app import app
+from streams.settings import settings
+
+
+@app.command()
+async def topics(self) -> None:
+    """Create the system's topics (idempotent)."""
+    from streams.admin import ensure_topics
+
+    created = ensure_topics(settings())
+    self.say(f"created {len(created)} topics: {', '.join(created)}" if created else "all topics exist")
+
+
+@app.command(
+    option("--scenario", default="rush-hour", type=str, help="Scenario to run: rush-hour."),
+    option("--minutes", default=60.0, type=float, help="Length of the scenario in event time."),
+    option("--accel", default=60.0, type=float, help="Event-time seconds per wall second; 0 = as fast as possible."),
+    option("--seed", default=7, type=int, help="Same seed, same city and same events."),
+    option("--dirty/--clean", default=True, help="Mix in a malformed and a late reading, as real feeds do."),
+)
+async def simulate(self, scenario: str, minutes: float, accel: float, seed: int, dirty: bool) -> None:
+    """Publish the synthetic city's reference data, then a scenario's events."""
+    from streams.admin import ensure_topics
+    from streams.simulate import run_scenario
+
+    ensure_topics(settings())
+    sent = await run_scenario(settings(), scenario, minutes * 60, accel, seed, dirty, self.say)
+    self.say(f"simulate: {sent} events published")
+
+
+@app.command(
+    argument("path"),
+    option("--topic", "role", required=True, type=str, help="Topic role, e.g. traffic_readings."),
+    option("--speed", default=1.0, type=float, help="Replay at recorded pace times this factor."),
+    option("--fast", is_flag=True, default=False, help="As fast as possible."),
+    option("--map", "mapping", multiple=True, help="CSV column mapping, COLUMN=field (repeatable)."),
+    option("--time-field", default="event_time", type=str, help="Field holding the event time."),
+)
+async def replay(self, path: str, role: str, speed: float, fast: bool, mapping: tuple[str, ...], time_field: str) -> None:
+    """Publish recorded events (JSON Lines or CSV) onto a topic."""
+    from streams.replay import replay_file
+
+    sent = await replay_file(settings(), path, role, None if fast else speed, dict(m.split("=", 1) for m in mapping), time_field)
+    self.say(f"replay: {sent} events published")
+
+
+@app.command(
+    option("--seconds", default=0.0, type=float, help="Stop after this long (0: until interrupted)."),
+    option("--quiet-after", default=0.0, type=float, help="Stop once nothing new has happened for this long."),
+)
+async def watch(self, seconds: float, quiet_after: float) -> None:
+    """Print alerts and signal plans as they happen and the city's state, then a summary."""
+    from streams.watch import watch_city
+
+    await watch_city(settings(), seconds, quiet_after, self.say)
+
+
+@app.command(
+    argument("pipeline", type=str),
+    option("--events", default=500_000, type=int, help="Readings to preload."),
+    option("--segments", default=2_000, type=int, help="Road segments the readings spread over."),
+)
+async def bench(self, pipeline: str, events: int, segments: int) -> None:
+    """Measure a pipeline against a bare consumer on the same preloaded topic."""
+    from streams.bench import bench_traffic
+
+    if pipeline != "traffic":
+        raise SystemExit(f"no benchmark named {pipeline!r}; try: traffic")
+    started = time.time()
+    await bench_traffic(settings(), events, segments, self.say)
+    self.say(f"bench took {time.time() - started:.0f} s")
+
+

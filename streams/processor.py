@@ -1,0 +1,304 @@
+"""Runs a stage's per-partition logic over batches of Kafka events, exactly once on Redis.
+
+For each batch: events are grouped by partition; those at or below the partition's applied
+offset are skipped (a redelivery); each is decoded against its contract, and a bad one becomes a
+dead-letter record; the stage folds the rest into its in-memory state. The batch's output records
+are sent and acknowledged by Kafka first, then its Redis writes are committed together with the
+offset. A crash in between resends the same deterministic records and applies the state once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import time
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+from faust.types import EventT, TopicT
+
+from schemas.contract import Rejected, decode, encode, iso
+from schemas.records import DeadLetter
+from streams import metrics, topics
+from streams.reference import Reference
+from streams.settings import Settings
+from streams.state import Batch, StateStore, partition_key
+from streams.windows import TumblingWindows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an event came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Effects:
+    """What one partition's batch does: Redis writes and records to send."""
+
+    stage: str
+    batch: Batch
+    sends: list[tuple[TopicT, bytes | None, bytes]] = field(default_factory=list)
+
+    def send(self, topic: TopicT, key: str | None, record: Any) -> None:
+        self.sends.append((topic, key.encode() if key is not None else None, encode(record)))
+
+    def divert(self, topic: TopicT, source: Source, reason: str) -> None:
+        """Route an event that cannot be applied (dead letter, late event) with the reason."""
+        self.sends.append((topic, source.topic.encode(), encode(dead_letter(source, reason))))
+
+    def late(self, source: Source, reason: str) -> None:
+        metrics.EVENTS_LATE.labels(self.stage).inc()
+        self.divert(topics.late_events, source, reason)
+
+
+def dead_letter(source: Source, reason: str) -> DeadLetter:
+    raw = source.value or b""
+    try:
+        text, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(raw).decode(), "base64"
+    return DeadLetter(
+        source_topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        reason=reason,
+        raw=text,
+        raw_encoding=encoding,
+        received_at=time.time(),
+        key=source.key.decode("utf-8", "replace") if source.key is not None else None,
+    )
+
+
+class Stage(ABC):
+    """One stage's state and rules for one partition, restored from and saved to Redis."""
+
+    name: ClassVar[str]  # names the stage's keys: `<prefix>:{<name>.<partition>}:...`
+    contract: ClassVar[type]  # what its source topic carries
+    hashes: ClassVar[tuple[str, ...]]  # Redis hashes restored when the partition is loaded
+
+    def __init__(self, partition: int, settings: Settings, reference: Reference):
+        self.partition = partition
+        self.settings = settings
+        self.reference = reference
+        self.last_event_wall = time.monotonic()
+
+    @abstractmethod
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        """Rebuild in-memory state from the partition's Redis hashes."""
+
+    def knows(self, value: Any) -> bool:
+        """Whether the reference data this event needs is loaded."""
+        return True
+
+    @abstractmethod
+    def on_event(self, value: Any, source: Source, effects: Effects) -> None:
+        """Fold one valid event into the state; raise Rejected to dead-letter it untouched."""
+
+    @abstractmethod
+    def flush(self, effects: Effects) -> None:
+        """End of a batch: emit what is complete and stage the state's Redis writes."""
+
+    def on_idle(self, wall_now: float, effects: Effects) -> None:
+        """The partition has been silent for `idle_close_s`; close what silence completes."""
+
+
+class Processor:
+    """Drives one stage over its source topic's partitions."""
+
+    def __init__(self, stage: type[Stage], topic: str, state: StateStore, reference: Reference, settings: Settings):
+        self.stage = stage
+        self.topic = topic
+        self.name = stage.name
+        self.state = state
+        self.reference = reference
+        self.settings = settings
+        self.stages: dict[int, tuple[Stage, int]] = {}  # partition -> (stage, applied offset)
+        self._lock = asyncio.Lock()
+
+    def base(self, partition: int) -> str:
+        return partition_key(self.settings.key_prefix, self.name, partition)
+
+    async def _loaded(self, partition: int) -> tuple[Stage, int]:
+        if partition not in self.stages:
+            stage = self.stage(partition, self.settings, self.reference)
+            offset, hashes = await self.state.load(self.base(partition), stage.hashes)
+            stage.restore(hashes)
+            self.stages[partition] = (stage, offset)
+        return self.stages[partition]
+
+    def forget(self, revoked: Sequence[Any]) -> None:
+        """Drop in-memory state of the topic partitions this worker no longer owns."""
+        for tp in revoked:
+            if tp.topic == self.topic:
+                self.stages.pop(tp.partition, None)
+
+    async def process(self, events: Sequence[EventT]) -> None:
+        """Apply one batch of events taken from the stream."""
+        by_partition: dict[int, list[Source]] = defaultdict(list)
+        for event in events:
+            m = event.message
+            by_partition[m.partition].append(Source(m.topic, m.partition, m.offset, m.key, m.value))
+        async with self._lock:
+            await self.reference.start()
+            pending = dict(by_partition)
+            for _attempt in range(5):
+                if not pending:
+                    return
+                pending = await self._apply(pending)
+            raise RuntimeError(f"{self.name}: partitions {sorted(pending)} kept moving under us")
+
+    async def tick(self) -> None:
+        """Close the windows of partitions that have gone silent."""
+        async with self._lock:
+            now = time.monotonic()
+            work = []
+            for p, (stage, offset) in list(self.stages.items()):
+                if now - stage.last_event_wall >= self.settings.idle_close_s:
+                    effects = Effects(self.name, Batch(self.base(p), offset, offset))
+                    stage.on_idle(time.time(), effects)
+                    stage.flush(effects)
+                    if effects.batch.commands or effects.sends:
+                        work.append((p, effects))
+            await self._emit_and_commit(work)
+
+    async def _apply(self, by_partition: dict[int, list[Source]]) -> dict[int, list[Source]]:
+        """Apply each partition's events; returns those of partitions to retry after a conflict."""
+        work = []
+        for p, sources in by_partition.items():
+            stage, offset = await self._loaded(p)
+            fresh = [s for s in sources if s.offset > offset]
+            if len(fresh) < len(sources):
+                metrics.EVENTS_REDELIVERED.labels(self.name).inc(len(sources) - len(fresh))
+            if not fresh:
+                continue
+            decoded = []
+            for source in fresh:
+                try:
+                    decoded.append((source, decode(stage.contract, source.value)))
+                except Rejected as exc:
+                    decoded.append((source, exc))
+            if not all(stage.knows(v) for _, v in decoded if not isinstance(v, Rejected)):
+                await self.reference.catch_up()
+            effects = Effects(self.name, Batch(self.base(p), offset, fresh[-1].offset))
+            for source, value in decoded:
+                try:
+                    if isinstance(value, Rejected):
+                        raise value
+                    stage.on_event(value, source, effects)
+                except Rejected as exc:
+                    self._reject(source, exc, effects)
+            stage.flush(effects)
+            stage.last_event_wall = time.monotonic()
+            metrics.BATCH_SIZE.labels(self.name).observe(len(fresh))
+            metrics.EVENTS_PROCESSED.labels(self.name).inc(len(fresh))
+            work.append((p, effects))
+        conflicts = await self._emit_and_commit(work)
+        return {p: by_partition[p] for p in conflicts}
+
+    def _reject(self, source: Source, exc: Rejected, effects: Effects) -> None:
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, exc.reason,
+            extra={"topic": source.topic, "partition": source.partition, "offset": source.offset},
+        )
+        metrics.EVENTS_REJECTED.labels(self.name, exc.kind).inc()
+        metrics.DEAD_LETTERS.labels(self.name).inc()
+        effects.divert(topics.dead_letters, source, exc.reason)
+
+    async def _emit_and_commit(self, work: list[tuple[int, Effects]]) -> list[int]:
+        """Send every record and wait for Kafka to take them, then commit Redis; returns conflicts."""
+        futures = []
+        for _, effects in work:
+            for topic, key, value in effects.sends:
+                futures.append(await topic.send(key=key, value=value, force=True))
+        if futures:
+            await asyncio.gather(*futures)
+        started = time.perf_counter()
+        applied = await self.state.commit([e.batch for _, e in work])
+        metrics.REDIS_COMMIT_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        conflicts = []
+        for (p, effects), ok in zip(work, applied):
+            if ok:
+                self.stages[p] = (self.stages[p][0], effects.batch.offset)
+            else:
+                metrics.STATE_CONFLICTS.labels(self.name).inc()
+                self.stages.pop(p, None)
+                conflicts.append(p)
+        return conflicts
+
+
+
+class WindowedStage(Stage):
+    """A stage that folds events into event-time tumbling windows and closes them in order.
+
+    Open windows and the watermark are part of the partition's Redis state, so a restarted
+    worker resumes the very windows it was filling. Keys are strings; accumulators are JSON.
+    """
+
+    hashes: ClassVar[tuple[str, ...]] = ("meta", "open")
+
+    def __init__(self, partition: int, settings: Settings, reference: Reference):
+        super().__init__(partition, settings, reference)
+        self.windows: TumblingWindows[str, Any] = TumblingWindows(settings.window_s, self.grace_s())
+        self._touched: set[tuple[str, float]] = set()
+
+    def grace_s(self) -> float:
+        return self.settings.grace_s
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        meta = hashes.get("meta", {})
+        if "watermark" in meta:
+            self.windows.watermark = float(meta["watermark"])
+        for name, acc in hashes.get("open", {}).items():
+            start, key = name.split("|", 1)
+            self.windows.open[(key, float(start))] = orjson.loads(acc)
+
+    def fold(self, key: str, t: float, fold: Callable[[Any], Any], source: Source, effects: Effects) -> bool:
+        """Fold into the window of `t`; a late event is routed to the late-events topic instead."""
+        slot = self.windows.add(key, t, fold)
+        if slot is None:
+            start = self.windows.start_of(t)
+            effects.late(
+                source,
+                f"late: window {iso(start)} of {key} closed at watermark {iso(self.windows.watermark)}",
+            )
+            return False
+        self._touched.add(slot)
+        return True
+
+    def on_idle(self, wall_now: float, effects: Effects) -> None:
+        # Silence is taken as event time passing: windows of sensors that stopped still close.
+        self.windows.advance(wall_now - self.settings.idle_close_s)
+
+    @abstractmethod
+    def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
+        """Emit what the closed windows (key, start, accumulator) say, oldest first."""
+
+    def flush(self, effects: Effects) -> None:
+        closed = self.windows.close_due()
+        if closed:
+            self.on_close(closed, effects)
+            effects.batch.hdel("open", (_slot_field(key, start) for key, start, _ in closed))
+        still_open = {s: self.windows.open[s] for s in self._touched if s in self.windows.open}
+        if still_open:
+            effects.batch.hset("open", {_slot_field(k, start): orjson.dumps(acc).decode() for (k, start), acc in still_open.items()})
+        self._touched.clear()
+        if self.windows.watermark > -math.inf:
+            effects.batch.hset("meta", {"watermark": repr(self.windows.watermark)})
+
+
+def _slot_field(key: str, start: float) -> str:
+    return f"{start!r}|{key}"

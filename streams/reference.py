@@ -1,0 +1,99 @@
+"""The city's reference data, read from its compacted topics and kept current.
+
+Every worker holds the whole (small) city map, as a global table would: joins against it need
+no network round trip. The map is loaded to the topics' end before the first event is processed
+and followed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas import reference as ref
+from schemas.contract import Rejected, decode
+from streams.settings import Settings
+from streams.topics import REFERENCE, topic_name
+
+log = logging.getLogger(__name__)
+
+CONTRACTS = {
+    "zones": (ref.Zone, "zone_id"),
+    "segments": (ref.Segment, "segment_id"),
+    "intersections": (ref.Intersection, "intersection_id"),
+    "points": (ref.WaterloggingPoint, "point_id"),
+    "gauges": (ref.RainGauge, "gauge_id"),
+    "lots": (ref.Lot, "lot_id"),
+    "venues": (ref.Venue, "venue_id"),
+}
+
+
+class Reference:
+    """The city map, and the consumer that keeps it current."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.city = ref.CityMap()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._last_catch_up = 0.0
+        self._roles = {topic_name(role): role for role in REFERENCE}
+        self.approaches: dict[str, str] = {}  # approach_id -> intersection_id
+
+    async def start(self) -> None:
+        """Read every reference topic to its current end."""
+        async with self._lock:
+            if self._consumer is None:
+                self._consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False
+                )
+                await self._consumer.start()
+                partitions = [TopicPartition(t, 0) for t in self._roles]
+                self._consumer.assign(partitions)
+                await self._consumer.seek_to_beginning(*partitions)
+                await self._read_to_end()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def catch_up(self) -> None:
+        """Read what has been published since; at most once per `reference_refresh_s`."""
+        await self.start()
+        if time.monotonic() - self._last_catch_up < self.settings.reference_refresh_s:
+            return
+        async with self._lock:
+            await self._read_to_end()
+
+    async def _read_to_end(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        partitions = list(consumer.assignment())
+        ends = await consumer.end_offsets(partitions)
+        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for tp, messages in batches.items():
+                for message in messages:
+                    self._apply(tp.topic, message.key, message.value)
+        self._last_catch_up = time.monotonic()
+
+    def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        role = self._roles[topic]
+        contract, id_field = CONTRACTS[role]
+        table = getattr(self.city, role)
+        if value is None:  # a tombstone removes the record
+            if key is not None:
+                table.pop(key.decode(), None)
+            return
+        try:
+            record = decode(contract, value)
+        except Rejected as exc:
+            log.warning("reference record on %s rejected: %s", topic, exc.reason)
+            return
+        table[getattr(record, id_field)] = record
+        if role == "intersections":
+            self.approaches.update({a.approach_id: record.intersection_id for a in record.approaches})

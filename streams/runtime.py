@@ -1,0 +1,41 @@
+"""What every worker shares: the Redis connection, the state store, the city map, and the
+hooks that keep the stages' partitions in step with the consumer group."""
+
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio as aioredis
+
+from streams.app import app
+from streams.processor import Processor, Stage
+from streams.reference import Reference
+from streams.settings import settings
+from streams.state import StateStore
+
+log = logging.getLogger(__name__)
+
+redis = aioredis.from_url(settings().redis_url)
+state = StateStore(redis)
+reference = Reference(settings())
+processors: list[Processor] = []
+
+
+def processor(stage: type[Stage], topic: str) -> Processor:
+    """The processor of a stage reading `topic`, registered for the idle timer and rebalances."""
+    p = Processor(stage, topic, state, reference, settings())
+    processors.append(p)
+    return p
+
+
+@app.timer(interval=1.0)
+async def close_silent_windows() -> None:
+    for p in processors:
+        await p.tick()
+
+
+@app.on_partitions_revoked.connect
+async def forget_revoked(app, revoked, **kwargs) -> None:  # noqa: ARG001
+    # Another worker may take these over; state is reloaded from Redis if they come back.
+    for p in processors:
+        p.forget(revoked)

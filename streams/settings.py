@@ -1,0 +1,88 @@
+"""The one settings object, loaded from the environment.
+
+Every field can be set as `CITYBRAIN_<FIELD NAME IN CAPITALS>`, e.g. `CITYBRAIN_WINDOW_S=300`.
+Tuples are comma-separated. Defaults are the standards in the domain notes: GB/T 33171 for
+traffic, Webster for signals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass
+from functools import cache
+
+PREFIX = "CITYBRAIN_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where things run.
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    app_id: str = "citybrain"
+    topic_prefix: str = ""  # lets several cities (or test runs) share one broker
+    key_prefix: str = "cb"  # Redis key prefix
+    partitions: int = 4
+    web_port: int = 6066
+
+    # Batching: events taken per await, and how long to wait for a batch to fill.
+    batch_max: int = 10_000
+    batch_within_s: float = 0.05
+
+    # Event-time windows.
+    window_s: float = 60.0
+    grace_s: float = 30.0
+    # A partition silent this long (wall clock) has its watermark advanced by the silence, so
+    # windows of sensors that stopped reporting still close.
+    idle_close_s: float = 10.0
+
+    # Traffic performance index (GB/T 33171-2016): DTP lower bounds of the five bands.
+    dtp_bands: tuple[float, ...] = (0.0, 0.3, 0.5, 0.6, 0.7)
+    # Congestion alerts: TPI at which a level counts, windows in a row to raise, and the margin
+    # and windows in a row below (threshold - margin) to clear.
+    congestion_moderate_tpi: float = 6.0
+    congestion_severe_tpi: float = 8.0
+    congestion_raise_windows: int = 3
+    congestion_clear_margin_tpi: float = 1.0
+    congestion_clear_windows: int = 2
+    ranking_size: int = 20
+
+    # Webster signal timing.
+    saturation_flow_vphpl: float = 1800.0
+    cycle_min_s: float = 30.0
+    cycle_max_s: float = 180.0
+    oversaturated_flow_ratio: float = 0.9
+
+    # Reference data is re-read at most this often when an event names an unknown id.
+    reference_refresh_s: float = 5.0
+
+
+def _parse(tp: typing.Any, text: str) -> typing.Any:
+    if typing.get_origin(tp) is tuple:
+        (item,) = typing.get_args(tp)[:1]
+        return tuple(item(x.strip()) for x in text.split(",") if x.strip())
+    if tp is bool:
+        return text.strip().lower() in ("1", "true", "yes", "on")
+    return tp(text)
+
+
+def from_env(environ: typing.Mapping[str, str] = os.environ) -> Settings:
+    """Settings with every `CITYBRAIN_*` variable applied."""
+    hints = typing.get_type_hints(Settings)
+    values = {}
+    for f in dataclasses.fields(Settings):
+        name = PREFIX + f.name.upper()
+        if name in environ:
+            try:
+                values[f.name] = _parse(hints[f.name], environ[name])
+            except ValueError as exc:
+                raise SystemExit(f"{name}={environ[name]!r}: {exc}") from None
+    return Settings(**values)
+
+
+@cache
+def settings() -> Settings:
+    """The process's settings, read once."""
+    return from_env()

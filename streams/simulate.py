@@ -1,0 +1,218 @@
+"""A deterministic synthetic city and the scenarios that bring it to life.
+
+`build_city(seed)` lays out zones, road segments, signalised intersections, waterlogging points,
+rain gauges, car parks and venues around a centre. A scenario is a generator of
+(event_time, topic role, key, record) in event-time order; `citybrain simulate` publishes the
+city's reference data and then the scenario's events at a chosen time acceleration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from schemas.contract import encode, iso
+from schemas.events import TrafficReading
+from schemas.reference import (
+    Approach,
+    CityMap,
+    Intersection,
+    Lot,
+    RainGauge,
+    Segment,
+    Venue,
+    WaterloggingPoint,
+    Zone,
+)
+from streams.feed import Publisher
+from streams.settings import Settings
+
+CENTRE = (30.25, 120.16)  # lat, lon
+ZONE_SIZE_DEG = 0.02
+STREETS = ("Yan'an", "Jiefang", "Fengqi", "Qingchun", "Zhongshan", "Huansha", "Moganshan", "Wensan",
+           "Tianmushan", "Hushu", "Jianguo", "Qiutao", "Xixi", "Binsheng", "Jiangnan", "Shixiang")
+ROAD_CLASSES = (("expressway", 80.0, 3), ("arterial", 50.0, 3), ("arterial", 50.0, 2), ("secondary", 40.0, 2),
+                ("secondary", 40.0, 2), ("local", 30.0, 1))
+
+
+def build_city(seed: int = 7, zones_per_side: int = 3, segments_per_zone: int = 12) -> CityMap:
+    """A reproducible city: same seed, same city."""
+    rng = random.Random(seed)
+    city = CityMap()
+    for row in range(zones_per_side):
+        for col in range(zones_per_side):
+            zone_id = f"Z{row}{col}"
+            lat0 = CENTRE[0] + (row - zones_per_side / 2) * ZONE_SIZE_DEG
+            lon0 = CENTRE[1] + (col - zones_per_side / 2) * ZONE_SIZE_DEG
+            ring = [(lat0, lon0), (lat0, lon0 + ZONE_SIZE_DEG), (lat0 + ZONE_SIZE_DEG, lon0 + ZONE_SIZE_DEG),
+                    (lat0 + ZONE_SIZE_DEG, lon0), (lat0, lon0)]
+            city.zones[zone_id] = Zone(zone_id, f"District {zone_id}", [(round(a, 5), round(b, 5)) for a, b in ring])
+
+            def spot() -> tuple[float, float]:
+                return (round(lat0 + rng.random() * ZONE_SIZE_DEG, 5), round(lon0 + rng.random() * ZONE_SIZE_DEG, 5))
+
+            segs = []
+            for i in range(segments_per_zone):
+                road_class, free_flow, lanes = ROAD_CLASSES[i % len(ROAD_CLASSES)]
+                seg = Segment(
+                    segment_id=f"{zone_id}-S{i:02d}",
+                    name=f"{rng.choice(STREETS)} Rd ({zone_id}-{i:02d})",
+                    zone_id=zone_id,
+                    road_class=road_class,
+                    length_km=round(rng.uniform(0.3, 2.0), 3),
+                    free_flow_kmh=free_flow,
+                    lanes=lanes,
+                )
+                city.segments[seg.segment_id] = seg
+                segs.append(seg)
+            # Two junctions per zone, fed by arterial and secondary segments (never the expressway).
+            feeders = [s for s in segs if s.road_class in ("arterial", "secondary")]
+            for j in range(2):
+                legs = feeders[j * 4 : j * 4 + 4]
+                if len(legs) < 4:
+                    break
+                junction_id = f"{zone_id}-J{j}"
+                city.intersections[junction_id] = Intersection(
+                    intersection_id=junction_id,
+                    name=f"{legs[0].name.split(' Rd')[0]} x {legs[2].name.split(' Rd')[0]}",
+                    zone_id=zone_id,
+                    approaches=[
+                        Approach(f"{junction_id}-{leg}", s.segment_id, phase, s.lanes)
+                        for leg, s, phase in zip(("N", "S", "E", "W"), legs, ("NS", "NS", "EW", "EW"))
+                    ],
+                )
+            for k, kind in enumerate(("underpass", "road_dip")):
+                lat, lon = spot()
+                point_id = f"{zone_id}-P{k}"
+                city.points[point_id] = WaterloggingPoint(point_id, f"{kind.replace('_', ' ')} {point_id}", zone_id,
+                                                          segs[k].segment_id, lat, lon, kind)
+            lat, lon = spot()
+            city.gauges[f"{zone_id}-G0"] = RainGauge(f"{zone_id}-G0", zone_id, lat, lon)
+            for k, underground in enumerate((True, False)):
+                lat, lon = spot()
+                lot_id = f"{zone_id}-L{k}"
+                city.lots[lot_id] = Lot(lot_id, f"{'Underground' if underground else 'Surface'} car park {lot_id}",
+                                        zone_id, rng.choice((120, 200, 350)), underground, 5.0 if underground else 3.0,
+                                        lat, lon)
+            for k, kind in enumerate(("shop", "station", "shelter")):
+                lat, lon = spot()
+                venue_id = f"{zone_id}-V{k}"
+                city.venues[venue_id] = Venue(venue_id, f"{kind} {venue_id}", zone_id, kind,
+                                              800 if kind == "shelter" else 0, lat, lon)
+    return city
+
+
+def reference_records(city: CityMap) -> Iterator[tuple[str, str, Any]]:
+    """(topic role, key, record) for every piece of reference data."""
+    for role in ("zones", "segments", "intersections", "points", "gauges", "lots", "venues"):
+        for key, record in getattr(city, role).items():
+            yield role, key, record
+
+
+@dataclass(frozen=True)
+class RushHour:
+    """A morning peak: demand swells and ebbs; some roads jam badly, some moderately.
+
+    Each segment's detector reports every `interval_s`. A segment's congestion share (0: normal,
+    1: moderate hot spot, 2: severe hot spot) is drawn from the seed, so the same seed jams the
+    same roads.
+    """
+
+    city: CityMap
+    start: float  # event time of the first reading
+    duration_s: float = 3600.0
+    interval_s: float = 30.0
+    seed: int = 7
+
+    def hot_spots(self) -> dict[str, int]:
+        rng = random.Random(self.seed * 31 + 1)
+        approach_segments = {a.segment_id for j in self.city.intersections.values() for a in j.approaches}
+        spots = {}
+        for seg_id in sorted(self.city.segments):
+            draw = rng.random()
+            # Intersection approaches stay moderate at worst so signal plans stay computable.
+            spots[seg_id] = 2 if draw < 0.12 and seg_id not in approach_segments else 1 if draw < 0.27 else 0
+        return spots
+
+    def demand(self, t: float) -> float:
+        """0-1: how far into the peak the city is at event time t."""
+        u = (t - self.start) / self.duration_s
+        return math.exp(-(((u - 0.5) / 0.2) ** 2))
+
+    def events(self) -> Iterator[tuple[float, str, str, Any]]:
+        rng = random.Random(self.seed)
+        spots = self.hot_spots()
+        approach_of = {a.segment_id: a.approach_id for j in self.city.intersections.values() for a in j.approaches}
+        steps = int(self.duration_s // self.interval_s)
+        for k in range(1, steps + 1):
+            t = self.start + k * self.interval_s
+            peak = self.demand(t)
+            for seg in self.city.segments.values():
+                slowdown = (0.3, 0.62, 0.85)[spots[seg.segment_id]] * peak
+                speed_ratio = max(0.03, 1.0 - slowdown + rng.uniform(-0.02, 0.02))
+                load = 0.15 + (0.2 if seg.segment_id in approach_of else 0.5) * peak
+                flow = seg.lanes * 1800.0 * load
+                count = max(0, round(rng.gauss(flow * self.interval_s / 3600.0, 1.0)))
+                yield t, "traffic_readings", seg.segment_id, TrafficReading(
+                    sensor_id=f"DET-{seg.segment_id}",
+                    segment_id=seg.segment_id,
+                    event_time=t,
+                    vehicle_count=count,
+                    interval_s=self.interval_s,
+                    speed_kmh=round(seg.free_flow_kmh * speed_ratio, 2),
+                    occupancy=round(min(0.95, 0.04 + 0.85 * slowdown), 3),
+                    approach_id=approach_of.get(seg.segment_id),
+                )
+
+
+SCENARIOS = {"rush-hour": RushHour}
+
+
+def dirty_readings(city: CityMap, start: float, interval_s: float) -> list[tuple[str, str, bytes]]:
+    """What real feeds also carry: a truncated message, an impossible speed, a very late reading."""
+    seg = next(iter(city.segments.values()))
+    late = TrafficReading(f"DET-{seg.segment_id}", seg.segment_id, start + interval_s, 3, interval_s, 42.0, 0.1)
+    return [
+        ("traffic_readings", seg.segment_id, b'{"sensor_id": "DET-broken", "segment_id": '),
+        ("traffic_readings", seg.segment_id, encode(replace(late, speed_kmh=-5.0))),
+        ("traffic_readings", seg.segment_id, encode(late)),
+    ]
+
+
+async def run_scenario(
+    settings: Settings, name: str, duration_s: float, accel: float, seed: int, dirty: bool, say: Callable[[str], None]
+) -> int:
+    """Publish the city's reference data, then the scenario's events paced by `accel`."""
+    city = build_city(seed)
+    # Event time ends before the wall clock: windows close on event time, and a silent
+    # partition's timer takes the wall clock as its event time.
+    start = math.floor((time.time() - duration_s - 2 * settings.window_s) / settings.window_s) * settings.window_s
+    scenario = SCENARIOS[name](city, start, duration_s, seed=seed)
+    events = list(scenario.events())
+    extras = dirty_readings(city, start, scenario.interval_s) if dirty else []
+    async with Publisher(settings) as pub:
+        for role, key, record in reference_records(city):
+            await pub.send(role, key, record)
+        await pub.flush()
+        say(f"simulate: city of {len(city.zones)} zones, {len(city.segments)} segments, "
+            f"{len(city.intersections)} intersections published; {len(events)} {name} events from {iso(start)}")
+        wall0, next_report = time.monotonic(), start
+        for i, (t, role, key, record) in enumerate(events):
+            if accel > 0:
+                delay = wall0 + (t - start) / accel - time.monotonic()
+                if delay > 0:
+                    await pub.flush()
+                    await asyncio.sleep(delay)
+            await pub.send(role, key, record)
+            if extras and i == len(events) // 2:
+                for role_, key_, raw in extras:
+                    await pub.send_raw(role_, key_, raw)
+            if t >= next_report:
+                say(f"simulate: event time {iso(t)}, {pub.sent} events sent")
+                next_report = t + 600
+    return pub.sent

@@ -1,0 +1,68 @@
+"""Every topic in the system, with its key and what it carries.
+
+Values are JSON (orjson) per the contracts in `schemas/`; keys are UTF-8 ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.app import app
+from streams.settings import settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str
+    carries: str
+    compacted: bool = False
+    partitions: int | None = None  # None: the configured default
+
+
+SPECS = {
+    # Ingestion: what sensors and city systems publish.
+    "traffic_readings": TopicSpec("traffic.readings", "segment_id", "TrafficReading"),
+    "water_depths": TopicSpec("flood.water_depths", "point_id", "WaterDepthReading"),
+    "rain_readings": TopicSpec("flood.rain_readings", "gauge_id", "RainGaugeReading"),
+    "flood_reports": TopicSpec("flood.citizen_reports", "report_id", "CitizenFloodReport"),
+    "health_scans": TopicSpec("health.scans", "venue_id", "HealthCodeScan"),
+    "health_status": TopicSpec("health.status_changes", "person_id", "HealthCodeStatusChange"),
+    "parking_events": TopicSpec("parking.events", "lot_id", "ParkingEvent"),
+    # Reference data: the latest record per id.
+    "zones": TopicSpec("ref.zones", "zone_id", "Zone", compacted=True, partitions=1),
+    "segments": TopicSpec("ref.segments", "segment_id", "Segment", compacted=True, partitions=1),
+    "intersections": TopicSpec("ref.intersections", "intersection_id", "Intersection", compacted=True, partitions=1),
+    "points": TopicSpec("ref.waterlogging_points", "point_id", "WaterloggingPoint", compacted=True, partitions=1),
+    "gauges": TopicSpec("ref.rain_gauges", "gauge_id", "RainGauge", compacted=True, partitions=1),
+    "lots": TopicSpec("ref.lots", "lot_id", "Lot", compacted=True, partitions=1),
+    "venues": TopicSpec("ref.venues", "venue_id", "Venue", compacted=True, partitions=1),
+    # Between stages: re-keyed so that what is combined lives on one partition.
+    "approach_flows": TopicSpec("traffic.approach_flows", "intersection_id", "ApproachFlow"),
+    "city_parts": TopicSpec("traffic.city_parts", "city", "CityIndexPart", partitions=1),
+    # What the city brain says.
+    "signal_plans": TopicSpec("signals.plans", "intersection_id", "SignalPlan"),
+    "alerts": TopicSpec("alerts", "incident", "Alert"),
+    "dead_letters": TopicSpec("dead_letters", "source topic", "DeadLetter"),
+    "late_events": TopicSpec("late_events", "source topic", "DeadLetter (reason: late)"),
+}
+
+REFERENCE = ("zones", "segments", "intersections", "points", "gauges", "lots", "venues")
+
+
+def topic_name(role: str) -> str:
+    """The broker-side name of a topic, with the configured prefix."""
+    return settings().topic_prefix + SPECS[role].name
+
+
+def partitions_of(role: str) -> int:
+    return SPECS[role].partitions or settings().partitions
+
+
+traffic_readings = app.topic(topic_name("traffic_readings"))
+approach_flows = app.topic(topic_name("approach_flows"))
+city_parts = app.topic(topic_name("city_parts"))
+signal_plans = app.topic(topic_name("signal_plans"))
+alerts = app.topic(topic_name("alerts"))
+dead_letters = app.topic(topic_name("dead_letters"))
+late_events = app.topic(topic_name("late_events"))

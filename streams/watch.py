@@ -1,0 +1,85 @@
+"""A console view of the city brain: alerts and signal plans as they happen, the city's state
+now and then, and a summary at the end."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.settings import Settings
+from streams.state import partition_key
+from streams.topics import partitions_of, topic_name
+
+WATCHED = ("alerts", "signal_plans", "dead_letters", "late_events")
+
+
+async def city_snapshot(client: aioredis.Redis, settings: Settings, top: int = 5) -> tuple[dict | None, list]:
+    """The latest city index and the most congested segments of that window."""
+    base = partition_key(settings.key_prefix, "city", 0)
+    latest = await client.get(f"{base}:latest")
+    ranking = await client.zrevrange(f"{base}:ranking", 0, top - 1, withscores=True)
+    return (orjson.loads(latest) if latest else None), [(m.decode(), s) for m, s in ranking]
+
+
+def describe(role: str, record: dict) -> str:
+    if role == "alerts":
+        return f"ALERT {record['msg_type']:<6} {record['severity']:<8} {record['headline']}  [{record['identifier']}]"
+    if role == "signal_plans":
+        if record["oversaturated"]:
+            return f"PLAN  {record['intersection_id']}: oversaturated (Y={record['flow_ratio_total']})"
+        greens = ", ".join(f"{p['phase']} {p['green_s']:.0f}s" for p in record["phases"])
+        return f"PLAN  {record['intersection_id']}: cycle {record['cycle_s']:.0f}s ({greens}), Y={record['flow_ratio_total']}"
+    return f"{role.upper().replace('_', ' ')}: {record['source_topic']}[{record['partition']}]@{record['offset']}: {record['reason']}"
+
+
+async def watch_city(settings: Settings, seconds: float, quiet_after: float, say: Callable[[str], None]) -> Counter:
+    """Print what the city brain says until `seconds` pass or it has been quiet for `quiet_after`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    client = aioredis.from_url(settings.redis_url)
+    roles = {topic_name(r): r for r in WATCHED}
+    seen: Counter = Counter()
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(t, p) for t, r in roles.items() for p in range(partitions_of(r))]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        started = last_news = last_state = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if (seconds and now - started >= seconds) or (quiet_after and now - last_news >= quiet_after):
+                break
+            batches = await consumer.getmany(timeout_ms=500)
+            for tp, messages in batches.items():
+                for m in messages:
+                    role, record = roles[tp.topic], orjson.loads(m.value)
+                    seen[role if role != "alerts" else f"alerts:{record['msg_type']}"] += 1
+                    last_news = time.monotonic()
+                    if role != "signal_plans" or seen[role] <= 5:  # plans come every window; show a few
+                        say(describe(role, record))
+            if time.monotonic() - last_state >= 5:
+                last_state = time.monotonic()
+                index, ranking = await city_snapshot(client, settings)
+                if index:
+                    worst = ", ".join(f"{seg} {tpi:.1f}" for seg, tpi in ranking)
+                    say(f"CITY  window {index['window_start']}: TPI {index['tpi']:.2f} ({index['level']}); worst: {worst}")
+        index, ranking = await city_snapshot(client, settings)
+        say("---- summary ----")
+        for kind, count in sorted(seen.items()):
+            say(f"{kind:<16} {count}")
+        if index:
+            say(f"city TPI {index['tpi']:.2f} ({index['level']}) for window {index['window_start']}, "
+                f"{index['segments']} segments, {index['vehicle_km']:.0f} vehicle-km")
+        for seg, tpi in ranking:
+            say(f"  most congested: {seg} TPI {tpi:.1f}")
+        return seen
+    finally:
+        await consumer.stop()
+        await client.aclose()
+
+
+
