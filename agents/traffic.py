@@ -9,13 +9,15 @@ Three stages, each keyed so that what it combines lives on one partition:
 from __future__ import annotations
 
 import heapq
+import math
+from collections.abc import Iterable
 from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import orjson
 
-from schemas.contract import Rejected, iso
+from schemas.contract import Rejected, encode, from_dict, iso
 from schemas.events import TrafficReading
 from schemas.records import (
     Alert,
@@ -30,7 +32,7 @@ from schemas.records import (
 from schemas.reference import Intersection, Segment
 from streams import metrics, runtime, topics
 from streams.app import app
-from streams.processor import Effects, Source, WindowedStage
+from streams.processor import Effects, Source, Stage, WindowedStage
 from streams.settings import Settings, settings
 
 LEVELS: tuple[CongestionLevel, ...] = ("free", "basically_free", "light", "moderate", "severe")
@@ -172,6 +174,7 @@ def webster(intersection: Intersection, flows: dict[str, float], window_start: f
     a phase = (y / Y)(C0 - L). At Y >= the oversaturation limit no cycle is computed.
     """
     phase_y: dict[str, float] = {}
+    missing = [a.approach_id for a in intersection.approaches if a.approach_id not in flows]
     for a in intersection.approaches:
         saturation = (a.saturation_flow_vphpl or s.saturation_flow_vphpl) * a.lanes
         y = flows.get(a.approach_id, 0.0) / saturation
@@ -181,7 +184,7 @@ def webster(intersection: Intersection, flows: dict[str, float], window_start: f
     if total_y >= s.oversaturated_flow_ratio:
         return SignalPlan(
             intersection.intersection_id, window_start, round(total_y, 4), lost, True, None,
-            [PhaseGreen(p, round(y, 4), 0.0) for p, y in phase_y.items()],
+            [PhaseGreen(p, round(y, 4), 0.0) for p, y in phase_y.items()], missing,
         )
     cycle = min(s.cycle_max_s, max(s.cycle_min_s, (1.5 * lost + 5) / (1 - total_y)))
     effective = cycle - lost
@@ -189,7 +192,9 @@ def webster(intersection: Intersection, flows: dict[str, float], window_start: f
         PhaseGreen(p, round(y, 4), round(effective * (y / total_y if total_y else 1 / len(phase_y)), 2))
         for p, y in phase_y.items()
     ]
-    return SignalPlan(intersection.intersection_id, window_start, round(total_y, 4), lost, False, round(cycle, 2), phases)
+    return SignalPlan(
+        intersection.intersection_id, window_start, round(total_y, 4), lost, False, round(cycle, 2), phases, missing
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,75 +269,109 @@ class SegmentStage(WindowedStage):
             effects.batch.hset("watch", {k: _json(v) for k, v in watch_changes.items()})
 
 
-class CityStage(WindowedStage):
-    """City-wide TPI per window (vehicle-km weighted) and the most congested segments."""
+class CityStage(Stage):
+    """City-wide TPI per window (vehicle-km weighted) and the most congested segments.
+
+    Traffic partitions close a window at different moments, so each part updates its window's
+    index as it comes (a part is stored by window and partition: a resent part replaces itself).
+    """
 
     name = "city"
     contract = CityIndexPart
-    hashes = ("meta", "open")
+    hashes = ("parts",)
 
-    def grace_s(self) -> float:
-        # Parts of a window arrive as each traffic partition closes it: allow them a window.
-        return self.settings.window_s + self.settings.grace_s
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        self.parts: dict[float, dict[int, CityIndexPart]] = defaultdict(dict)
+        for name, raw in hashes.get("parts", {}).items():
+            part = from_dict(CityIndexPart, orjson.loads(raw))
+            self.parts[part.window_start][part.partition] = part
+        self.changed: set[float] = set()
+
+    def horizon(self) -> float:
+        newest = max(self.parts, default=-math.inf)
+        return newest - self.settings.city_history_windows * self.settings.window_s
 
     def on_event(self, part: CityIndexPart, source: Source, effects: Effects) -> None:
-        def fold(acc: dict | None) -> dict:
-            acc = acc or {}
-            acc[str(part.partition)] = [part.vehicle_km, part.tpi_vehicle_km, part.segments, part.top]
-            return acc
+        if part.window_start < self.horizon():
+            effects.late(source, f"late: window {iso(part.window_start)} is past the city's history")
+            return
+        self.parts[part.window_start][part.partition] = part
+        self.changed.add(part.window_start)
+        effects.batch.hset("parts", {f"{part.window_start!r}|{part.partition}": encode(part).decode()})
 
-        self.fold("city", part.window_start, fold, source, effects)
-
-    def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
-        for _, start, parts in closed:
-            index = city_index(start, parts.values())
-            ranking = heapq.nlargest(self.settings.ranking_size, (item for p in parts.values() for item in p[3]), key=lambda x: x[1])
+    def flush(self, effects: Effects) -> None:
+        newest = max(self.parts, default=None)
+        for start in sorted(self.changed):
+            parts = self.parts[start].values()
+            index = city_index(start, parts)
             effects.batch.hset("index", {iso(start): _json(index)})
-            effects.batch.set("latest", _json(index))
-            effects.batch.delete("ranking")
-            if ranking:
-                effects.batch.zadd("ranking", {seg: tpi for seg, tpi in ranking})
+            if start == newest:
+                effects.batch.set("latest", _json(index))
+                effects.batch.delete("ranking")
+                ranking = heapq.nlargest(self.settings.ranking_size, (x for p in parts for x in p.top), key=lambda x: x[1])
+                if ranking:
+                    effects.batch.zadd("ranking", dict(ranking))
+        self.changed.clear()
+        horizon = self.horizon()
+        for start in [w for w in self.parts if w < horizon]:
+            effects.batch.hdel("parts", [f"{start!r}|{p}" for p in self.parts.pop(start)])
+            effects.batch.hdel("index", [iso(start)])
 
 
-def city_index(start: float, parts: Any) -> CityIndex:
-    """Combine partitions' [vehicle_km, tpi x vehicle_km, segments, top] into the city's TPI."""
-    vkm = sum(p[0] for p in parts)
-    weighted = sum(p[1] for p in parts)
-    tpi = weighted / vkm if vkm else 0.0
-    return CityIndex(start, round(tpi, 3), congestion_level(tpi), round(vkm, 4), sum(p[2] for p in parts))
+def city_index(start: float, parts: Iterable[CityIndexPart]) -> CityIndex:
+    """The city's TPI for a window: partitions' TPIs weighted by their vehicle-km."""
+    parts = list(parts)
+    vkm = sum(p.vehicle_km for p in parts)
+    tpi = sum(p.tpi_vehicle_km for p in parts) / vkm if vkm else 0.0
+    return CityIndex(start, round(tpi, 3), congestion_level(tpi), round(vkm, 4), sum(p.segments for p in parts))
 
 
 class SignalStage(WindowedStage):
-    """Per intersection: gathers a window's approach flows, then publishes a Webster plan."""
+    """Per intersection: a window's approach flows, then a Webster plan.
+
+    Approaches sit on segments of different traffic partitions, which close the window at
+    different moments: the plan goes out as soon as every approach has reported (again if a
+    flow changes), and with what has arrived when the grace runs out.
+    """
 
     name = "signals"
     contract = ApproachFlow
-    hashes = ("meta", "open")
 
     def grace_s(self) -> float:
-        return self.settings.window_s + self.settings.grace_s
+        return self.settings.signal_grace_windows * self.settings.window_s
 
     def knows(self, f: ApproachFlow) -> bool:
         return f.intersection_id in self.reference.city.intersections
 
     def on_event(self, f: ApproachFlow, source: Source, effects: Effects) -> None:
-        if f.intersection_id not in self.reference.city.intersections:
+        junction = self.reference.city.intersections.get(f.intersection_id)
+        if junction is None:
             raise Rejected(f"unknown intersection_id {f.intersection_id!r}", "unknown_reference")
+        changed = False
 
         def fold(acc: dict | None) -> dict:
-            acc = acc or {}
-            acc[f.approach_id] = f.flow_vph
+            nonlocal changed
+            acc = acc or {"flows": {}, "sent": False}
+            changed = acc["flows"].get(f.approach_id) != f.flow_vph
+            acc["flows"][f.approach_id] = f.flow_vph
             return acc
 
-        self.fold(f.intersection_id, f.window_start, fold, source, effects)
+        if self.fold(f.intersection_id, f.window_start, fold, source, effects):
+            acc = self.windows.open[(f.intersection_id, self.windows.start_of(f.window_start))]
+            complete = all(a.approach_id in acc["flows"] for a in junction.approaches)
+            if complete and (changed or not acc["sent"]):
+                acc["sent"] = True
+                self._publish(junction, self.windows.start_of(f.window_start), acc["flows"], effects)
 
     def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
-        plans = {}
-        for junction, start, flows in closed:
-            plan = webster(self.reference.city.intersections[junction], flows, start, self.settings)
-            plans[junction] = _json(plan)
-            effects.send(topics.signal_plans, junction, plan)
-        effects.batch.hset("plans", plans)
+        for junction_id, start, acc in closed:
+            if not acc["sent"]:
+                self._publish(self.reference.city.intersections[junction_id], start, acc["flows"], effects)
+
+    def _publish(self, junction: Intersection, start: float, flows: dict[str, float], effects: Effects) -> None:
+        plan = webster(junction, flows, start, self.settings)
+        effects.send(topics.signal_plans, junction.intersection_id, plan)
+        effects.batch.hset("plans", {junction.intersection_id: _json(plan)})
 
 
 # ---------------------------------------------------------------------------------------------

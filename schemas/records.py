@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from schemas.contract import EventTime
@@ -96,6 +96,7 @@ class SignalPlan:
     oversaturated: bool  # Y at or above the limit: no cycle is computed
     cycle_s: float | None
     phases: list[PhaseGreen]
+    missing: list[str] = field(default_factory=list)  # approaches that had not reported: taken as 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,10 @@ def ensure_topics(settings: Settings) -> list[str]:
     try:
         existing = set(admin.list_topics())
         wanted = []
+        # faust's own leader-election topic, which it may not declare itself here.
+        leader = f"{settings.app_id}-__assignor-__leader"
+        if leader not in existing:
+            wanted.append(NewTopic(leader, num_partitions=1, replication_factor=1))
         for role, spec in SPECS.items():
             name = topic_name(role)
             if name in existing:

@@ -147,11 +147,28 @@ class Processor:
                 self.stages.pop(tp.partition, None)
 
     async def process(self, events: Sequence[EventT]) -> None:
-        """Apply one batch of events taken from the stream."""
+        """Apply one batch of events taken from the stream.
+
+        Faust acknowledges a batch once this returns or raises, so a failure (Redis or Kafka
+        unreachable) is retried here until it succeeds: the stage stalls rather than skips.
+        """
         by_partition: dict[int, list[Source]] = defaultdict(list)
         for event in events:
             m = event.message
             by_partition[m.partition].append(Source(m.topic, m.partition, m.offset, m.key, m.value))
+        delay = 0.5
+        while True:
+            try:
+                return await self._process(by_partition)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: batch of %d events failed; retrying in %.1f s", self.name, len(events), delay)
+                self.stages.clear()  # in-memory state may be half-applied: reload from Redis
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+
+    async def _process(self, by_partition: dict[int, list[Source]]) -> None:
         async with self._lock:
             await self.reference.start()
             pending = dict(by_partition)

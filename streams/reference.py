@@ -74,7 +74,7 @@ class Reference:
         assert consumer is not None
         partitions = list(consumer.assignment())
         ends = await consumer.end_offsets(partitions)
-        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for tp, messages in batches.items():
                 for message in messages:
