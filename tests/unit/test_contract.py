@@ -1,0 +1,119 @@
+"""Event contracts: what is accepted, and the reasons given for what is not."""
+
+import pytest
+
+from schemas.contract import Rejected, decode, encode, from_dict
+from schemas.events import HealthCodeStatusChange, TrafficReading
+from schemas.records import CityIndexPart
+from schemas.reference import Intersection
+
+
+def reading(**changes):
+    base = {
+        "sensor_id": "DET-1",
+        "segment_id": "S1",
+        "event_time": "2026-07-20T08:00:30Z",
+        "vehicle_count": 12,
+        "interval_s": 30,
+        "speed_kmh": 41.5,
+        "occupancy": 0.2,
+    }
+    base.update(changes)
+    return base
+
+
+def reason_for(contract, payload):
+    with pytest.raises(Rejected) as caught:
+        from_dict(contract, payload)
+    return caught.value.reason
+
+
+def test_valid_reading_decodes_with_event_time_in_epoch_seconds():
+    r = from_dict(TrafficReading, reading())
+    assert r.event_time == 1784534430.0
+    assert r.interval_s == 30.0 and isinstance(r.interval_s, float)
+    assert r.approach_id is None
+
+
+def test_round_trip_through_the_wire_keeps_every_field():
+    r = from_dict(TrafficReading, reading(approach_id="J1-N"))
+    assert decode(TrafficReading, encode(r)) == r
+
+
+def test_not_json_is_malformed():
+    with pytest.raises(Rejected) as caught:
+        decode(TrafficReading, b'{"sensor_id": ')
+    assert caught.value.kind == "malformed"
+    assert "not JSON" in caught.value.reason
+
+
+def test_empty_message_is_malformed():
+    with pytest.raises(Rejected) as caught:
+        decode(TrafficReading, b"")
+    assert caught.value.kind == "malformed"
+
+
+def test_json_that_is_not_an_object_is_rejected():
+    assert reason_for(TrafficReading, [1, 2]) == "TrafficReading: expected a JSON object"
+
+
+def test_missing_field_is_named():
+    payload = reading()
+    del payload["speed_kmh"]
+    assert reason_for(TrafficReading, payload) == "TrafficReading: missing field speed_kmh"
+
+
+def test_negative_speed_is_out_of_range():
+    assert reason_for(TrafficReading, reading(speed_kmh=-5)) == "TrafficReading.speed_kmh: must be >= 0"
+
+
+def test_occupancy_above_one_is_out_of_range():
+    assert reason_for(TrafficReading, reading(occupancy=1.2)) == "TrafficReading.occupancy: must be <= 1"
+
+
+def test_string_where_a_number_belongs_is_mistyped():
+    assert reason_for(TrafficReading, reading(vehicle_count="12")) == "TrafficReading.vehicle_count: expected a number"
+
+
+def test_fractional_vehicle_count_is_rejected():
+    assert reason_for(TrafficReading, reading(vehicle_count=1.5)) == "TrafficReading.vehicle_count: expected a whole number"
+
+
+def test_boolean_is_not_a_number():
+    assert "expected a number" in reason_for(TrafficReading, reading(vehicle_count=True))
+
+
+def test_event_time_without_offset_is_rejected_as_not_utc():
+    assert "has no UTC offset" in reason_for(TrafficReading, reading(event_time="2026-07-20T08:00:30"))
+
+
+def test_event_time_that_is_not_a_time_is_rejected():
+    assert "TrafficReading.event_time" in reason_for(TrafficReading, reading(event_time="yesterday"))
+
+
+def test_empty_id_is_rejected():
+    assert reason_for(TrafficReading, reading(segment_id="")) == "TrafficReading.segment_id: expected a non-empty string"
+
+
+def test_colour_outside_the_three_is_rejected():
+    payload = {"person_id": "p", "colour": "purple", "event_time": "2026-07-20T08:00:00Z"}
+    assert reason_for(HealthCodeStatusChange, payload) == "HealthCodeStatusChange.colour: must be one of green, yellow, red"
+
+
+def test_nested_records_are_validated_with_their_path():
+    payload = {
+        "intersection_id": "J1",
+        "name": "x",
+        "zone_id": "Z",
+        "approaches": [{"approach_id": "A", "segment_id": "S", "phase": "NS", "lanes": 0}],
+    }
+    assert reason_for(Intersection, payload) == "Intersection.approaches: Approach.lanes: must be >= 1"
+
+
+def test_pairs_decode_to_tuples():
+    part = from_dict(
+        CityIndexPart,
+        {"partition": 1, "window_start": "2026-07-20T08:00:00Z", "vehicle_km": 1.0, "tpi_vehicle_km": 2.0,
+         "segments": 1, "top": [["S1", 7.5]]},
+    )
+    assert part.top == (("S1", 7.5),)

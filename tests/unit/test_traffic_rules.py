@@ -1,0 +1,213 @@
+"""Traffic rules: GB/T 33171 TPI, congestion hysteresis and Webster timing."""
+
+import dataclasses
+
+import pytest
+
+from agents.traffic import (
+    CongestionWatch,
+    city_index,
+    congestion_level,
+    delay_time_proportion,
+    fold_reading,
+    step_congestion,
+    summarize,
+    traffic_performance_index,
+    webster,
+)
+from schemas.events import TrafficReading
+from schemas.records import CityIndexPart
+from schemas.reference import Approach, Intersection, Segment
+from streams.settings import Settings
+
+S = Settings()
+BANDS = S.dtp_bands
+SEGMENT = Segment("S1", "Yan'an Rd", "Z1", "arterial", 2.0, 50.0, 2)
+
+
+def tpi(dtp):
+    return traffic_performance_index(dtp, BANDS)
+
+
+@pytest.mark.parametrize(
+    ("dtp", "expected"),
+    [(0.0, 0.0), (0.15, 1.0), (0.3, 2.0), (0.4, 3.0), (0.5, 4.0), (0.55, 5.0), (0.6, 6.0), (0.65, 7.0), (0.7, 8.0),
+     (0.85, 9.0), (1.0, 10.0)],
+)
+def test_tpi_is_linear_inside_each_gbt_33171_band(dtp, expected):
+    assert tpi(dtp) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("index", "level"),
+    [(1.99, "free"), (2.0, "basically_free"), (3.99, "basically_free"), (4.0, "light"), (5.99, "light"),
+     (6.0, "moderate"), (7.99, "moderate"), (8.0, "severe"), (10.0, "severe")],
+)
+def test_congestion_level_follows_the_tpi_bands(index, level):
+    assert congestion_level(index) == level
+
+
+def test_band_edges_just_below_stay_in_the_lower_level():
+    assert congestion_level(tpi(0.5999)) == "light"
+    assert congestion_level(tpi(0.6)) == "moderate"
+    assert congestion_level(tpi(0.6999)) == "moderate"
+    assert congestion_level(tpi(0.7)) == "severe"
+
+
+def test_delay_time_proportion_is_clamped():
+    assert delay_time_proportion(25, 50) == 0.5
+    assert delay_time_proportion(60, 50) == 0.0  # faster than free flow is not negative delay
+    assert delay_time_proportion(0, 50) == 1.0
+
+
+def reading(t, count, speed, sensor="D1", occupancy=0.2, interval=30.0):
+    return TrafficReading(sensor, "S1", t, count, interval, speed, occupancy)
+
+
+def test_window_indicators_weight_speed_by_volume():
+    acc = None
+    acc = fold_reading(acc, reading(0, 30, 20.0))
+    acc = fold_reading(acc, reading(30, 10, 40.0, occupancy=0.4))
+    w = summarize(SEGMENT, 0.0, acc, S)
+    assert w.vehicles == 40
+    assert w.flow_vph == pytest.approx(40 * 3600 / 60)
+    assert w.speed_kmh == pytest.approx((30 * 20 + 10 * 40) / 40)
+    assert w.occupancy == pytest.approx(0.3)
+    assert w.dtp == pytest.approx(0.5)
+    assert w.tpi == pytest.approx(4.0)
+    assert w.level == "light"
+    assert w.vehicle_km == pytest.approx(2400 * (60 / 3600) * 2.0)
+
+
+def test_a_sensor_repeating_a_reading_counts_once():
+    acc = fold_reading(None, reading(0, 30, 20.0))
+    again = fold_reading([*acc[:4], list(acc[4])], reading(0, 30, 20.0))
+    assert again[:4] == acc[:4]
+    other_sensor = fold_reading([*acc[:4], list(acc[4])], reading(0, 30, 20.0, sensor="D2"))
+    assert other_sensor[0] == 60
+
+
+def test_window_with_no_vehicles_is_free_flowing():
+    w = summarize(SEGMENT, 0.0, fold_reading(None, reading(0, 0, 0.0)), S)
+    assert w.speed_kmh == 50.0 and w.tpi == 0.0
+
+
+def window(tpi_value, start=0.0):
+    return dataclasses.replace(summarize(SEGMENT, start, fold_reading(None, reading(start, 10, 25.0)), S), tpi=tpi_value)
+
+
+def run(tpis, watch=None, first_window=0):
+    watch = watch or CongestionWatch()
+    out = []
+    for i, value in enumerate(tpis, start=first_window):
+        watch, alert = step_congestion(watch, window(value, start=60.0 * i), SEGMENT, S)
+        out.append(alert)
+    return watch, out
+
+
+def test_alert_is_raised_only_after_n_consecutive_congested_windows():
+    _, alerts = run([6.5, 6.5])
+    assert alerts == [None, None]
+    _, alerts = run([6.5, 6.5, 6.5])
+    assert [a.msg_type if a else None for a in alerts] == [None, None, "Alert"]
+    assert alerts[2].severity == "Moderate" and alerts[2].level == "moderate"
+
+
+def test_a_free_window_resets_the_run():
+    _, alerts = run([6.5, 6.5, 5.9, 6.5, 6.5])
+    assert all(a is None for a in alerts)
+
+
+def test_escalation_to_severe_is_an_update_referencing_the_alert():
+    _, alerts = run([6.5, 6.5, 6.5, 8.2])
+    raised, update = alerts[2], alerts[3]
+    assert update.msg_type == "Update" and update.severity == "Severe"
+    assert update.references == raised.identifier
+    assert update.incident == raised.incident
+    assert update.identifier != raised.identifier
+
+
+def test_tpi_hovering_just_under_the_threshold_does_not_clear():
+    # Clearing needs TPI below 6 - 1 = 5 for two windows; 5.5 is inside the margin.
+    _, alerts = run([6.5, 6.5, 6.5, 5.5, 5.5, 5.5, 6.1, 5.5])
+    assert [a.msg_type for a in alerts if a] == ["Alert"]
+
+
+def test_clearing_needs_consecutive_calm_windows_below_the_margin():
+    _, alerts = run([6.5, 6.5, 6.5, 4.9, 5.5, 4.9, 4.9])
+    kinds = [a.msg_type if a else None for a in alerts]
+    assert kinds == [None, None, "Alert", None, None, None, "Cancel"]
+    assert alerts[6].references == alerts[2].identifier
+
+
+def test_a_new_episode_gets_a_new_incident():
+    watch, first = run([6.5, 6.5, 6.5, 4.0, 4.0])
+    _, second = run([6.5, 6.5, 6.5], watch, first_window=5)
+    assert first[2].incident != second[2].incident
+
+
+def test_identifiers_are_the_same_on_replay():
+    _, a = run([6.5, 6.5, 6.5, 8.5, 4.0, 4.0])
+    _, b = run([6.5, 6.5, 6.5, 8.5, 4.0, 4.0])
+    assert [x.identifier for x in a if x] == [x.identifier for x in b if x]
+    assert len({x.identifier for x in a if x}) == 3
+
+
+def junction(*approaches, lost=4.0):
+    return Intersection("J1", "x", "Z1", list(approaches), lost)
+
+
+def test_webster_reference_case_y_05_l_16_gives_58_s():
+    # Four phases of 4 s lost time each; critical flow ratios adding to 0.5.
+    j = junction(*(Approach(f"A{i}", f"S{i}", f"P{i}", 1) for i in range(4)), lost=4.0)
+    flows = {f"A{i}": 0.125 * 1800 for i in range(4)}
+    plan = webster(j, flows, 0.0, S)
+    assert plan.flow_ratio_total == pytest.approx(0.5)
+    assert plan.lost_time_s == 16.0
+    assert plan.cycle_s == pytest.approx(58.0)
+    assert sum(p.green_s for p in plan.phases) == pytest.approx(58.0 - 16.0, abs=0.05)
+
+
+def test_webster_reference_case_y_07_l_12_gives_77_s():
+    j = junction(Approach("N", "S1", "NS", 2), Approach("S", "S2", "NS", 1), Approach("E", "S3", "EW", 1),
+                 Approach("W", "S4", "EW", 1), Approach("L", "S5", "LT", 1), lost=4.0)
+    # Phase ratios: NS max(0.2, 0.3)=0.3, EW max(0.25, 0.1)=0.25, LT 0.15 -> Y = 0.7.
+    flows = {"N": 0.2 * 3600, "S": 0.3 * 1800, "E": 0.25 * 1800, "W": 0.1 * 1800, "L": 0.15 * 1800}
+    plan = webster(j, flows, 0.0, S)
+    assert plan.flow_ratio_total == pytest.approx(0.7)
+    assert plan.cycle_s == pytest.approx(76.67, abs=0.01)
+    greens = {p.phase: p.green_s for p in plan.phases}
+    assert greens["NS"] == pytest.approx(0.3 / 0.7 * (76.667 - 12), abs=0.01)
+
+
+def test_webster_cycle_is_clamped_to_the_minimum():
+    j = junction(Approach("N", "S1", "NS", 1), Approach("E", "S2", "EW", 1))
+    plan = webster(j, {"N": 90, "E": 90}, 0.0, S)
+    assert plan.cycle_s == 30.0
+
+
+def test_webster_cycle_is_clamped_to_the_maximum():
+    j = junction(Approach("N", "S1", "NS", 1), Approach("E", "S2", "EW", 1), lost=10.0)
+    plan = webster(j, {"N": 0.44 * 1800, "E": 0.44 * 1800}, 0.0, S)
+    assert not plan.oversaturated and plan.cycle_s == 180.0
+
+
+def test_webster_flags_oversaturation_instead_of_a_cycle():
+    j = junction(Approach("N", "S1", "NS", 1), Approach("E", "S2", "EW", 1))
+    plan = webster(j, {"N": 0.45 * 1800, "E": 0.45 * 1800}, 0.0, S)
+    assert plan.oversaturated and plan.cycle_s is None
+
+
+def test_webster_takes_a_missing_approach_as_zero_and_names_it():
+    j = junction(Approach("N", "S1", "NS", 1), Approach("E", "S2", "EW", 1))
+    plan = webster(j, {"N": 360}, 0.0, S)
+    assert plan.missing == ["E"]
+    assert plan.flow_ratio_total == pytest.approx(0.2)
+
+
+def test_city_index_weights_partitions_by_vehicle_km():
+    parts = [CityIndexPart(0, 0.0, 100.0, 100.0 * 8.0, 3, []), CityIndexPart(1, 0.0, 300.0, 300.0 * 2.0, 5, [])]
+    index = city_index(0.0, parts)
+    assert index.tpi == pytest.approx(3.5)
+    assert index.level == "basically_free"
+    assert index.segments == 8
