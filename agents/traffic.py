@@ -12,7 +12,7 @@ import heapq
 import math
 from collections.abc import Iterable
 from collections import defaultdict
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -202,7 +202,8 @@ def webster(intersection: Intersection, flows: dict[str, float], window_start: f
 
 
 def _json(record: Any) -> str:
-    return orjson.dumps(asdict(record)).decode()
+    """A record as Redis keeps it: the same JSON as on the wire."""
+    return encode(record).decode()
 
 
 class SegmentStage(WindowedStage):

@@ -25,11 +25,11 @@ def ensure_topics(settings: Settings) -> list[str]:
         if leader not in existing:
             wanted.append(NewTopic(leader, num_partitions=1, replication_factor=1))
         for role, spec in SPECS.items():
-            name = topic_name(role)
+            name = topic_name(role, settings)
             if name in existing:
                 continue
             configs = {"cleanup.policy": "compact"} if spec.compacted else {}
-            wanted.append(NewTopic(name, num_partitions=partitions_of(role), replication_factor=1, topic_configs=configs))
+            wanted.append(NewTopic(name, num_partitions=partitions_of(role, settings), replication_factor=1, topic_configs=configs))
         if wanted:
             try:
                 admin.create_topics(wanted)

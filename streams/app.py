@@ -20,6 +20,9 @@ app = faust.App(
     stream_buffer_maxsize=max(4096, 2 * _s.batch_max),
     broker_commit_every=_s.batch_max,
     consumer_auto_offset_reset="earliest",
+    # A worker that dies is replaced in the group within seconds, not a minute.
+    broker_session_timeout=_s.session_timeout_s,
+    broker_heartbeat_interval=max(1.0, _s.session_timeout_s / 4),
 )
 
 

@@ -36,7 +36,7 @@ class Publisher:
 
     async def send_raw(self, role: str, key: str | None, value: bytes | None) -> None:
         self._pending.append(
-            await self._producer.send(topic_name(role), value=value, key=key.encode() if key is not None else None)
+            await self._producer.send(topic_name(role, self.settings), value=value, key=key.encode() if key is not None else None)
         )
         self.sent += 1
         if len(self._pending) >= self.in_flight:

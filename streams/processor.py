@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import math
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
@@ -297,8 +296,12 @@ class WindowedStage(Stage):
         return True
 
     def on_idle(self, wall_now: float, effects: Effects) -> None:
-        # Silence is taken as event time passing: windows of sensors that stopped still close.
-        self.windows.advance(wall_now - self.settings.idle_close_s)
+        # Silence is taken as event time passing, up to the wall clock (live feeds) but no further
+        # than closing what is open (replays of the past): windows of silent sensors still close,
+        # and events for later windows are not made late.
+        if self.windows.open:
+            newest = max(start for _, start in self.windows.open)
+            self.windows.advance(min(wall_now, self.windows.closes_at(newest)))
 
     @abstractmethod
     def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
@@ -312,9 +315,11 @@ class WindowedStage(Stage):
         still_open = {s: self.windows.open[s] for s in self._touched if s in self.windows.open}
         if still_open:
             effects.batch.hset("open", {_slot_field(k, start): orjson.dumps(acc).decode() for (k, start), acc in still_open.items()})
-        self._touched.clear()
-        if self.windows.watermark > -math.inf:
+        # A watermark moved by silence alone need not be kept: after a restart the older one only
+        # keeps windows open a little longer.
+        if self._touched or closed:
             effects.batch.hset("meta", {"watermark": repr(self.windows.watermark)})
+        self._touched.clear()
 
 
 def _slot_field(key: str, start: float) -> str:

@@ -40,7 +40,7 @@ class Reference:
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
         self._last_catch_up = 0.0
-        self._roles = {topic_name(role): role for role in REFERENCE}
+        self._roles = {topic_name(role, settings): role for role in REFERENCE}
         self.approaches: dict[str, str] = {}  # approach_id -> intersection_id
 
     async def start(self) -> None:

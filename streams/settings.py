@@ -26,6 +26,7 @@ class Settings:
     key_prefix: str = "cb"  # Redis key prefix
     partitions: int = 4
     web_port: int = 6066
+    session_timeout_s: float = 10.0  # consumer-group session: how soon a dead worker's partitions move
 
     # Batching: events taken per await, and how long to wait for a batch to fill.
     batch_max: int = 10_000

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streams.app import app
-from streams.settings import settings
+from streams.settings import Settings, settings
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,13 @@ SPECS = {
 REFERENCE = ("zones", "segments", "intersections", "points", "gauges", "lots", "venues")
 
 
-def topic_name(role: str) -> str:
+def topic_name(role: str, s: Settings | None = None) -> str:
     """The broker-side name of a topic, with the configured prefix."""
-    return settings().topic_prefix + SPECS[role].name
+    return (s or settings()).topic_prefix + SPECS[role].name
 
 
-def partitions_of(role: str) -> int:
-    return SPECS[role].partitions or settings().partitions
+def partitions_of(role: str, s: Settings | None = None) -> int:
+    return SPECS[role].partitions or (s or settings()).partitions
 
 
 traffic_readings = app.topic(topic_name("traffic_readings"))

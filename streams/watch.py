@@ -41,11 +41,11 @@ async def watch_city(settings: Settings, seconds: float, quiet_after: float, say
     """Print what the city brain says until `seconds` pass or it has been quiet for `quiet_after`."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     client = aioredis.from_url(settings.redis_url)
-    roles = {topic_name(r): r for r in WATCHED}
+    roles = {topic_name(r, settings): r for r in WATCHED}
     seen: Counter = Counter()
     await consumer.start()
     try:
-        partitions = [TopicPartition(t, p) for t, r in roles.items() for p in range(partitions_of(r))]
+        partitions = [TopicPartition(t, p) for t, r in roles.items() for p in range(partitions_of(r, settings))]
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
         started = last_news = last_state = time.monotonic()

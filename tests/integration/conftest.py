@@ -1,0 +1,194 @@
+"""The real stack for integration tests, and a `CityRun` per test: its own topics, Redis keys,
+consumer group and worker processes, so tests never see each other's data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from kafka import KafkaConsumer, TopicPartition
+
+from schemas.contract import encode
+from streams.admin import ensure_topics
+from streams.feed import Publisher
+from streams.settings import Settings, from_env
+from streams.state import partition_key
+from streams.topics import partitions_of, topic_name
+
+REPO = Path(__file__).resolve().parents[2]
+CITYBRAIN = Path(sys.executable).parent / "citybrain"
+
+
+@pytest.fixture(scope="session")
+def stack() -> Settings:
+    """Kafka and Redis, started by the project's own script (a no-op when already up)."""
+    subprocess.run([str(REPO / "ops" / "stack.sh"), "up"], check=True, env={**os.environ, "CITYBRAIN_PYTHON": sys.executable})
+    return from_env()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CityRun:
+    """One isolated city on the shared broker and Redis."""
+
+    def __init__(self, base: Settings, tmp: Path, **overrides: Any):
+        name = f"it{uuid.uuid4().hex[:10]}"
+        self.env = {
+            **os.environ,
+            "CITYBRAIN_TOPIC_PREFIX": f"{name}.",
+            "CITYBRAIN_APP_ID": name,
+            "CITYBRAIN_KEY_PREFIX": name,
+            "CITYBRAIN_IDLE_CLOSE_S": "2",
+            "CITYBRAIN_SESSION_TIMEOUT_S": "6",
+            **{f"CITYBRAIN_{k.upper()}": str(v) for k, v in overrides.items()},
+        }
+        self.settings = from_env(self.env)
+        self.tmp = tmp
+        self.redis = redis.Redis.from_url(self.settings.redis_url)
+        self.workers: list[subprocess.Popen] = []
+        ensure_topics(self.settings)
+
+    # -- workers
+    def start_worker(self) -> subprocess.Popen:
+        log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")
+        proc = subprocess.Popen(
+            [str(CITYBRAIN), "worker", "-l", "info", "--web-port", str(free_port())],
+            env=self.env, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def kill_worker(self, proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.redis.close()
+
+    def worker_log(self) -> str:
+        return "\n".join((self.tmp / f"worker-{i}.log").read_text(errors="replace")[-4000:] for i in range(len(self.workers)))
+
+    # -- publishing
+    def publish(self, items: list[tuple[str, str, Any]]) -> None:
+        """(topic role, key, record or raw bytes), in order."""
+
+        async def go() -> None:
+            async with Publisher(self.settings) as pub:
+                for role, key, value in items:
+                    await pub.send_raw(role, key, value if isinstance(value, bytes) else encode(value))
+
+        asyncio.run(go())
+
+    # -- reading what came out
+    def records(self, role: str) -> list[dict]:
+        """Every record on a topic, in partition then offset order."""
+        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+        try:
+            tps = [TopicPartition(topic_name(role, self.settings), p) for p in range(partitions_of(role, self.settings))]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            ends = consumer.end_offsets(tps)
+            out: list[tuple[int, int, dict]] = []
+            while any(consumer.position(tp) < ends[tp] for tp in tps):
+                for tp, msgs in consumer.poll(timeout_ms=1000).items():
+                    out += [(tp.partition, m.offset, orjson.loads(m.value)) for m in msgs]
+            return [r for _, _, r in sorted(out, key=lambda x: x[:2])]
+        finally:
+            consumer.close()
+
+    def end_offsets(self, role: str) -> dict[int, int]:
+        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)
+        try:
+            tps = [TopicPartition(topic_name(role, self.settings), p) for p in range(partitions_of(role, self.settings))]
+            return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+        finally:
+            consumer.close()
+
+    def applied_offsets(self, stage: str, partitions: int) -> dict[int, int]:
+        keys = [f"{partition_key(self.settings.key_prefix, stage, p)}:offset" for p in range(partitions)]
+        return {p: int(v) if v is not None else -1 for p, v in enumerate(self.redis.mget(keys))}
+
+    def merged(self, stage: str, name: str) -> dict[str, Any]:
+        """One hash of a stage, merged over its partitions, with decoded JSON values."""
+        out = {}
+        for key, value in self.state().items():
+            if key.startswith(f"{{{stage}.") and key.endswith(f"}}:{name}"):
+                out.update({k.decode(): orjson.loads(v) for k, v in value.items()})
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """Every Redis key of this run (prefix removed) with its value."""
+        out = {}
+        prefix = self.settings.key_prefix
+        for key in self.redis.scan_iter(match=f"{prefix}:*", count=1000):
+            kind = self.redis.type(key)
+            name = key.decode()[len(prefix) + 1 :]
+            if kind == b"string":
+                out[name] = self.redis.get(key)
+            elif kind == b"hash":
+                out[name] = self.redis.hgetall(key)
+            elif kind == b"zset":
+                out[name] = self.redis.zrange(key, 0, -1, withscores=True)
+        return out
+
+    def wait_quiet(self, timeout: float = 180.0, stages: tuple[tuple[str, str], ...] = (
+        ("traffic", "traffic_readings"), ("city", "city_parts"), ("signals", "approach_flows"))) -> dict[str, Any]:
+        """Wait until every stage has applied its topic to the end and the state stops changing."""
+        deadline = time.monotonic() + timeout
+        last, stable_since = None, None
+        while time.monotonic() < deadline:
+            for proc in self.workers:
+                if proc.poll() not in (None, -signal.SIGKILL):
+                    raise AssertionError(f"worker exited with {proc.returncode}:\n{self.worker_log()}")
+            caught_up = all(
+                self.applied_offsets(stage, partitions_of(role, self.settings))[p] >= end - 1
+                for stage, role in stages
+                for p, end in self.end_offsets(role).items()
+                if end > 0
+            )
+            now = self.state() if caught_up else None
+            if caught_up and now == last:
+                if time.monotonic() - stable_since >= 2 * self.settings.idle_close_s + 2:
+                    return now
+            else:
+                last, stable_since = now, time.monotonic()
+            time.sleep(0.5)
+        raise AssertionError(f"city did not settle within {timeout} s:\n{self.worker_log()}")
+
+
+@pytest.fixture
+def city_run(stack, tmp_path):
+    runs: list[CityRun] = []
+
+    def make(**overrides: Any) -> CityRun:
+        folder = tmp_path / f"run{len(runs)}"
+        folder.mkdir()
+        run = CityRun(stack, folder, **overrides)
+        runs.append(run)
+        return run
+
+    yield make
+    for run in runs:
+        run.stop()
