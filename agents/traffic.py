@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import zlib
 from collections.abc import Iterable
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -22,6 +23,7 @@ from schemas.events import TrafficReading
 from schemas.records import (
     Alert,
     ApproachFlow,
+    FlowReport,
     CityIndex,
     CityIndexPart,
     CongestionLevel,
@@ -31,6 +33,7 @@ from schemas.records import (
 )
 from schemas.reference import Intersection, Segment
 from streams import metrics, runtime, topics
+from streams.topics import partitions_of
 from streams.app import app
 from streams.processor import Effects, Source, Stage, WindowedStage
 from streams.settings import Settings, settings
@@ -216,6 +219,37 @@ class SegmentStage(WindowedStage):
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         super().restore(hashes)
         self.watch = {k: CongestionWatch(**orjson.loads(v)) for k, v in hashes.get("watch", {}).items()}
+        self.flows: list[ApproachFlow] = []  # closed approach windows not yet reported
+        self.reported = -math.inf
+
+    def flush(self, effects: Effects) -> None:
+        super().flush(effects)
+        self.report_progress(effects)
+
+    def on_idle(self, wall_now: float, effects: Effects) -> None:
+        super().on_idle(wall_now, effects)
+        vouched = wall_now - self.settings.idle_close_s
+        if self.windows.watermark == -math.inf and self.final_through(vouched) - self.reported >= self.settings.window_s:
+            # A partition without readings must not hold signal plans back: once a window it
+            # vouches for the wall clock. (Its own windows are untouched: a late start loses nothing.)
+            self.report_progress(effects, vouched)
+
+    def final_through(self, watermark: float) -> float:
+        """Windows starting at or before this can take no more readings."""
+        return watermark - self.settings.window_s - self.settings.grace_s
+
+    def report_progress(self, effects: Effects, watermark: float | None = None) -> None:
+        """Tell every signal partition how far this partition has closed windows, with the flows."""
+        final = self.final_through(self.windows.watermark if watermark is None else watermark)
+        if final == -math.inf or (final == self.reported and not self.flows):
+            return
+        n = partitions_of("approach_flows", self.settings)
+        by_partition: dict[int, list[ApproachFlow]] = defaultdict(list)
+        for f in self.flows:
+            by_partition[signal_partition(f.intersection_id, n)].append(f)
+        for p in range(n):
+            effects.send(topics.approach_flows, None, FlowReport(self.partition, final, by_partition[p]), partition=p)
+        self.flows, self.reported = [], final
 
     def knows(self, r: TrafficReading) -> bool:
         return r.segment_id in self.reference.city.segments and (
@@ -240,7 +274,7 @@ class SegmentStage(WindowedStage):
             kind, ident = key.split(":", 1)
             if kind == "approach":
                 junction = self.reference.approaches[ident]
-                effects.send(topics.approach_flows, junction, ApproachFlow(junction, ident, start, round(flow_vph(acc), 3)))
+                self.flows.append(ApproachFlow(junction, ident, start, round(flow_vph(acc), 3)))
                 continue
             segment = city.segments[ident]
             w = summarize(segment, start, acc, s)
@@ -327,52 +361,74 @@ def city_index(start: float, parts: Iterable[CityIndexPart]) -> CityIndex:
     return CityIndex(start, round(tpi, 3), congestion_level(tpi), round(vkm, 4), sum(p.segments for p in parts))
 
 
-class SignalStage(WindowedStage):
+def signal_partition(intersection_id: str, partitions: int) -> int:
+    """The signal partition that plans an intersection (stable across processes)."""
+    return zlib.crc32(intersection_id.encode()) % partitions
+
+
+class SignalStage(Stage):
     """Per intersection: a window's approach flows, then a Webster plan.
 
-    Approaches sit on segments of different traffic partitions, which close the window at
-    different moments: the plan goes out as soon as every approach has reported (again if a
-    flow changes), and with what has arrived when the grace runs out.
+    Approaches sit on segments of different traffic partitions. A window's plan goes out once
+    every traffic partition has declared the window final, with an approach that sent nothing
+    named as missing.
     """
 
     name = "signals"
-    contract = ApproachFlow
+    contract = FlowReport
+    hashes = ("upstream", "open")
 
-    def grace_s(self) -> float:
-        return self.settings.signal_grace_windows * self.settings.window_s
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        self.upstream = {int(p): float(v) for p, v in hashes.get("upstream", {}).items()}
+        self.open: dict[tuple[str, float], dict[str, float]] = {}
+        for name, raw in hashes.get("open", {}).items():
+            start, junction = name.split("|", 1)
+            self.open[(junction, float(start))] = orjson.loads(raw)
+        self.touched: set[tuple[str, float]] = set()
+        self.upstream_moved = False
 
-    def knows(self, f: ApproachFlow) -> bool:
-        return f.intersection_id in self.reference.city.intersections
+    def final_through(self) -> float:
+        """Windows starting at or before this are final on every traffic partition."""
+        partitions = partitions_of("traffic_readings", self.settings)
+        return min(self.upstream.get(p, -math.inf) for p in range(partitions))
 
-    def on_event(self, f: ApproachFlow, source: Source, effects: Effects) -> None:
-        junction = self.reference.city.intersections.get(f.intersection_id)
-        if junction is None:
-            raise Rejected(f"unknown intersection_id {f.intersection_id!r}", "unknown_reference")
-        changed = False
+    def knows(self, report: FlowReport) -> bool:
+        return all(f.intersection_id in self.reference.city.intersections for f in report.flows)
 
-        def fold(acc: dict | None) -> dict:
-            nonlocal changed
-            acc = acc or {"flows": {}, "sent": False}
-            changed = acc["flows"].get(f.approach_id) != f.flow_vph
-            acc["flows"][f.approach_id] = f.flow_vph
-            return acc
+    def on_event(self, report: FlowReport, source: Source, effects: Effects) -> None:
+        final = self.final_through()
+        for f in report.flows:
+            if f.intersection_id not in self.reference.city.intersections:
+                effects.reject(source, Rejected(f"unknown intersection_id {f.intersection_id!r}", "unknown_reference"))
+            elif f.window_start <= final:
+                effects.late(source, f"late: flow of {f.approach_id} for window {iso(f.window_start)} "
+                                     f"after plans through {iso(final)} went out")
+            else:
+                slot = (f.intersection_id, f.window_start)
+                self.open.setdefault(slot, {})[f.approach_id] = f.flow_vph
+                self.touched.add(slot)
+        if report.final_through > self.upstream.get(report.upstream_partition, -math.inf):
+            self.upstream[report.upstream_partition] = report.final_through
+            self.upstream_moved = True
 
-        if self.fold(f.intersection_id, f.window_start, fold, source, effects):
-            acc = self.windows.open[(f.intersection_id, self.windows.start_of(f.window_start))]
-            complete = all(a.approach_id in acc["flows"] for a in junction.approaches)
-            if complete and (changed or not acc["sent"]):
-                acc["sent"] = True
-                self._publish(junction, self.windows.start_of(f.window_start), acc["flows"], effects)
-
-    def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
-        for junction_id, start, acc in closed:
-            if not acc["sent"]:
-                self._publish(self.reference.city.intersections[junction_id], start, acc["flows"], effects)
-
-    def _publish(self, junction: Intersection, start: float, flows: dict[str, float], effects: Effects) -> None:
-        plan = webster(junction, flows, start, self.settings)
-        effects.send(topics.signal_plans, junction.intersection_id, plan)
-        effects.batch.hset("plans", {junction.intersection_id: _json(plan)})
+    def flush(self, effects: Effects) -> None:
+        final = self.final_through()
+        due = sorted((slot for slot in self.open if slot[1] <= final), key=lambda slot: slot[1])
+        plans = {}
+        for junction_id, start in due:
+            plan = webster(self.reference.city.intersections[junction_id], self.open.pop((junction_id, start)), start, self.settings)
+            plans[junction_id] = _json(plan)
+            effects.send(topics.signal_plans, junction_id, plan)
+        if plans:
+            effects.batch.hset("plans", plans)
+            effects.batch.hdel("open", (f"{start!r}|{junction}" for junction, start in due))
+        still_open = {slot: self.open[slot] for slot in self.touched if slot in self.open}
+        if still_open:
+            effects.batch.hset("open", {f"{start!r}|{j}": orjson.dumps(flows).decode() for (j, start), flows in still_open.items()})
+        if self.upstream_moved:
+            effects.batch.hset("upstream", {str(p): repr(t) for p, t in self.upstream.items()})
+        self.touched.clear()
+        self.upstream_moved = False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -185,7 +185,7 @@ def _wire(value: Any, tp: Any) -> Any:
         return None if value is None else iso(value)
     if dataclasses.is_dataclass(value):
         return to_dict(value)
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return [_wire(v, None) for v in value]
     return value
 

@@ -70,12 +70,26 @@ class CityIndex:
 
 @dataclass(frozen=True, slots=True)
 class ApproachFlow:
-    """Flow on one intersection approach over a window, re-keyed by intersection."""
+    """Flow on one intersection approach over a window."""
 
     intersection_id: str
     approach_id: str
     window_start: EventTime
     flow_vph: float
+
+
+@dataclass(frozen=True, slots=True)
+class FlowReport:
+    """What one traffic partition tells one signal partition after a batch.
+
+    `final_through` carries the traffic partition's progress: no flow for a window starting at
+    or before it will ever follow. A signal plan goes out once every reporting traffic partition
+    has passed its window, so plans never depend on how fast partitions ran.
+    """
+
+    upstream_partition: int
+    final_through: EventTime
+    flows: list[ApproachFlow]
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,14 +50,24 @@ class Effects:
 
     stage: str
     batch: Batch
-    sends: list[tuple[TopicT, bytes | None, bytes]] = field(default_factory=list)
+    sends: list[tuple[TopicT, bytes | None, bytes, int | None]] = field(default_factory=list)
 
-    def send(self, topic: TopicT, key: str | None, record: Any) -> None:
-        self.sends.append((topic, key.encode() if key is not None else None, encode(record)))
+    def send(self, topic: TopicT, key: str | None, record: Any, partition: int | None = None) -> None:
+        self.sends.append((topic, key.encode() if key is not None else None, encode(record), partition))
 
     def divert(self, topic: TopicT, source: Source, reason: str) -> None:
         """Route an event that cannot be applied (dead letter, late event) with the reason."""
-        self.sends.append((topic, source.topic.encode(), encode(dead_letter(source, reason))))
+        self.sends.append((topic, source.topic.encode(), encode(dead_letter(source, reason)), None))
+
+    def reject(self, source: Source, exc: Rejected) -> None:
+        """Dead-letter an event that breaks its contract, counted and logged with where it came from."""
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, exc.reason,
+            extra={"topic": source.topic, "partition": source.partition, "offset": source.offset},
+        )
+        metrics.EVENTS_REJECTED.labels(self.stage, exc.kind).inc()
+        metrics.DEAD_LETTERS.labels(self.stage).inc()
+        self.divert(topics.dead_letters, source, exc.reason)
 
     def late(self, source: Source, reason: str) -> None:
         metrics.EVENTS_LATE.labels(self.stage).inc()
@@ -177,9 +187,12 @@ class Processor:
                 pending = await self._apply(pending)
             raise RuntimeError(f"{self.name}: partitions {sorted(pending)} kept moving under us")
 
-    async def tick(self) -> None:
-        """Close the windows of partitions that have gone silent."""
+    async def tick(self, assigned: Sequence[Any] = ()) -> None:
+        """Close the windows of partitions that have gone silent, including ones never heard from."""
         async with self._lock:
+            for tp in assigned:
+                if tp.topic == self.topic:
+                    await self._loaded(tp.partition)
             now = time.monotonic()
             work = []
             for p, (stage, offset) in list(self.stages.items()):
@@ -216,7 +229,7 @@ class Processor:
                         raise value
                     stage.on_event(value, source, effects)
                 except Rejected as exc:
-                    self._reject(source, exc, effects)
+                    effects.reject(source, exc)
             stage.flush(effects)
             stage.last_event_wall = time.monotonic()
             metrics.BATCH_SIZE.labels(self.name).observe(len(fresh))
@@ -225,21 +238,12 @@ class Processor:
         conflicts = await self._emit_and_commit(work)
         return {p: by_partition[p] for p in conflicts}
 
-    def _reject(self, source: Source, exc: Rejected, effects: Effects) -> None:
-        log.warning(
-            "dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, exc.reason,
-            extra={"topic": source.topic, "partition": source.partition, "offset": source.offset},
-        )
-        metrics.EVENTS_REJECTED.labels(self.name, exc.kind).inc()
-        metrics.DEAD_LETTERS.labels(self.name).inc()
-        effects.divert(topics.dead_letters, source, exc.reason)
-
     async def _emit_and_commit(self, work: list[tuple[int, Effects]]) -> list[int]:
         """Send every record and wait for Kafka to take them, then commit Redis; returns conflicts."""
         futures = []
         for _, effects in work:
-            for topic, key, value in effects.sends:
-                futures.append(await topic.send(key=key, value=value, force=True))
+            for topic, key, value, partition in effects.sends:
+                futures.append(await topic.send(key=key, value=value, partition=partition, force=True))
         if futures:
             await asyncio.gather(*futures)
         started = time.perf_counter()
@@ -268,11 +272,8 @@ class WindowedStage(Stage):
 
     def __init__(self, partition: int, settings: Settings, reference: Reference):
         super().__init__(partition, settings, reference)
-        self.windows: TumblingWindows[str, Any] = TumblingWindows(settings.window_s, self.grace_s())
+        self.windows: TumblingWindows[str, Any] = TumblingWindows(settings.window_s, settings.grace_s)
         self._touched: set[tuple[str, float]] = set()
-
-    def grace_s(self) -> float:
-        return self.settings.grace_s
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         meta = hashes.get("meta", {})

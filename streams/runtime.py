@@ -30,8 +30,9 @@ def processor(stage: type[Stage], topic: str) -> Processor:
 
 @app.timer(interval=1.0)
 async def close_silent_windows() -> None:
+    assigned = app.consumer.assignment()
     for p in processors:
-        await p.tick()
+        await p.tick(assigned)
 
 
 @app.on_partitions_revoked.connect

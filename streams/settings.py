@@ -56,9 +56,6 @@ class Settings:
     cycle_min_s: float = 30.0
     cycle_max_s: float = 180.0
     oversaturated_flow_ratio: float = 0.9
-    # Windows a plan waits for approaches that have not reported before going out without them.
-    # Generous, because a replay or backlog lets some traffic partitions run far ahead of others.
-    signal_grace_windows: int = 60
 
     # Reference data is re-read at most this often when an event names an unknown id.
     reference_refresh_s: float = 5.0

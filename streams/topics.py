@@ -38,7 +38,7 @@ SPECS = {
     "lots": TopicSpec("ref.lots", "lot_id", "Lot", compacted=True, partitions=1),
     "venues": TopicSpec("ref.venues", "venue_id", "Venue", compacted=True, partitions=1),
     # Between stages: re-keyed so that what is combined lives on one partition.
-    "approach_flows": TopicSpec("traffic.approach_flows", "intersection_id", "ApproachFlow"),
+    "approach_flows": TopicSpec("traffic.approach_flows", "none: partition chosen by intersection", "FlowReport"),
     "city_parts": TopicSpec("traffic.city_parts", "city", "CityIndexPart", partitions=1),
     # What the city brain says.
     "signal_plans": TopicSpec("signals.plans", "intersection_id", "SignalPlan"),

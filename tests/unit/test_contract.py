@@ -117,3 +117,12 @@ def test_pairs_decode_to_tuples():
          "segments": 1, "top": [["S1", 7.5]]},
     )
     assert part.top == (("S1", 7.5),)
+
+
+def test_nested_records_travel_with_iso_times():
+    from schemas.records import ApproachFlow, FlowReport
+
+    report = FlowReport(2, 1784534400.0, [ApproachFlow("J1", "J1-N", 1784534340.0, 1200.0)])
+    wire = encode(report)
+    assert b'"window_start":"2026-07-20T07:59:00.000Z"' in wire
+    assert decode(FlowReport, wire) == FlowReport(2, 1784534400.0, (ApproachFlow("J1", "J1-N", 1784534340.0, 1200.0),))
