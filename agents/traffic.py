@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from schemas.contract import Rejected, encode, from_dict, iso
+from schemas.contract import Rejected, encode, from_dict, iso, parse_time
 from schemas.events import TrafficReading
 from schemas.records import (
     Alert,
@@ -226,14 +226,6 @@ class SegmentStage(WindowedStage):
         super().flush(effects)
         self.report_progress(effects)
 
-    def on_idle(self, wall_now: float, effects: Effects) -> None:
-        super().on_idle(wall_now, effects)
-        vouched = wall_now - self.settings.idle_close_s
-        if self.windows.watermark == -math.inf and self.final_through(vouched) - self.reported >= self.settings.window_s:
-            # A partition without readings must not hold signal plans back: once a window it
-            # vouches for the wall clock. (Its own windows are untouched: a late start loses nothing.)
-            self.report_progress(effects, vouched)
-
     def final_through(self, watermark: float) -> float:
         """Windows starting at or before this can take no more readings."""
         return watermark - self.settings.window_s - self.settings.grace_s
@@ -369,62 +361,80 @@ def signal_partition(intersection_id: str, partitions: int) -> int:
 class SignalStage(Stage):
     """Per intersection: a window's approach flows, then a Webster plan.
 
-    Approaches sit on segments of different traffic partitions. A window's plan goes out once
-    every traffic partition has declared the window final, with an approach that sent nothing
-    named as missing.
+    Approaches sit on segments of different traffic partitions, which report how far they have
+    closed windows. A window's plan goes out once every reporting partition has passed it, naming
+    approaches that sent nothing as missing; a flow that arrives later (a partition that started
+    late) revises the plan, for `signal_revision_windows` windows.
     """
 
     name = "signals"
     contract = FlowReport
-    hashes = ("upstream", "open")
+    hashes = ("upstream", "windows", "plans")
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         self.upstream = {int(p): float(v) for p, v in hashes.get("upstream", {}).items()}
-        self.open: dict[tuple[str, float], dict[str, float]] = {}
-        for name, raw in hashes.get("open", {}).items():
+        self.windows: dict[tuple[str, float], dict] = {}
+        for name, raw in hashes.get("windows", {}).items():
             start, junction = name.split("|", 1)
-            self.open[(junction, float(start))] = orjson.loads(raw)
+            self.windows[(junction, float(start))] = orjson.loads(raw)
+        self.latest = {j: parse_time(orjson.loads(raw)["window_start"]) for j, raw in hashes.get("plans", {}).items()}
         self.touched: set[tuple[str, float]] = set()
         self.upstream_moved = False
 
     def final_through(self) -> float:
-        """Windows starting at or before this are final on every traffic partition."""
-        partitions = partitions_of("traffic_readings", self.settings)
-        return min(self.upstream.get(p, -math.inf) for p in range(partitions))
+        """Windows starting at or before this are final on every traffic partition that reported."""
+        return min(self.upstream.values(), default=-math.inf)
+
+    def horizon(self) -> float:
+        return self.final_through() - self.settings.signal_revision_windows * self.settings.window_s
 
     def knows(self, report: FlowReport) -> bool:
         return all(f.intersection_id in self.reference.city.intersections for f in report.flows)
 
     def on_event(self, report: FlowReport, source: Source, effects: Effects) -> None:
-        final = self.final_through()
+        horizon = self.horizon()
         for f in report.flows:
             if f.intersection_id not in self.reference.city.intersections:
                 effects.reject(source, Rejected(f"unknown intersection_id {f.intersection_id!r}", "unknown_reference"))
-            elif f.window_start <= final:
+            elif f.window_start < horizon:
                 effects.late(source, f"late: flow of {f.approach_id} for window {iso(f.window_start)} "
-                                     f"after plans through {iso(final)} went out")
+                                     f"is past revision (plans final through {iso(self.final_through())})")
             else:
                 slot = (f.intersection_id, f.window_start)
-                self.open.setdefault(slot, {})[f.approach_id] = f.flow_vph
-                self.touched.add(slot)
+                acc = self.windows.setdefault(slot, {"flows": {}, "sent": False})
+                if acc["flows"].get(f.approach_id) != f.flow_vph:
+                    acc["flows"][f.approach_id] = f.flow_vph
+                    acc["sent"] = False  # (again) due once the window is final
+                    self.touched.add(slot)
         if report.final_through > self.upstream.get(report.upstream_partition, -math.inf):
             self.upstream[report.upstream_partition] = report.final_through
             self.upstream_moved = True
 
     def flush(self, effects: Effects) -> None:
-        final = self.final_through()
-        due = sorted((slot for slot in self.open if slot[1] <= final), key=lambda slot: slot[1])
-        plans = {}
-        for junction_id, start in due:
-            plan = webster(self.reference.city.intersections[junction_id], self.open.pop((junction_id, start)), start, self.settings)
-            plans[junction_id] = _json(plan)
-            effects.send(topics.signal_plans, junction_id, plan)
-        if plans:
-            effects.batch.hset("plans", plans)
-            effects.batch.hdel("open", (f"{start!r}|{junction}" for junction, start in due))
-        still_open = {slot: self.open[slot] for slot in self.touched if slot in self.open}
-        if still_open:
-            effects.batch.hset("open", {f"{start!r}|{j}": orjson.dumps(flows).decode() for (j, start), flows in still_open.items()})
+        final, horizon = self.final_through(), self.horizon()
+        latest = {}
+        for (junction_id, start) in sorted(self.windows, key=lambda slot: slot[1]):
+            acc = self.windows[(junction_id, start)]
+            if start <= final and not acc["sent"]:
+                plan = webster(self.reference.city.intersections[junction_id], acc["flows"], start, self.settings)
+                effects.send(topics.signal_plans, junction_id, plan)
+                acc["sent"] = True
+                self.touched.add((junction_id, start))
+                if start >= self.latest.get(junction_id, -math.inf):
+                    self.latest[junction_id] = start
+                    latest[junction_id] = _json(plan)
+        if latest:
+            effects.batch.hset("plans", latest)
+        expired = [slot for slot in self.windows if slot[1] < horizon]
+        for slot in expired:
+            del self.windows[slot]
+        if expired:
+            effects.batch.hdel("windows", (f"{start!r}|{j}" for j, start in expired))
+        kept = {slot: self.windows[slot] for slot in self.touched if slot in self.windows}
+        if kept:
+            effects.batch.hset("windows", {
+                f"{start!r}|{j}": orjson.dumps(acc, option=orjson.OPT_SORT_KEYS).decode() for (j, start), acc in kept.items()
+            })
         if self.upstream_moved:
             effects.batch.hset("upstream", {str(p): repr(t) for p, t in self.upstream.items()})
         self.touched.clear()

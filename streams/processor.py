@@ -187,12 +187,9 @@ class Processor:
                 pending = await self._apply(pending)
             raise RuntimeError(f"{self.name}: partitions {sorted(pending)} kept moving under us")
 
-    async def tick(self, assigned: Sequence[Any] = ()) -> None:
-        """Close the windows of partitions that have gone silent, including ones never heard from."""
+    async def tick(self) -> None:
+        """Close the windows of partitions that have gone silent."""
         async with self._lock:
-            for tp in assigned:
-                if tp.topic == self.topic:
-                    await self._loaded(tp.partition)
             now = time.monotonic()
             work = []
             for p, (stage, offset) in list(self.stages.items()):

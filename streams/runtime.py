@@ -30,9 +30,8 @@ def processor(stage: type[Stage], topic: str) -> Processor:
 
 @app.timer(interval=1.0)
 async def close_silent_windows() -> None:
-    assigned = app.consumer.assignment()
     for p in processors:
-        await p.tick(assigned)
+        await p.tick()
 
 
 @app.on_partitions_revoked.connect

@@ -56,6 +56,8 @@ class Settings:
     cycle_min_s: float = 30.0
     cycle_max_s: float = 180.0
     oversaturated_flow_ratio: float = 0.9
+    # Windows behind the newest final one for which a late approach flow still revises a plan.
+    signal_revision_windows: int = 60
 
     # Reference data is re-read at most this often when an event names an unknown id.
     reference_refresh_s: float = 5.0

@@ -72,8 +72,8 @@ def test_sigkill_mid_run_and_restart_ends_with_the_same_state(city_run):
     by_id = lambda a: a["identifier"]  # noqa: E731
     steady_alerts, crashed_alerts = unique(steady.records("alerts"), by_id), unique(crashed.records("alerts"), by_id)
     assert crashed_alerts == steady_alerts and len(steady_alerts) > 0
-    by_plan = lambda p: (p["intersection_id"], p["window_start"])  # noqa: E731
-    steady_plans = unique(steady.records("signal_plans"), by_plan)
-    assert unique(crashed.records("signal_plans"), by_plan) == steady_plans
+    # A plan may be revised when a late-starting partition's flow comes in: the last one counts.
+    steady_plans = {(p["intersection_id"], p["window_start"]): p for p in steady.records("signal_plans")}
+    assert {(p["intersection_id"], p["window_start"]): p for p in crashed.records("signal_plans")} == steady_plans
     # Every intersection gets a complete plan for every minute the readings touch (07:00-09:10).
     assert len(steady_plans) == 32 * 131 and all(not p["missing"] for p in steady_plans.values())

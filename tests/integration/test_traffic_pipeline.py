@@ -88,12 +88,13 @@ def test_readings_become_segment_state_alerts_city_index_and_plans(city_run):
     ]
     assert latest == orjson.loads(encode(city_index(last, parts)))
 
-    # One complete Webster plan per window for J1.
-    plans = run.records("signal_plans")
-    assert [p["window_start"] for p in plans] == [iso(T0 + 60 * w) for w in range(len(S1_SPEEDS))]
+    # A complete Webster plan for every window of J1 (a plan revised by a later flow counts last).
+    plans = {p["window_start"]: p for p in run.records("signal_plans")}
+    assert list(plans) == [iso(T0 + 60 * w) for w in range(len(S1_SPEEDS))]
     flows = {"J1-N": 3600 * accs[("S1", last)][0] / 60, "J1-E": 3600 * accs[("S2", last)][0] / 60}
-    assert plans[-1] == orjson.loads(encode(webster(J1, flows, last, S)))
-    assert all(p["missing"] == [] for p in plans)
+    assert plans[iso(last)] == orjson.loads(encode(webster(J1, flows, last, S)))
+    assert all(p["missing"] == [] for p in plans.values())
+    assert run.merged("signals", "plans") == {"J1": plans[iso(last)]}
 
     assert run.records("dead_letters") == [] and run.records("late_events") == []
 

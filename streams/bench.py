@@ -1,0 +1,158 @@
+"""Throughput of the traffic pipeline against a bare consumer, on one preloaded topic.
+
+Both read the same N readings in the same run on the same machine: first a bare aiokafka
+consumer that only drains the topic, then a worker process that runs the whole traffic
+pipeline (decode, validate, window, alert, commit state to Redis). Their ratio says what the
+city brain costs on top of reading Kafka at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
+
+from schemas.events import TrafficReading
+from schemas.reference import Segment
+from streams.admin import ensure_topics
+from streams.feed import Publisher
+from streams.settings import Settings
+from streams.state import partition_key
+from streams.topics import SPECS, partitions_of, topic_name
+
+CLASSES = (("expressway", 80.0), ("arterial", 50.0), ("secondary", 40.0), ("local", 30.0))
+
+
+def bench_segments(count: int) -> list[Segment]:
+    return [
+        Segment(f"B{i:05d}", f"Bench Rd {i}", f"Z{i % 16:02d}", CLASSES[i % 4][0], 1.0, CLASSES[i % 4][1], 2)
+        for i in range(count)
+    ]
+
+
+def bench_readings(segments: list[Segment], events: int, start: float) -> list[TrafficReading]:
+    """`events` readings, every segment reporting every 30 s of event time, speeds varied."""
+    out = []
+    step = 0
+    while len(out) < events:
+        t = start + 30.0 * step
+        for i, seg in enumerate(segments):
+            if len(out) == events:
+                break
+            ratio = 0.2 + 0.8 * ((i * 7 + step) % 10) / 10
+            out.append(TrafficReading(f"D-{seg.segment_id}", seg.segment_id, t, 5 + (i + step) % 20, 30.0,
+                                      round(seg.free_flow_kmh * ratio, 1), 0.1 + 0.05 * (step % 5)))
+        step += 1
+    return out
+
+
+async def drain_bare(s: Settings, events: int) -> float:
+    """Seconds a bare consumer takes to read `events` messages from the readings topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic_name("traffic_readings", s), p) for p in range(partitions_of("traffic_readings", s))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen, started = 0, time.perf_counter()
+        while seen < events:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+            seen += sum(len(msgs) for msgs in batches.values())
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def drain_pipeline(s: Settings, events: int, say: Callable[[str], None]) -> tuple[float, int, int]:
+    """(seconds, events measured, peak RSS bytes) for a worker to apply the topic to Redis."""
+    env = {**os.environ, "CITYBRAIN_TOPIC_PREFIX": s.topic_prefix, "CITYBRAIN_APP_ID": s.app_id,
+           "CITYBRAIN_KEY_PREFIX": s.key_prefix, "CITYBRAIN_WEB_PORT": "0"}
+    citybrain = Path(sys.executable).parent / "citybrain"
+    client = aioredis.from_url(s.redis_url)
+    parts = partitions_of("traffic_readings", s)
+    keys = [f"{partition_key(s.key_prefix, 'traffic', p)}:offset" for p in range(parts)]
+    worker = subprocess.Popen([str(citybrain), "worker", "-l", "warn"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        first_at, first_done = None, 0
+        while True:
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker exited with {worker.returncode}")
+            offsets = await client.mget(keys)
+            done = sum(int(o) + 1 for o in offsets if o is not None)
+            now = time.perf_counter()
+            if done and first_at is None:
+                # Timing starts at the first committed batch, so the worker's start-up and
+                # group join are not counted against it.
+                first_at, first_done = now, done
+            if done >= events:
+                peak = _peak_rss(worker.pid)
+                return now - first_at, events - first_done, peak
+            await asyncio.sleep(0.01)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        await client.aclose()
+
+
+def _peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def bench_traffic(settings: Settings, events: int, segment_count: int, say: Callable[[str], None]) -> dict:
+    run_id = f"bench{int(time.time())}"
+    s = replace(settings, topic_prefix=f"{run_id}.", app_id=run_id, key_prefix=run_id)
+    ensure_topics(s)
+    segments = bench_segments(segment_count)
+    start = (time.time() // 3600 - 48) * 3600  # event time two days back: a replay of the past
+    readings = bench_readings(segments, events, start)
+    try:
+        started = time.perf_counter()
+        async with Publisher(s) as pub:
+            for seg in segments:
+                await pub.send("segments", seg.segment_id, seg)
+            for r in readings:
+                await pub.send("traffic_readings", r.segment_id, r)
+        say(f"preloaded {events} readings over {segment_count} segments in {time.perf_counter() - started:.1f} s")
+        bare_s = await drain_bare(s, events)
+        pipe_s, measured, peak = await drain_pipeline(s, events, say)
+        figures = {
+            "events": events,
+            "bare_consumer_eps": events / bare_s,
+            "pipeline_eps": measured / pipe_s,
+            "peak_rss_mb": peak / 2**20,
+        }
+        figures["ratio"] = figures["pipeline_eps"] / figures["bare_consumer_eps"]
+        say(f"bare aiokafka consumer : {figures['bare_consumer_eps']:>10,.0f} events/s ({bare_s:.2f} s)")
+        say(f"traffic pipeline       : {figures['pipeline_eps']:>10,.0f} events/s ({measured} events in {pipe_s:.2f} s)")
+        say(f"ratio pipeline / bare  : {figures['ratio']:.2f}   (target >= 0.5; pipeline target >= 50,000/s)")
+        say(f"worker peak memory     : {figures['peak_rss_mb']:.0f} MiB")
+        return figures
+    finally:
+        await _clean_up(s)
+
+
+async def _clean_up(s: Settings) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    try:
+        names = [topic_name(role, s) for role in SPECS] + [f"{s.app_id}-__assignor-__leader"]
+        admin.delete_topics([n for n in names if n in set(admin.list_topics())])
+    finally:
+        admin.close()
+    client = aioredis.from_url(s.redis_url)
+    async for key in client.scan_iter(match=f"{s.key_prefix}:*", count=1000):
+        await client.unlink(key)
+    await client.aclose()
