@@ -49,6 +49,7 @@ async def watch_city(settings: Settings, seconds: float, quiet_after: float, say
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
         started = last_news = last_state = time.monotonic()
+        shown = None
         while True:
             now = time.monotonic()
             if (seconds and now - started >= seconds) or (quiet_after and now - last_news >= quiet_after):
@@ -64,7 +65,8 @@ async def watch_city(settings: Settings, seconds: float, quiet_after: float, say
             if time.monotonic() - last_state >= 5:
                 last_state = time.monotonic()
                 index, ranking = await city_snapshot(client, settings)
-                if index:
+                if index and index != shown:
+                    shown = index
                     worst = ", ".join(f"{seg} {tpi:.1f}" for seg, tpi in ranking)
                     say(f"CITY  window {index['window_start']}: TPI {index['tpi']:.2f} ({index['level']}); worst: {worst}")
         index, ranking = await city_snapshot(client, settings)

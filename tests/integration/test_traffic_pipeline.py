@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 
 import orjson
 import pytest
@@ -13,6 +14,7 @@ from schemas.events import TrafficReading
 from schemas.records import CityIndexPart
 from schemas.reference import Approach, Intersection, Segment, Zone
 from streams.settings import Settings
+from tests.integration.conftest import CITYBRAIN
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +145,32 @@ def test_bad_events_are_dead_lettered_with_reasons_while_good_ones_are_applied(c
     expected = city_index(T0, [CityIndexPart(0, T0, w.vehicle_km, w.tpi * w.vehicle_km, 1, []) for w in window0])
     assert run.merged("city", "index")[iso(T0)] == orjson.loads(encode(expected))
     assert run.merged("traffic", "segments")["S1"]["window_start"] == iso(T0 + 300)  # the window of `after`
+
+
+def test_a_recording_replayed_from_csv_gives_the_same_state_as_live_readings(city_run, tmp_path):
+    run = city_run()
+    readings = scripted_readings()
+    recording = tmp_path / "loops.csv"
+    rows = ["det,link,ts,n,secs,kmh,occ,approach"]
+    rows += [f"{r.sensor_id},{r.segment_id},{iso(r.event_time)},{r.vehicle_count},{r.interval_s},{r.speed_kmh},"
+             f"{r.occupancy},{r.approach_id}" for r in readings]
+    recording.write_text("\n".join(rows) + "\n")
+    run.publish(reference())
+    run.start_worker()
+    mapping = ["det=sensor_id", "link=segment_id", "ts=event_time", "n=vehicle_count", "secs=interval_s",
+               "kmh=speed_kmh", "occ=occupancy", "approach=approach_id"]
+    done = subprocess.run(
+        [str(CITYBRAIN), "replay", str(recording), "--topic", "traffic_readings", "--fast",
+         *(arg for m in mapping for arg in ("--map", m))],
+        env=run.env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"replay: {len(readings)} events published" in done.stdout
+    run.wait_quiet()
+
+    accs = expected_windows(readings)
+    last = T0 + 60 * (len(S1_SPEEDS) - 1)
+    assert run.merged("traffic", "segments") == {
+        seg.segment_id: orjson.loads(encode(summarize(seg, last, accs[(seg.segment_id, last)], S))) for seg in (S1, S2)
+    }
+    assert [a["msg_type"] for a in run.records("alerts")] == ["Alert", "Cancel"]

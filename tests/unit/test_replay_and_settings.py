@@ -1,0 +1,37 @@
+"""Reading recordings for replay, and settings from the environment."""
+
+import pytest
+
+from streams.replay import count_lines, read_events
+from streams.settings import Settings, from_env
+
+
+def test_csv_columns_are_mapped_to_contract_fields_and_typed(tmp_path):
+    f = tmp_path / "loops.csv"
+    f.write_text("det,link,ts,n,secs,kmh,occ\nD1,S1,2026-07-20T08:00:30Z,12,30,41.5,0.2\nD2,S2,2026-07-20T08:01:00Z,3,30,,0\n")
+    mapping = {"det": "sensor_id", "link": "segment_id", "ts": "event_time", "n": "vehicle_count",
+               "secs": "interval_s", "kmh": "speed_kmh", "occ": "occupancy"}
+    rows = list(read_events(f, mapping))
+    assert rows[0] == {"sensor_id": "D1", "segment_id": "S1", "event_time": "2026-07-20T08:00:30Z",
+                       "vehicle_count": 12, "interval_s": 30, "speed_kmh": 41.5, "occupancy": 0.2}
+    assert "speed_kmh" not in rows[1]  # an empty cell is a missing field, for the worker to reject
+    assert count_lines(f) == 2
+
+
+def test_json_lines_pass_bad_lines_on_raw(tmp_path):
+    f = tmp_path / "readings.jsonl"
+    f.write_bytes(b'{"segment_id": "S1"}\n\n{broken\n')
+    assert list(read_events(f, {})) == [{"segment_id": "S1"}, b"{broken"]
+    assert count_lines(f) == 2
+
+
+def test_settings_come_from_prefixed_environment_variables():
+    s = from_env({"CITYBRAIN_WINDOW_S": "300", "CITYBRAIN_DTP_BANDS": "0, 0.25,0.5,0.6,0.75", "CITYBRAIN_PARTITIONS": "8"})
+    assert s.window_s == 300.0 and s.partitions == 8
+    assert s.dtp_bands == (0.0, 0.25, 0.5, 0.6, 0.75)
+    assert s.grace_s == Settings().grace_s
+
+
+def test_a_malformed_setting_stops_with_its_name():
+    with pytest.raises(SystemExit, match="CITYBRAIN_WINDOW_S"):
+        from_env({"CITYBRAIN_WINDOW_S": "soon"})
