@@ -272,8 +272,10 @@ class SegmentStage(WindowedStage):
             w = summarize(segment, start, acc, s)
             latest[ident] = w
             by_start[start].append(w)
-            watch, alert = step_congestion(watch_changes.get(ident) or self.watch.get(ident, CongestionWatch()), w, segment, s)
-            watch_changes[ident] = watch
+            before = watch_changes.get(ident) or self.watch.get(ident, CongestionWatch())
+            watch, alert = step_congestion(before, w, segment, s)
+            if watch != before:
+                watch_changes[ident] = watch
             if alert is not None:
                 metrics.ALERTS.labels(alert.category, alert.severity, alert.msg_type).inc()
                 effects.send(topics.alerts, alert.incident, alert)

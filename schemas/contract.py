@@ -12,7 +12,7 @@ import math
 import types
 import typing
 from datetime import datetime, timezone
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal, TypeVar, Union
 
 import orjson
@@ -40,6 +40,7 @@ class EventTime(float):
     """Epoch seconds (UTC); ISO 8601 with an offset on the wire."""
 
 
+@lru_cache(maxsize=1 << 16)  # window bounds repeat across thousands of records
 def iso(t: float) -> str:
     """Epoch seconds as ISO 8601 UTC with a `Z`, millisecond precision."""
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -180,25 +181,40 @@ def decode(cls: type[C], raw: bytes | None) -> C:
     return from_dict(cls, payload)
 
 
-def _wire(value: Any, tp: Any) -> Any:
-    if tp is EventTime or (typing.get_origin(tp) in (Union, types.UnionType) and EventTime in typing.get_args(tp)):
-        return None if value is None else iso(value)
-    if dataclasses.is_dataclass(value):
-        return to_dict(value)
-    if isinstance(value, (tuple, list)):
-        return [_wire(v, None) for v in value]
-    return value
+def _to_wire(tp: Any):
+    """How a value of type `tp` goes onto the wire (times as ISO 8601, records as objects)."""
+    if tp is EventTime:
+        return iso
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        inner = _to_wire(next(a for a in typing.get_args(tp) if a is not type(None)))
+        return None if inner is None else (lambda v: None if v is None else inner(v))
+    if origin in (list, tuple):
+        items = [_to_wire(a) for a in typing.get_args(tp) if a is not Ellipsis]
+        if all(i is None for i in items):
+            return list
+        item = items[0] if origin is list else None
+        if item is not None:
+            return lambda v: [item(x) for x in v]
+        return lambda v: [c(x) if c else x for c, x in zip(items, v)]
+    if dataclasses.is_dataclass(tp):
+        return to_dict
+    return None  # as it is
 
 
 @cache
-def _wire_types(cls: type) -> tuple[tuple[str, Any], ...]:
+def _wire_fields(cls: type) -> tuple[tuple[str, Any], ...]:
     hints = typing.get_type_hints(cls)
-    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
+    return tuple((f.name, _to_wire(hints[f.name])) for f in dataclasses.fields(cls))
 
 
 def to_dict(event: Any) -> dict:
     """A contract instance as its JSON object (times as ISO 8601)."""
-    return {name: _wire(getattr(event, name), tp) for name, tp in _wire_types(type(event))}
+    return {
+        name: (convert(value) if convert else value)
+        for name, convert in _wire_fields(type(event))
+        for value in (getattr(event, name),)
+    }
 
 
 def encode(event: Any) -> bytes:

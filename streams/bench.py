@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -75,19 +77,22 @@ async def drain_bare(s: Settings, events: int) -> float:
 
 async def drain_pipeline(s: Settings, events: int, say: Callable[[str], None]) -> tuple[float, int, int]:
     """(seconds, events measured, peak RSS bytes) for a worker to apply the topic to Redis."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        web_port = probe.getsockname()[1]
     env = {**os.environ, "CITYBRAIN_TOPIC_PREFIX": s.topic_prefix, "CITYBRAIN_APP_ID": s.app_id,
-           "CITYBRAIN_KEY_PREFIX": s.key_prefix, "CITYBRAIN_WEB_PORT": "0"}
+           "CITYBRAIN_KEY_PREFIX": s.key_prefix, "CITYBRAIN_WEB_PORT": str(web_port)}
     citybrain = Path(sys.executable).parent / "citybrain"
     client = aioredis.from_url(s.redis_url)
     parts = partitions_of("traffic_readings", s)
     keys = [f"{partition_key(s.key_prefix, 'traffic', p)}:offset" for p in range(parts)]
-    worker = subprocess.Popen([str(citybrain), "worker", "-l", "warn"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tempfile.NamedTemporaryFile(prefix="citybrain-bench-worker-", suffix=".log", delete=False)
+    worker = subprocess.Popen([str(citybrain), "worker", "-l", "warn"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         first_at, first_done = None, 0
         while True:
             if worker.poll() is not None:
-                raise SystemExit(f"the worker exited with {worker.returncode}")
+                raise SystemExit(f"the worker exited with {worker.returncode}; see {log.name}")
             offsets = await client.mget(keys)
             done = sum(int(o) + 1 for o in offsets if o is not None)
             now = time.perf_counter()
