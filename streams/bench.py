@@ -1,9 +1,9 @@
 """Throughput of the traffic pipeline against a bare consumer, on one preloaded topic.
 
-Both read the same N readings in the same run on the same machine: first a bare aiokafka
-consumer that only drains the topic, then a worker process that runs the whole traffic
-pipeline (decode, validate, window, alert, commit state to Redis). Their ratio says what the
-city brain costs on top of reading Kafka at all.
+All read the same N readings in the same run on the same machine: a bare aiokafka consumer
+that only drains the topic; a faust agent that only takes batches (the framework's floor); and
+a worker process running the whole traffic pipeline (decode, validate, window, alert, commit
+state to Redis). The ratios say what the city brain costs on top of reading Kafka at all.
 """
 
 from __future__ import annotations
@@ -75,13 +75,34 @@ async def drain_bare(s: Settings, events: int) -> float:
         await consumer.stop()
 
 
-async def drain_pipeline(s: Settings, events: int, say: Callable[[str], None]) -> tuple[float, int, int]:
-    """(seconds, events measured, peak RSS bytes) for a worker to apply the topic to Redis."""
+def drain_faust_floor(s: Settings, events: int) -> tuple[float, int]:
+    """(seconds, events) for a faust agent that only takes batches off the topic."""
+    env = {**os.environ, "BENCH_TOPIC": topic_name("traffic_readings", s), "BENCH_EVENTS": str(events),
+           "BENCH_GROUP": f"{s.app_id}-floor", "CITYBRAIN_WEB_PORT": str(_free_port())}
+    ensure_topics(replace(s, app_id=f"{s.app_id}-floor"))  # its leader topic
+    worker = subprocess.Popen([sys.executable, "-m", "streams.bench_floor", "worker", "-l", "warn"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in worker.stdout:
+            if line.startswith("drained "):
+                _, taken, seconds = line.split()
+                return float(seconds), int(taken)
+        raise SystemExit(f"the take-only worker exited with {worker.wait()}")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        web_port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+async def drain_pipeline(s: Settings, events: int, say: Callable[[str], None]) -> tuple[float, int, int]:
+    """(seconds, events measured, peak RSS bytes) for a worker to apply the topic to Redis."""
     env = {**os.environ, "CITYBRAIN_TOPIC_PREFIX": s.topic_prefix, "CITYBRAIN_APP_ID": s.app_id,
-           "CITYBRAIN_KEY_PREFIX": s.key_prefix, "CITYBRAIN_WEB_PORT": str(web_port)}
+           "CITYBRAIN_KEY_PREFIX": s.key_prefix, "CITYBRAIN_WEB_PORT": str(_free_port())}
     citybrain = Path(sys.executable).parent / "citybrain"
     client = aioredis.from_url(s.redis_url)
     parts = partitions_of("traffic_readings", s)
@@ -133,17 +154,21 @@ async def bench_traffic(settings: Settings, events: int, segment_count: int, say
                 await pub.send("traffic_readings", r.segment_id, r)
         say(f"preloaded {events} readings over {segment_count} segments in {time.perf_counter() - started:.1f} s")
         bare_s = await drain_bare(s, events)
+        floor_s, floor_measured = drain_faust_floor(s, events)
         pipe_s, measured, peak = await drain_pipeline(s, events, say)
         figures = {
             "events": events,
             "bare_consumer_eps": events / bare_s,
+            "faust_take_only_eps": floor_measured / floor_s,
             "pipeline_eps": measured / pipe_s,
             "peak_rss_mb": peak / 2**20,
         }
         figures["ratio"] = figures["pipeline_eps"] / figures["bare_consumer_eps"]
         say(f"bare aiokafka consumer : {figures['bare_consumer_eps']:>10,.0f} events/s ({bare_s:.2f} s)")
+        say(f"faust agent, take only : {figures['faust_take_only_eps']:>10,.0f} events/s (the framework's stream path)")
         say(f"traffic pipeline       : {figures['pipeline_eps']:>10,.0f} events/s ({measured} events in {pipe_s:.2f} s)")
         say(f"ratio pipeline / bare  : {figures['ratio']:.2f}   (target >= 0.5; pipeline target >= 50,000/s)")
+        say(f"ratio pipeline / faust : {figures['pipeline_eps'] / figures['faust_take_only_eps']:.2f}")
         say(f"worker peak memory     : {figures['peak_rss_mb']:.0f} MiB")
         return figures
     finally:
@@ -153,7 +178,7 @@ async def bench_traffic(settings: Settings, events: int, segment_count: int, say
 async def _clean_up(s: Settings) -> None:
     admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
     try:
-        names = [topic_name(role, s) for role in SPECS] + [f"{s.app_id}-__assignor-__leader"]
+        names = [topic_name(role, s) for role in SPECS] + [f"{s.app_id}{x}-__assignor-__leader" for x in ("", "-floor")]
         admin.delete_topics([n for n in names if n in set(admin.list_topics())])
     finally:
         admin.close()
