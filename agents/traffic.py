@@ -9,6 +9,7 @@ Three stages, each keyed so that what it combines lives on one partition:
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import zlib
 from collections.abc import Iterable
@@ -37,6 +38,8 @@ from streams.topics import partitions_of
 from streams.app import app
 from streams.processor import Effects, Source, Stage, WindowedStage
 from streams.settings import Settings, settings
+
+log = logging.getLogger(__name__)
 
 LEVELS: tuple[CongestionLevel, ...] = ("free", "basically_free", "light", "moderate", "severe")
 
@@ -264,11 +267,14 @@ class SegmentStage(WindowedStage):
         watch_changes: dict[str, CongestionWatch] = {}
         for key, start, acc in closed:
             kind, ident = key.split(":", 1)
-            if kind == "approach":
-                junction = self.reference.approaches[ident]
+            junction = self.reference.approaches.get(ident) if kind == "approach" else None
+            segment = city.segments.get(ident) if kind == "segment" else None
+            if junction is None and segment is None:
+                log.warning("window %s of %s dropped: %s was removed from the reference data", iso(start), key, ident)
+                continue
+            if junction is not None:
                 self.flows.append(ApproachFlow(junction, ident, start, round(flow_vph(acc), 3)))
                 continue
-            segment = city.segments[ident]
             w = summarize(segment, start, acc, s)
             latest[ident] = w
             by_start[start].append(w)
@@ -374,7 +380,10 @@ class SignalStage(Stage):
     hashes = ("upstream", "windows", "plans")
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.upstream = {int(p): float(v) for p, v in hashes.get("upstream", {}).items()}
+        upstream = dict(hashes.get("upstream", {}))
+        # Only ever forward: a partition that reports for the first time must not reopen windows.
+        self.pruned = float(upstream.pop("pruned", -math.inf))
+        self.upstream = {int(p): float(v) for p, v in upstream.items()}
         self.windows: dict[tuple[str, float], dict] = {}
         for name, raw in hashes.get("windows", {}).items():
             start, junction = name.split("|", 1)
@@ -388,7 +397,8 @@ class SignalStage(Stage):
         return min(self.upstream.values(), default=-math.inf)
 
     def horizon(self) -> float:
-        return self.final_through() - self.settings.signal_revision_windows * self.settings.window_s
+        """Windows starting before this are past revision."""
+        return max(self.pruned, self.final_through() - self.settings.signal_revision_windows * self.settings.window_s)
 
     def knows(self, report: FlowReport) -> bool:
         return all(f.intersection_id in self.reference.city.intersections for f in report.flows)
@@ -417,8 +427,12 @@ class SignalStage(Stage):
         latest = {}
         for (junction_id, start) in sorted(self.windows, key=lambda slot: slot[1]):
             acc = self.windows[(junction_id, start)]
-            if start <= final and not acc["sent"]:
-                plan = webster(self.reference.city.intersections[junction_id], acc["flows"], start, self.settings)
+            junction = self.reference.city.intersections.get(junction_id)
+            if junction is None:
+                log.warning("plan of %s for %s dropped: removed from the reference data", junction_id, iso(start))
+                acc["sent"] = True
+            elif start <= final and not acc["sent"]:
+                plan = webster(junction, acc["flows"], start, self.settings)
                 effects.send(topics.signal_plans, junction_id, plan)
                 acc["sent"] = True
                 self.touched.add((junction_id, start))
@@ -427,6 +441,9 @@ class SignalStage(Stage):
                     latest[junction_id] = _json(plan)
         if latest:
             effects.batch.hset("plans", latest)
+        if horizon > self.pruned:
+            self.pruned = horizon
+            self.upstream_moved = True
         expired = [slot for slot in self.windows if slot[1] < horizon]
         for slot in expired:
             del self.windows[slot]
@@ -438,7 +455,7 @@ class SignalStage(Stage):
                 f"{start!r}|{j}": orjson.dumps(acc, option=orjson.OPT_SORT_KEYS).decode() for (j, start), acc in kept.items()
             })
         if self.upstream_moved:
-            effects.batch.hset("upstream", {str(p): repr(t) for p, t in self.upstream.items()})
+            effects.batch.hset("upstream", {"pruned": repr(self.pruned), **{str(p): repr(t) for p, t in self.upstream.items()}})
         self.touched.clear()
         self.upstream_moved = False
 

@@ -20,6 +20,9 @@ import orjson
 C = TypeVar("C")
 
 UTC = timezone.utc
+# Times the city brain accepts: far enough from year 1 and 9999 that windows stay representable.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 class Rejected(ValueError):
@@ -52,6 +55,8 @@ def parse_time(value: Any) -> float:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError("has no UTC offset; event times must be UTC, e.g. 2026-07-20T08:00:00Z")
+    if not EARLIEST <= parsed < LATEST:
+        raise ValueError(f"is outside {EARLIEST.year}-{LATEST.year - 1}")
     return parsed.timestamp()
 
 

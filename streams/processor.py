@@ -42,6 +42,7 @@ class Source:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: float | None = None  # the broker's record time, epoch seconds
 
 
 @dataclass
@@ -125,6 +126,15 @@ class Stage(ABC):
         """The partition has been silent for `idle_close_s`; close what silence completes."""
 
 
+@dataclass
+class Owned:
+    """A partition this worker holds: its stage, and the offset and commit count it is at."""
+
+    stage: Stage
+    offset: int
+    commits: int
+
+
 class Processor:
     """Drives one stage over its source topic's partitions."""
 
@@ -135,18 +145,18 @@ class Processor:
         self.state = state
         self.reference = reference
         self.settings = settings
-        self.stages: dict[int, tuple[Stage, int]] = {}  # partition -> (stage, applied offset)
+        self.stages: dict[int, Owned] = {}
         self._lock = asyncio.Lock()
 
     def base(self, partition: int) -> str:
         return partition_key(self.settings.key_prefix, self.name, partition)
 
-    async def _loaded(self, partition: int) -> tuple[Stage, int]:
+    async def _loaded(self, partition: int) -> Owned:
         if partition not in self.stages:
             stage = self.stage(partition, self.settings, self.reference)
-            offset, hashes = await self.state.load(self.base(partition), stage.hashes)
-            stage.restore(hashes)
-            self.stages[partition] = (stage, offset)
+            snapshot = await self.state.load(self.base(partition), stage.hashes)
+            stage.restore(snapshot.hashes)
+            self.stages[partition] = Owned(stage, snapshot.offset, snapshot.commits)
         return self.stages[partition]
 
     def forget(self, revoked: Sequence[Any]) -> None:
@@ -164,7 +174,7 @@ class Processor:
         by_partition: dict[int, list[Source]] = defaultdict(list)
         for event in events:
             m = event.message
-            by_partition[m.partition].append(Source(m.topic, m.partition, m.offset, m.key, m.value))
+            by_partition[m.partition].append(Source(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp))
         delay = 0.5
         while True:
             try:
@@ -190,23 +200,29 @@ class Processor:
     async def tick(self) -> None:
         """Close the windows of partitions that have gone silent."""
         async with self._lock:
-            now = time.monotonic()
-            work = []
-            for p, (stage, offset) in list(self.stages.items()):
-                if now - stage.last_event_wall >= self.settings.idle_close_s:
-                    effects = Effects(self.name, Batch(self.base(p), offset, offset))
-                    stage.on_idle(time.time(), effects)
-                    stage.flush(effects)
-                    if effects.batch.commands or effects.sends:
-                        work.append((p, effects))
-            await self._emit_and_commit(work)
+            try:
+                now = time.monotonic()
+                work = []
+                for p, owned in list(self.stages.items()):
+                    if now - owned.stage.last_event_wall >= self.settings.idle_close_s:
+                        effects = Effects(self.name, Batch(self.base(p), owned.commits, owned.offset))
+                        owned.stage.on_idle(time.time(), effects)
+                        owned.stage.flush(effects)
+                        if effects.batch.commands or effects.sends:
+                            work.append((p, effects))
+                await self._emit_and_commit(work)
+            except Exception:
+                # The timer comes round again; the state is reloaded from Redis meanwhile.
+                log.exception("%s: closing silent windows failed", self.name)
+                self.stages.clear()
 
     async def _apply(self, by_partition: dict[int, list[Source]]) -> dict[int, list[Source]]:
         """Apply each partition's events; returns those of partitions to retry after a conflict."""
         work = []
         for p, sources in by_partition.items():
-            stage, offset = await self._loaded(p)
-            fresh = [s for s in sources if s.offset > offset]
+            owned = await self._loaded(p)
+            stage = owned.stage
+            fresh = [s for s in sources if s.offset > owned.offset]
             if len(fresh) < len(sources):
                 metrics.EVENTS_REDELIVERED.labels(self.name).inc(len(sources) - len(fresh))
             if not fresh:
@@ -214,12 +230,12 @@ class Processor:
             decoded = []
             for source in fresh:
                 try:
-                    decoded.append((source, decode(stage.contract, source.value)))
+                    decoded.append((source, self._decode(stage, source)))
                 except Rejected as exc:
                     decoded.append((source, exc))
             if not all(stage.knows(v) for _, v in decoded if not isinstance(v, Rejected)):
                 await self.reference.catch_up()
-            effects = Effects(self.name, Batch(self.base(p), offset, fresh[-1].offset))
+            effects = Effects(self.name, Batch(self.base(p), owned.commits, fresh[-1].offset))
             for source, value in decoded:
                 try:
                     if isinstance(value, Rejected):
@@ -235,6 +251,17 @@ class Processor:
         conflicts = await self._emit_and_commit(work)
         return {p: by_partition[p] for p in conflicts}
 
+    def _decode(self, stage: Stage, source: Source) -> Any:
+        value = decode(stage.contract, source.value)
+        t = getattr(value, "event_time", None)
+        # One reading from a clock far in the future would make every later one late.
+        if t is not None and source.timestamp and t > source.timestamp + self.settings.max_ahead_s:
+            raise Rejected(
+                f"event_time {iso(t)} is more than {self.settings.max_ahead_s:.0f} s ahead of the "
+                f"broker's record time {iso(source.timestamp)}", "from_the_future",
+            )
+        return value
+
     async def _emit_and_commit(self, work: list[tuple[int, Effects]]) -> list[int]:
         """Send every record and wait for Kafka to take them, then commit Redis; returns conflicts."""
         futures = []
@@ -247,10 +274,10 @@ class Processor:
         applied = await self.state.commit([e.batch for _, e in work])
         metrics.REDIS_COMMIT_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         conflicts = []
-        for (p, effects), ok in zip(work, applied):
-            if ok:
-                self.stages[p] = (self.stages[p][0], effects.batch.offset)
-            else:
+        for (p, effects), commits in zip(work, applied):
+            if commits is not None and p in self.stages:  # (a rebalance may have taken it meanwhile)
+                self.stages[p].offset, self.stages[p].commits = effects.batch.offset, commits
+            elif commits is None:
                 metrics.STATE_CONFLICTS.labels(self.name).inc()
                 self.stages.pop(p, None)
                 conflicts.append(p)
@@ -276,6 +303,7 @@ class WindowedStage(Stage):
         meta = hashes.get("meta", {})
         if "watermark" in meta:
             self.windows.watermark = float(meta["watermark"])
+        self._saved_watermark = self.windows.watermark
         for name, acc in hashes.get("open", {}).items():
             start, key = name.split("|", 1)
             self.windows.open[(key, float(start))] = orjson.loads(acc)
@@ -294,12 +322,15 @@ class WindowedStage(Stage):
         return True
 
     def on_idle(self, wall_now: float, effects: Effects) -> None:
-        # Silence is taken as event time passing, up to the wall clock (live feeds) but no further
-        # than closing what is open (replays of the past): windows of silent sensors still close,
-        # and events for later windows are not made late.
-        if self.windows.open:
-            newest = max(start for _, start in self.windows.open)
-            self.windows.advance(min(wall_now, self.windows.closes_at(newest)))
+        # Silence is event time passing. A live partition (watermark near the wall clock) moves
+        # with the clock: windows of sensors that stopped close, and stages downstream hear that
+        # time goes on. A replay of the past only closes what is open, so that events for later
+        # windows are not made late.
+        w = self.windows
+        if w.watermark >= wall_now - self.settings.window_s - self.settings.grace_s:
+            w.advance(wall_now)
+        elif w.open:
+            w.advance(w.closes_at(max(start for _, start in w.open)))
 
     @abstractmethod
     def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
@@ -313,10 +344,11 @@ class WindowedStage(Stage):
         still_open = {s: self.windows.open[s] for s in self._touched if s in self.windows.open}
         if still_open:
             effects.batch.hset("open", {_slot_field(k, start): orjson.dumps(acc).decode() for (k, start), acc in still_open.items()})
-        # A watermark moved by silence alone need not be kept: after a restart the older one only
-        # keeps windows open a little longer.
-        if self._touched or closed:
+        # The watermark is kept whenever it moves: a restarted worker must judge lateness as the
+        # first one did, and stages downstream may already have been told of it.
+        if self.windows.watermark != self._saved_watermark:
             effects.batch.hset("meta", {"watermark": repr(self.windows.watermark)})
+            self._saved_watermark = self.windows.watermark
         self._touched.clear()
 
 

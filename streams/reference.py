@@ -88,12 +88,12 @@ class Reference:
         if value is None:  # a tombstone removes the record
             if key is not None:
                 table.pop(key.decode(), None)
-            return
-        try:
-            record = decode(contract, value)
-        except Rejected as exc:
-            log.warning("reference record on %s rejected: %s", topic, exc.reason)
-            return
-        table[getattr(record, id_field)] = record
+        else:
+            try:
+                record = decode(contract, value)
+            except Rejected as exc:
+                log.warning("reference record on %s rejected: %s", topic, exc.reason)
+                return
+            table[getattr(record, id_field)] = record
         if role == "intersections":
-            self.approaches.update({a.approach_id: record.intersection_id for a in record.approaches})
+            self.approaches = {a.approach_id: j.intersection_id for j in table.values() for a in j.approaches}

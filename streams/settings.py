@@ -38,6 +38,9 @@ class Settings:
     # A partition silent this long (wall clock) has its watermark advanced by the silence, so
     # windows of sensors that stopped reporting still close.
     idle_close_s: float = 10.0
+    # An event time further than this ahead of the broker's record time is rejected: one clock
+    # in the future would otherwise make every later event late.
+    max_ahead_s: float = 300.0
 
     # Traffic performance index (GB/T 33171-2016): DTP lower bounds of the five bands.
     dtp_bands: tuple[float, ...] = (0.0, 0.3, 0.5, 0.6, 0.7)

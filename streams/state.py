@@ -18,17 +18,20 @@ import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
-# KEYS[1]: the partition's offset key. ARGV: expected offset, new offset, JSON list of commands.
-# Every key the commands touch shares KEYS[1]'s hash tag.
+# KEYS[1]: the partition's applied offset; KEYS[2]: its commit counter, which every commit bumps
+# and which fences out a worker whose view is stale (even a timer's commit that moves no offset).
+# ARGV: the commit count the batch was built on, its offset, a JSON list of commands.
+# Every key the commands touch shares the hash tag of KEYS[1].
 APPLY_BATCH = """
-local stored = redis.call('GET', KEYS[1])
-if stored == false then stored = '-1' end
-if stored ~= ARGV[1] then return {0, stored} end
+local commits = redis.call('GET', KEYS[2]) or '0'
+if commits ~= ARGV[1] then return {0, commits} end
+local offset = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[2]) < offset then return {0, commits} end
 for _, command in ipairs(cjson.decode(ARGV[3])) do
   redis.call(unpack(command))
 end
 redis.call('SET', KEYS[1], ARGV[2])
-return {1, ARGV[2]}
+return {1, redis.call('INCR', KEYS[2])}
 """
 
 # Lua's unpack() takes a few thousand values at most; long writes are split.
@@ -42,10 +45,11 @@ def partition_key(prefix: str, stage: str, partition: int) -> str:
 
 @dataclass
 class Batch:
-    """Redis commands that one partition's events produced, and the offsets they move between."""
+    """Redis commands that one partition's events produced, the offset they bring the partition
+    to, and the commit count of the state they were built on."""
 
     base: str
-    expected_offset: int
+    commits: int
     offset: int
     commands: list[list[str]] = field(default_factory=list)
 
@@ -83,36 +87,47 @@ class StateStore:
         self.redis = client
         self._apply = client.register_script(APPLY_BATCH)
 
-    async def load(self, base: str, hashes: Sequence[str]) -> tuple[int, dict[str, dict[str, bytes]]]:
-        """The stored offset (-1 when none) and the named hashes of a partition."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+    async def load(self, base: str, hashes: Sequence[str]) -> Snapshot:
+        """A partition's offset (-1 when none), commit count and named hashes, read atomically."""
+        async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(f"{base}:offset")
+            pipe.get(f"{base}:commits")
             for name in hashes:
                 pipe.hgetall(f"{base}:{name}")
-            offset, *contents = await pipe.execute()
-        return int(offset) if offset is not None else -1, {
-            name: {_text(k): v for k, v in content.items()} for name, content in zip(hashes, contents)
-        }
+            offset, commits, *contents = await pipe.execute()
+        return Snapshot(
+            int(offset) if offset is not None else -1,
+            int(commits) if commits is not None else 0,
+            {name: {_text(k): v for k, v in content.items()} for name, content in zip(hashes, contents)},
+        )
 
-    async def commit(self, batches: Sequence[Batch]) -> list[bool]:
-        """Apply each batch atomically with its offset; False where the stored offset had moved."""
+    async def commit(self, batches: Sequence[Batch]) -> list[int | None]:
+        """Apply each batch atomically with its offset; the new commit count, or None where the
+        partition's state had moved on under another worker."""
         if not batches:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for b in batches:
                 await self._apply(
-                    keys=[f"{b.base}:offset"],
-                    args=[str(b.expected_offset), str(b.offset), orjson.dumps(b.commands)],
+                    keys=[f"{b.base}:offset", f"{b.base}:commits"],
+                    args=[str(b.commits), str(b.offset), orjson.dumps(b.commands)],
                     client=pipe,
                 )
             results = await pipe.execute()
-        applied = []
-        for b, (ok, stored) in zip(batches, results):
+        applied: list[int | None] = []
+        for b, (ok, commits) in zip(batches, results):
             if not ok:
-                log.warning("state of %s moved on to offset %s elsewhere; reloading", b.base, _text(stored))
-            applied.append(bool(ok))
+                log.warning("state of %s moved on (commit %s) elsewhere; reloading", b.base, _text(commits))
+            applied.append(int(commits) if ok else None)
         return applied
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+@dataclass(frozen=True)
+class Snapshot:
+    offset: int
+    commits: int
+    hashes: dict[str, dict[str, bytes]]
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

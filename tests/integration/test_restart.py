@@ -22,8 +22,12 @@ def rush_hour_items():
 
 def comparable(state: dict) -> dict:
     # Downstream stages read topics that a killed worker may have written twice (same records,
-    # more offsets), so their offsets differ by design; everything the city sees must not.
-    return {k: v for k, v in state.items() if not (k.endswith(":offset") and not k.startswith("{traffic."))}
+    # more offsets), so their offsets differ by design, as do commit counts; everything the city
+    # sees must not.
+    return {
+        k: v for k, v in state.items()
+        if not (k.endswith(":commits") or (k.endswith(":offset") and not k.startswith("{traffic.")))
+    }
 
 
 def unique(records: list[dict], key) -> dict:

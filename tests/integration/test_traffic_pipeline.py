@@ -111,6 +111,7 @@ def test_bad_events_are_dead_lettered_with_reasons_while_good_ones_are_applied(c
         orjson.dumps({k: v for k, v in as_dict.items() if k != "speed_kmh"}),
         orjson.dumps({**as_dict, "segment_id": "S404"}),
         orjson.dumps({**as_dict, "event_time": "2026-07-20 08:00:15"}),
+        orjson.dumps({**as_dict, "event_time": "2099-01-01T00:00:00Z"}),  # a clock gone wrong
     ]
     late = dataclasses.replace(good[0], event_time=T0 + 1, sensor_id="DET-late")
     after = reading(S1, T0 + 60 * 5 + 15, 5, 50.0, None)  # moves the watermark past window 0
@@ -125,21 +126,23 @@ def test_bad_events_are_dead_lettered_with_reasons_while_good_ones_are_applied(c
 
     dead = run.records("dead_letters")
     assert dead[0]["reason"].startswith("TrafficReading: not JSON (")
-    assert [(d["offset"], d["reason"]) for d in dead[1:]] == [
+    assert [(d["offset"], d["reason"]) for d in dead[1:5]] == [
         (3, "TrafficReading.vehicle_count: expected a number"),
         (4, "TrafficReading: missing field speed_kmh"),
         (5, "unknown segment_id 'S404': not in the segments reference"),
         (6, "TrafficReading.event_time: has no UTC offset; event times must be UTC, e.g. 2026-07-20T08:00:00Z"),
     ]
+    assert len(dead) == 6 and dead[5]["offset"] == 7
+    assert dead[5]["reason"].startswith("event_time 2099-01-01T00:00:00.000Z is more than 300 s ahead of the broker's")
     assert all(d["source_topic"] == f"{run.settings.topic_prefix}traffic.readings" and d["partition"] == 0 for d in dead)
     assert dead[0]["raw"] == "this is not json" and dead[0]["raw_encoding"] == "utf-8"
 
     late_events = run.records("late_events")
-    assert len(late_events) == 1 and late_events[0]["offset"] == 10
+    assert len(late_events) == 1 and late_events[0]["offset"] == 11
     assert late_events[0]["reason"].startswith(f"late: window {iso(T0)} of segment:S1 closed")
 
     # Window 0 counts exactly the good readings: not the rejected ones, not the late one.
-    assert run.state()["{traffic.0}:offset"] == b"10"
+    assert run.state()["{traffic.0}:offset"] == b"11"
     accs = expected_windows(good)
     window0 = [summarize(seg, T0, accs[(seg.segment_id, T0)], S) for seg in (S1, S2)]
     expected = city_index(T0, [CityIndexPart(0, T0, w.vehicle_km, w.tpi * w.vehicle_km, 1, []) for w in window0])

@@ -126,3 +126,8 @@ def test_nested_records_travel_with_iso_times():
     wire = encode(report)
     assert b'"window_start":"2026-07-20T07:59:00.000Z"' in wire
     assert decode(FlowReport, wire) == FlowReport(2, 1784534400.0, (ApproachFlow("J1", "J1-N", 1784534340.0, 1200.0),))
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:10+00:01", "9999-12-31T23:59:30Z", "1969-12-31T23:59:59Z"])
+def test_event_times_outside_the_representable_years_are_rejected(when):
+    assert "is outside 1970-2199" in reason_for(TrafficReading, reading(event_time=when))

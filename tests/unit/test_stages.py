@@ -1,0 +1,114 @@
+"""Stage rules that need no broker: idle closing, progress reports, signal plan timing."""
+
+from __future__ import annotations
+
+from schemas.records import ApproachFlow, FlowReport
+from schemas.reference import Approach, Intersection, Segment
+from streams import topics
+from streams.processor import Effects, Source
+from streams.reference import Reference
+from streams.settings import Settings
+from streams.state import Batch
+
+from agents.traffic import SegmentStage, SignalStage, fold_reading  # noqa: F401  (registers agents)
+from schemas.events import TrafficReading
+
+S = Settings(partitions=2)
+SEG = Segment("S1", "Yan'an Rd", "Z1", "arterial", 1.0, 50.0, 2)
+J1 = Intersection("J1", "x", "Z1", [Approach("J1-N", "S1", "NS", 2), Approach("J1-E", "S2", "EW", 1)])
+
+
+def reference() -> Reference:
+    ref = Reference(S)
+    ref.city.segments["S1"] = SEG
+    ref.city.intersections["J1"] = J1
+    ref.approaches = {"J1-N": "J1", "J1-E": "J1"}
+    return ref
+
+
+def effects(stage_name: str) -> Effects:
+    return Effects(stage_name, Batch("cb:{x.0}", 0, 0))
+
+
+def source(offset: int = 0) -> Source:
+    return Source("traffic.readings", 0, offset, b"S1", b"{}")
+
+
+def segment_stage() -> SegmentStage:
+    stage = SegmentStage(0, S, reference())
+    stage.restore({})
+    return stage
+
+
+def reading(t: float) -> TrafficReading:
+    return TrafficReading("D1", "S1", t, 10, 30.0, 40.0, 0.2, "J1-N")
+
+
+def sent_to(e: Effects, topic) -> list[bytes]:
+    return [value for t, _, value, _ in e.sends if t is topic]
+
+
+def test_a_silent_replay_closes_its_open_windows_but_no_later_ones():
+    stage, e = segment_stage(), effects("traffic")
+    t = 1_000_020.0
+    stage.on_event(reading(t), source(), e)
+    stage.on_idle(wall_now=2_000_000_000.0, effects=e)
+    stage.flush(e)
+    assert stage.windows.open == {}
+    assert stage.windows.watermark == stage.windows.closes_at(stage.windows.start_of(t))  # not the wall clock
+    assert not stage.windows.is_late(t + 60)  # the next window still takes readings
+
+
+def test_a_silent_live_partition_moves_with_the_wall_clock_and_reports_it():
+    stage, e = segment_stage(), effects("traffic")
+    now = 2_000_000_000.0
+    stage.on_event(reading(now - 5), source(), e)
+    stage.flush(e)
+    first_reports = len(sent_to(e, topics.approach_flows))
+    stage.on_idle(wall_now=now + 15, effects=e)
+    stage.flush(e)
+    assert stage.windows.watermark == now + 15
+    assert len(sent_to(e, topics.approach_flows)) == first_reports + S.partitions
+
+
+def signal_stage() -> SignalStage:
+    stage = SignalStage(0, S, reference())
+    stage.restore({})
+    return stage
+
+
+def report(partition: int, final: float, *flows: ApproachFlow) -> FlowReport:
+    return FlowReport(partition, final, list(flows))
+
+
+def test_a_plan_waits_until_every_reporting_partition_has_passed_its_window():
+    stage, e = signal_stage(), effects("signals")
+    stage.on_event(report(0, 0.0, ApproachFlow("J1", "J1-N", 0.0, 600.0)), source(), e)
+    stage.on_event(report(1, -60.0), source(), e)
+    stage.flush(e)
+    assert sent_to(e, topics.signal_plans) == []
+    stage.on_event(report(1, 0.0, ApproachFlow("J1", "J1-E", 0.0, 300.0)), source(), e)
+    stage.flush(e)
+    (plan,) = sent_to(e, topics.signal_plans)
+    assert b'"missing":[]' in plan
+
+
+def test_a_late_flow_revises_a_plan_that_went_out_without_it():
+    stage, e = signal_stage(), effects("signals")
+    stage.on_event(report(0, 0.0, ApproachFlow("J1", "J1-N", 0.0, 600.0)), source(), e)
+    stage.flush(e)
+    stage.on_event(report(1, 0.0, ApproachFlow("J1", "J1-E", 0.0, 300.0)), source(), e)
+    stage.flush(e)
+    first, revised = sent_to(e, topics.signal_plans)
+    assert b'"missing":["J1-E"]' in first and b'"missing":[]' in revised
+
+
+def test_windows_past_revision_stay_closed_when_a_new_partition_reports_low():
+    stage, e = signal_stage(), effects("signals")
+    far = 100 * S.window_s * S.signal_revision_windows
+    stage.on_event(report(0, far), source(), e)
+    stage.flush(e)
+    stage.on_event(report(1, 0.0, ApproachFlow("J1", "J1-N", 0.0, 600.0)), source(), e)
+    stage.flush(e)
+    assert sent_to(e, topics.signal_plans) == []
+    assert len(sent_to(e, topics.late_events)) == 1
