@@ -22,7 +22,6 @@ import orjson
 from schemas.contract import Rejected, encode, from_dict, iso, parse_time
 from schemas.events import TrafficReading
 from schemas.records import (
-    Alert,
     ApproachFlow,
     FlowReport,
     CityIndex,
@@ -32,7 +31,8 @@ from schemas.records import (
     SegmentWindow,
     SignalPlan,
 )
-from schemas.reference import Intersection, Segment
+from schemas.cap import Alert, Area, Info, cap_id, cap_time, polygon, reference_to, to_xml
+from schemas.reference import Intersection, Segment, Zone
 from streams import metrics, runtime, topics
 from streams.topics import partitions_of
 from streams.app import app
@@ -117,12 +117,12 @@ class CongestionWatch:
     run: int = 0  # windows in a row at moderate or worse, while not alerting
     calm: int = 0  # windows in a row below the clearing threshold, while alerting
     incident: str | None = None
-    last_message: str | None = None
+    last_reference: str | None = None  # "sender,identifier,sent" of the incident's last message
     step: int = 0
 
 
 def step_congestion(
-    watch: CongestionWatch, w: SegmentWindow, segment: Segment, s: Settings
+    watch: CongestionWatch, w: SegmentWindow, segment: Segment, zone: Zone | None, s: Settings
 ) -> tuple[CongestionWatch, Alert | None]:
     """Advance a segment's alert by one window: raise after N windows, escalate, clear with margin."""
     level = "severe" if w.tpi >= s.congestion_severe_tpi else "moderate" if w.tpi >= s.congestion_moderate_tpi else None
@@ -130,46 +130,58 @@ def step_congestion(
         run = watch.run + 1 if level else 0
         if run < s.congestion_raise_windows:
             return replace(watch, run=run), None
-        incident = f"citybrain.congestion.{segment.segment_id}.{int(w.window_start)}"
+        incident = cap_id(f"congestion.{segment.segment_id}.{int(w.window_start)}")
         watch = CongestionWatch(level=level, incident=incident)
-        return _message(watch, w, segment, "Alert")
+        return _message(watch, w, segment, zone, "Alert", s)
     if w.tpi < s.congestion_moderate_tpi - s.congestion_clear_margin_tpi:
         calm = watch.calm + 1
         if calm >= s.congestion_clear_windows:
-            _, alert = _message(replace(watch, calm=calm), w, segment, "Cancel")
+            _, alert = _message(replace(watch, calm=calm), w, segment, zone, "Cancel", s)
             return CongestionWatch(), alert
         return replace(watch, calm=calm), None
     if watch.level == "moderate" and level == "severe":
-        return _message(replace(watch, level=level, calm=0), w, segment, "Update")
+        return _message(replace(watch, level=level, calm=0), w, segment, zone, "Update", s)
     return replace(watch, calm=0), None
 
 
-def _message(watch: CongestionWatch, w: SegmentWindow, segment: Segment, msg_type: str) -> tuple[CongestionWatch, Alert]:
-    identifier = f"{watch.incident}.{watch.step}"
+LEVEL_NAMES = {"moderate": ("Moderate", "中度"), "severe": ("Severe", "严重")}
+
+
+def congestion_texts(msg_type: str, level: str, segment: Segment, tpi: float) -> dict[str, tuple[str, str, str]]:
+    """(headline, description, instruction) by language, for a resident or driver to act on."""
+    en, zh = LEVEL_NAMES[level]
+    if msg_type == "Cancel":
+        return {
+            "zh-CN": (f"{segment.name}拥堵已解除", f"{segment.name}交通指数回落至{tpi:.1f}，通行恢复。", "道路已恢复通行，无需绕行。"),
+            "en-US": (f"Congestion cleared on {segment.name}", f"The traffic index on {segment.name} is back to {tpi:.1f}.",
+                      "Traffic is flowing again; no detour needed."),
+        }
+    return {
+        "zh-CN": (f"{segment.name}{zh}拥堵", f"{segment.name}交通指数{tpi:.1f}，{zh}拥堵已持续多个时段。",
+                  "请绕行或错峰出行，预留更多通行时间。"),
+        "en-US": (f"{en} congestion on {segment.name}",
+                  f"The traffic index on {segment.name} is {tpi:.1f} ({en.lower()} congestion) and has stayed there.",
+                  "Avoid this road if you can; allow extra time or take another route."),
+    }
+
+
+def _message(
+    watch: CongestionWatch, w: SegmentWindow, segment: Segment, zone: Zone | None, msg_type: str, s: Settings
+) -> tuple[CongestionWatch, Alert]:
+    identifier = f"{s.alert_sender}.{watch.incident}.{watch.step}"
     cleared = msg_type == "Cancel"
-    headline = (
-        f"Congestion cleared on {segment.name} (TPI {w.tpi:.1f})"
-        if cleared
-        else f"{watch.level.capitalize()} congestion on {segment.name} (TPI {w.tpi:.1f})"
-    )
-    alert = Alert(
-        identifier=identifier,
-        incident=watch.incident,
-        msg_type=msg_type,
-        references=watch.last_message,
-        sent=w.window_end,
-        category="Transport",
-        event="congestion",
-        severity="Severe" if watch.level == "severe" else "Moderate",
-        urgency="Past" if cleared else "Immediate",
-        certainty="Observed",
-        zone_id=segment.zone_id,
-        subject_id=segment.segment_id,
-        level="cleared" if cleared else watch.level,
-        value=w.tpi,
-        headline=headline,
-    )
-    return replace(watch, last_message=identifier, step=watch.step + 1), alert
+    area = Area(f"{segment.name}, {zone.name if zone else segment.zone_id}", [polygon(zone.polygon)] if zone else [])
+    parameters = [("zone_id", segment.zone_id), ("segment_id", segment.segment_id),
+                  ("level", "cleared" if cleared else watch.level), ("tpi", f"{w.tpi:.3f}")]
+    info = [
+        Info(language, "Transport", "Road congestion", "AllClear" if cleared else "Avoid", "Past" if cleared else "Immediate",
+             "Severe" if watch.level == "severe" else "Moderate", "Observed", headline, description, instruction,
+             parameters, [area])
+        for language, (headline, description, instruction) in congestion_texts(msg_type, watch.level, segment, w.tpi).items()
+    ]
+    alert = Alert(identifier, s.alert_sender, cap_time(w.window_end), "Actual", msg_type, "Public",
+                  watch.last_reference, watch.incident, info)
+    return replace(watch, last_reference=reference_to(alert), step=watch.step + 1), alert
 
 
 def webster(intersection: Intersection, flows: dict[str, float], window_start: float, s: Settings) -> SignalPlan:
@@ -205,6 +217,13 @@ def webster(intersection: Intersection, flows: dict[str, float], window_start: f
 
 # ---------------------------------------------------------------------------------------------
 # Stages
+
+
+def send_alert(alert: Alert, effects: Effects) -> None:
+    """An alert goes out as CAP JSON on `alerts` and as CAP XML on `alerts.cap`, keyed by incident."""
+    metrics.ALERTS.labels(alert.info[0].category, alert.info[0].severity, alert.msg_type).inc()
+    effects.send(topics.alerts, alert.incidents, alert)
+    effects.send_raw(topics.alerts_cap, alert.incidents, to_xml(alert).encode())
 
 
 def _json(record: Any) -> str:
@@ -279,12 +298,11 @@ class SegmentStage(WindowedStage):
             latest[ident] = w
             by_start[start].append(w)
             before = watch_changes.get(ident) or self.watch.get(ident, CongestionWatch())
-            watch, alert = step_congestion(before, w, segment, s)
+            watch, alert = step_congestion(before, w, segment, city.zones.get(segment.zone_id), s)
             if watch != before:
                 watch_changes[ident] = watch
             if alert is not None:
-                metrics.ALERTS.labels(alert.category, alert.severity, alert.msg_type).inc()
-                effects.send(topics.alerts, alert.incident, alert)
+                send_alert(alert, effects)
         for start, windows in sorted(by_start.items()):
             vkm = sum(w.vehicle_km for w in windows)
             top = heapq.nlargest(s.ranking_size, ((w.tpi, w.segment_id) for w in windows))

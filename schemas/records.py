@@ -111,28 +111,3 @@ class SignalPlan:
     cycle_s: float | None
     phases: list[PhaseGreen]
     missing: list[str] = field(default_factory=list)  # approaches that had not reported: taken as 0
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """One message in an incident's lifecycle (Alert, then Updates, then Cancel).
-
-    `identifier` is deterministic for the incident episode and its step, so a replay produces
-    the same identifiers rather than a second incident.
-    """
-
-    identifier: str
-    incident: str
-    msg_type: Literal["Alert", "Update", "Cancel"]
-    references: str | None  # identifier of the message this one follows
-    sent: EventTime  # event time that caused it
-    category: Literal["Transport", "Met", "Geo", "Health", "Safety", "Infra", "Rescue"]
-    event: str
-    severity: Literal["Minor", "Moderate", "Severe", "Extreme", "Unknown"]
-    urgency: Literal["Immediate", "Expected", "Future", "Past", "Unknown"]
-    certainty: Literal["Observed", "Likely", "Possible", "Unlikely", "Unknown"]
-    zone_id: str
-    subject_id: str  # what the alert is about: a segment, point, zone or lot id
-    level: str
-    value: float  # the measure behind the level (TPI, depth, rainfall)
-    headline: str

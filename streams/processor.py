@@ -56,6 +56,9 @@ class Effects:
     def send(self, topic: TopicT, key: str | None, record: Any, partition: int | None = None) -> None:
         self.sends.append((topic, key.encode() if key is not None else None, encode(record), partition))
 
+    def send_raw(self, topic: TopicT, key: str | None, value: bytes) -> None:
+        self.sends.append((topic, key.encode() if key is not None else None, value, None))
+
     def divert(self, topic: TopicT, source: Source, reason: str) -> None:
         """Route an event that cannot be applied (dead letter, late event) with the reason."""
         self.sends.append((topic, source.topic.encode(), encode(dead_letter(source, reason)), None))

@@ -52,6 +52,7 @@ class Settings:
     congestion_clear_margin_tpi: float = 1.0
     congestion_clear_windows: int = 2
     ranking_size: int = 20
+    alert_sender: str = "citybrain"  # CAP sender: no spaces, commas, < or &
     city_history_windows: int = 1440  # windows of city index kept in Redis
 
     # Webster signal timing.

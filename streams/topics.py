@@ -42,7 +42,8 @@ SPECS = {
     "city_parts": TopicSpec("traffic.city_parts", "city", "CityIndexPart", partitions=1),
     # What the city brain says.
     "signal_plans": TopicSpec("signals.plans", "intersection_id", "SignalPlan"),
-    "alerts": TopicSpec("alerts", "incident", "Alert"),
+    "alerts": TopicSpec("alerts", "incident", "CAP 1.2 Alert as JSON (schemas/cap.py)"),
+    "alerts_cap": TopicSpec("alerts.cap", "incident", "the same CAP 1.2 Alert as XML"),
     "dead_letters": TopicSpec("dead_letters", "source topic", "DeadLetter"),
     "late_events": TopicSpec("late_events", "source topic", "DeadLetter (reason: late)"),
 }
@@ -64,5 +65,6 @@ approach_flows = app.topic(topic_name("approach_flows"))
 city_parts = app.topic(topic_name("city_parts"))
 signal_plans = app.topic(topic_name("signal_plans"))
 alerts = app.topic(topic_name("alerts"))
+alerts_cap = app.topic(topic_name("alerts_cap"))
 dead_letters = app.topic(topic_name("dead_letters"))
 late_events = app.topic(topic_name("late_events"))

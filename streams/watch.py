@@ -28,7 +28,8 @@ async def city_snapshot(client: aioredis.Redis, settings: Settings, top: int = 5
 
 def describe(role: str, record: dict) -> str:
     if role == "alerts":
-        return f"ALERT {record['msg_type']:<6} {record['severity']:<8} {record['headline']}  [{record['identifier']}]"
+        info = next((i for i in record["info"] if i["language"] == "en-US"), record["info"][0])
+        return f"ALERT {record['msg_type']:<6} {info['severity']:<8} {info['headline']}  [{record['identifier']}]"
     if role == "signal_plans":
         if record["oversaturated"]:
             return f"PLAN  {record['intersection_id']}: oversaturated (Y={record['flow_ratio_total']})"

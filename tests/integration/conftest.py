@@ -103,17 +103,21 @@ class CityRun:
 
     # -- reading what came out
     def records(self, role: str) -> list[dict]:
-        """Every record on a topic, in partition then offset order."""
+        """Every JSON record on a topic, in partition then offset order."""
+        return [orjson.loads(value) for value in self.raw_records(role)]
+
+    def raw_records(self, role: str) -> list[bytes]:
+        """Every record's bytes on a topic, in partition then offset order."""
         consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
         try:
             tps = [TopicPartition(topic_name(role, self.settings), p) for p in range(partitions_of(role, self.settings))]
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
             ends = consumer.end_offsets(tps)
-            out: list[tuple[int, int, dict]] = []
+            out: list[tuple[int, int, bytes]] = []
             while any(consumer.position(tp) < ends[tp] for tp in tps):
                 for tp, msgs in consumer.poll(timeout_ms=1000).items():
-                    out += [(tp.partition, m.offset, orjson.loads(m.value)) for m in msgs]
+                    out += [(tp.partition, m.offset, m.value) for m in msgs]
             return [r for _, _, r in sorted(out, key=lambda x: x[:2])]
         finally:
             consumer.close()

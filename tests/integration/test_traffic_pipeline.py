@@ -7,8 +7,12 @@ import subprocess
 
 import orjson
 import pytest
+from capparselib.parsers import CAPParser
+from lxml import etree
 
 from agents.traffic import city_index, fold_reading, summarize, webster
+from schemas.cap import cap_time
+from tests.unit.test_cap import XSD as CAP_XSD
 from schemas.contract import encode, iso, parse_time
 from schemas.events import TrafficReading
 from schemas.records import CityIndexPart
@@ -75,12 +79,20 @@ def test_readings_become_segment_state_alerts_city_index_and_plans(city_run):
 
     # The jam: DTP 0.8 -> TPI 8.67 (severe) for three windows raises; two free windows clear.
     alerts = run.records("alerts")
-    assert [(a["msg_type"], a["severity"], a["subject_id"]) for a in alerts] == [
+    assert [(a["msg_type"], a["info"][0]["severity"], dict(a["info"][0]["parameters"])["segment_id"]) for a in alerts] == [
         ("Alert", "Severe", "S1"), ("Cancel", "Severe", "S1")]
     raised, cleared = alerts
-    assert raised["sent"] == iso(T0 + 180) and raised["value"] == pytest.approx(8.667, abs=1e-3)
-    assert cleared["references"] == raised["identifier"] and cleared["sent"] == iso(T0 + 360)
-    assert raised["incident"] == cleared["incident"] == f"citybrain.congestion.S1.{int(T0 + 120)}"
+    assert raised["sent"] == cap_time(T0 + 180) and dict(raised["info"][0]["parameters"])["tpi"] == "8.667"
+    assert cleared["references"] == f"citybrain,{raised['identifier']},{raised['sent']}"
+    assert cleared["sent"] == cap_time(T0 + 360)
+    assert raised["incidents"] == cleared["incidents"] == f"congestion.S1.{int(T0 + 120)}"
+    # The same messages as CAP 1.2 XML: valid against the OASIS schema, readable by capparselib.
+    documents = run.raw_records("alerts_cap")
+    assert len(documents) == 2
+    for doc, alert in zip(documents, alerts):
+        assert CAP_XSD.validate(etree.fromstring(doc)), CAP_XSD.error_log
+        (parsed,) = CAPParser(doc.decode()).as_dict()
+        assert parsed["cap_id"] == alert["identifier"] and parsed["cap_message_type"] == alert["msg_type"]
 
     # City index of the last window: both segments weighted by vehicle-km.
     latest = orjson.loads(run.state()[f"{{city.0}}:latest"])

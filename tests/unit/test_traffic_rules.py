@@ -17,12 +17,13 @@ from agents.traffic import (
 )
 from schemas.events import TrafficReading
 from schemas.records import CityIndexPart
-from schemas.reference import Approach, Intersection, Segment
+from schemas.reference import Approach, Intersection, Segment, Zone
 from streams.settings import Settings
 
 S = Settings()
 BANDS = S.dtp_bands
 SEGMENT = Segment("S1", "Yan'an Rd", "Z1", "arterial", 2.0, 50.0, 2)
+ZONE = Zone("Z1", "West Lake", [(30.0, 120.0), (30.0, 120.1), (30.1, 120.1), (30.0, 120.0)])
 
 
 def tpi(dtp):
@@ -100,7 +101,7 @@ def run(tpis, watch=None, first_window=0):
     watch = watch or CongestionWatch()
     out = []
     for i, value in enumerate(tpis, start=first_window):
-        watch, alert = step_congestion(watch, window(value, start=60.0 * i), SEGMENT, S)
+        watch, alert = step_congestion(watch, window(value, start=60.0 * i), SEGMENT, ZONE, S)
         out.append(alert)
     return watch, out
 
@@ -110,7 +111,8 @@ def test_alert_is_raised_only_after_n_consecutive_congested_windows():
     assert alerts == [None, None]
     _, alerts = run([6.5, 6.5, 6.5])
     assert [a.msg_type if a else None for a in alerts] == [None, None, "Alert"]
-    assert alerts[2].severity == "Moderate" and alerts[2].level == "moderate"
+    assert alerts[2].info[0].severity == "Moderate" and alerts[2].parameter("level") == "moderate"
+    assert alerts[2].references is None
 
 
 def test_a_free_window_resets_the_run():
@@ -121,9 +123,9 @@ def test_a_free_window_resets_the_run():
 def test_escalation_to_severe_is_an_update_referencing_the_alert():
     _, alerts = run([6.5, 6.5, 6.5, 8.2])
     raised, update = alerts[2], alerts[3]
-    assert update.msg_type == "Update" and update.severity == "Severe"
-    assert update.references == raised.identifier
-    assert update.incident == raised.incident
+    assert update.msg_type == "Update" and update.info[0].severity == "Severe"
+    assert update.references == f"citybrain,{raised.identifier},{raised.sent}"
+    assert update.incidents == raised.incidents
     assert update.identifier != raised.identifier
 
 
@@ -137,13 +139,14 @@ def test_clearing_needs_consecutive_calm_windows_below_the_margin():
     _, alerts = run([6.5, 6.5, 6.5, 4.9, 5.5, 4.9, 4.9])
     kinds = [a.msg_type if a else None for a in alerts]
     assert kinds == [None, None, "Alert", None, None, None, "Cancel"]
-    assert alerts[6].references == alerts[2].identifier
+    assert alerts[6].references == f"citybrain,{alerts[2].identifier},{alerts[2].sent}"
+    assert alerts[6].info[0].response_type == "AllClear" and alerts[6].info[0].urgency == "Past"
 
 
 def test_a_new_episode_gets_a_new_incident():
     watch, first = run([6.5, 6.5, 6.5, 4.0, 4.0])
     _, second = run([6.5, 6.5, 6.5], watch, first_window=5)
-    assert first[2].incident != second[2].incident
+    assert first[2].incidents != second[2].incidents
 
 
 def test_identifiers_are_the_same_on_replay():

@@ -1,0 +1,133 @@
+"""OASIS CAP 1.2: the one alert model of every domain, as JSON and as XML with the same fields.
+
+The JSON record is the CAP alert with snake_case names; `to_xml` renders it in the element
+order the CAP 1.2 XSD prescribes. Times are CAP times (`2026-07-20T08:03:00-00:00`).
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal
+
+NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
+
+MsgType = Literal["Alert", "Update", "Cancel"]
+Category = Literal["Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env", "Transport", "Infra", "CBRNE", "Other"]
+ResponseType = Literal["Shelter", "Evacuate", "Prepare", "Execute", "Avoid", "Monitor", "Assess", "AllClear", "None"]
+Urgency = Literal["Immediate", "Expected", "Future", "Past", "Unknown"]
+Severity = Literal["Extreme", "Severe", "Moderate", "Minor", "Unknown"]
+Certainty = Literal["Observed", "Likely", "Possible", "Unlikely", "Unknown"]
+
+# Chinese warning colours onto CAP severity.
+COLOUR_SEVERITY: dict[str, Severity] = {"blue": "Minor", "yellow": "Moderate", "orange": "Severe", "red": "Extreme"}
+
+_NOT_IN_IDS = re.compile(r"[\s,<&]")
+
+
+def cap_time(t: float) -> str:
+    """Epoch seconds as a CAP time: whole seconds, numeric offset, UTC written -00:00."""
+    return datetime.fromtimestamp(int(t), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S-00:00")
+
+
+def cap_id(text: str) -> str:
+    """An identifier or sender with the characters CAP forbids replaced."""
+    return _NOT_IN_IDS.sub("_", text)
+
+
+def polygon(ring: list[tuple[float, float]] | tuple[tuple[float, float], ...]) -> str:
+    """A closed ring of (lat, lon) as a CAP polygon."""
+    points = list(ring)
+    if points[0] != points[-1]:
+        points.append(points[0])
+    return " ".join(f"{lat},{lon}" for lat, lon in points)
+
+
+@dataclass(frozen=True, slots=True)
+class Area:
+    area_desc: str
+    polygons: list[str] = field(default_factory=list)
+    circles: list[str] = field(default_factory=list)  # "lat,lon radius_km"
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    language: str
+    category: Category
+    event: str
+    response_type: ResponseType
+    urgency: Urgency
+    severity: Severity
+    certainty: Certainty
+    headline: str
+    description: str
+    instruction: str
+    parameters: list[tuple[str, str]] = field(default_factory=list)  # (valueName, value)
+    areas: list[Area] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One CAP message of an incident: Alert first, then Updates, then the Cancel.
+
+    `identifier` is deterministic for the incident episode and its step, so a replay produces
+    the same messages instead of a second incident; `references` chains the lifecycle.
+    """
+
+    identifier: str
+    sender: str
+    sent: str  # CAP time
+    status: Literal["Actual", "Exercise", "System", "Test", "Draft"]
+    msg_type: MsgType
+    scope: Literal["Public", "Restricted", "Private"]
+    references: str | None  # "sender,identifier,sent" of the message this one follows
+    incidents: str
+    info: list[Info]
+
+    def parameter(self, name: str) -> str | None:
+        for value_name, value in self.info[0].parameters:
+            if value_name == name:
+                return value
+        return None
+
+
+def reference_to(alert: Alert) -> str:
+    """How a later message of the incident refers to this one."""
+    return f"{alert.sender},{alert.identifier},{alert.sent}"
+
+
+def to_xml(alert: Alert) -> str:
+    """The alert as a CAP 1.2 XML document."""
+    ET.register_namespace("", NAMESPACE)
+    root = ET.Element(f"{{{NAMESPACE}}}alert")
+
+    def add(parent: ET.Element, tag: str, text: str | None) -> None:
+        if text is not None:
+            ET.SubElement(parent, f"{{{NAMESPACE}}}{tag}").text = text
+
+    for tag, value in (("identifier", alert.identifier), ("sender", alert.sender), ("sent", alert.sent),
+                       ("status", alert.status), ("msgType", alert.msg_type), ("scope", alert.scope),
+                       ("references", alert.references), ("incidents", alert.incidents)):
+        add(root, tag, value)
+    for info in alert.info:
+        el = ET.SubElement(root, f"{{{NAMESPACE}}}info")
+        for tag, value in (("language", info.language), ("category", info.category), ("event", info.event),
+                           ("responseType", info.response_type), ("urgency", info.urgency),
+                           ("severity", info.severity), ("certainty", info.certainty),
+                           ("senderName", "citybrain"), ("headline", info.headline),
+                           ("description", info.description), ("instruction", info.instruction)):
+            add(el, tag, value)
+        for name, value in info.parameters:
+            p = ET.SubElement(el, f"{{{NAMESPACE}}}parameter")
+            add(p, "valueName", name)
+            add(p, "value", value)
+        for area in info.areas:
+            a = ET.SubElement(el, f"{{{NAMESPACE}}}area")
+            add(a, "areaDesc", area.area_desc)
+            for ring in area.polygons:
+                add(a, "polygon", ring)
+            for circle in area.circles:
+                add(a, "circle", circle)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True)
