@@ -28,6 +28,7 @@ app = faust.App(
 
 def main() -> None:
     """Entry point of the `citybrain` command: faust's CLI plus the project's commands."""
+    import agents.flood  # noqa: F401  registers the flood agents
     import agents.traffic  # noqa: F401  registers the traffic agents
     import streams.commands  # noqa: F401  registers simulate, replay, topics, bench, watch
 

@@ -55,6 +55,16 @@ class Settings:
     alert_sender: str = "citybrain"  # CAP sender: no spaces, commas, < or &
     city_history_windows: int = 1440  # windows of city index kept in Redis
 
+    # Road waterlogging at monitored points (GB 51222 watch, Beijing warning and closure lines,
+    # Qingdao severe), in cm above the lowest road point.
+    waterlogging_levels_cm: tuple[float, ...] = (15.0, 20.0, 27.0, 30.0)
+    waterlogging_clear_margin_cm: float = 3.0  # a level clears only this far below its line...
+    waterlogging_hold_s: float = 600.0  # ...held this long, so a depth hovering at a line does not flap
+    rise_alert_cm: float = 10.0  # a rise this large...
+    rise_window_s: float = 1800.0  # ...within this long warns even below the watch line
+    depth_max_plausible_cm: float = 300.0
+    sensor_stuck_s: float = 3600.0  # the same non-zero depth this long is a stuck sensor, not water
+
     # Webster signal timing.
     saturation_flow_vphpl: float = 1800.0
     cycle_min_s: float = 30.0

@@ -61,6 +61,7 @@ def partitions_of(role: str, s: Settings | None = None) -> int:
 
 
 traffic_readings = app.topic(topic_name("traffic_readings"))
+water_depths = app.topic(topic_name("water_depths"))
 approach_flows = app.topic(topic_name("approach_flows"))
 city_parts = app.topic(topic_name("city_parts"))
 signal_plans = app.topic(topic_name("signal_plans"))

@@ -1,0 +1,257 @@
+"""The flood brain: waterlogging at monitored low points, and the health of their sensors.
+
+  flood.water_depths (by point) -> track_waterlogging -> per-point level and sensor health,
+                                                        CAP alerts on crossing, rising, faults
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+
+
+import orjson
+
+from agents.traffic import send_alert
+from schemas.cap import Alert, Area, Info, cap_id, cap_time, reference_to
+from schemas.contract import Rejected, encode, iso
+from schemas.events import WaterDepthReading
+from schemas.reference import WaterloggingPoint
+from streams import runtime, topics
+from streams.app import app
+from streams.processor import Effects, Source, Stage
+from streams.settings import Settings, settings
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("watch", "warning", "closure", "severe")
+SEVERITY = {"watch": "Minor", "warning": "Moderate", "closure": "Severe", "severe": "Extreme"}  # blue..red
+
+# ---------------------------------------------------------------------------------------------
+# Rules (pure)
+
+
+def waterlogging_level(depth_cm: float, s: Settings) -> str | None:
+    """The highest level whose line the depth has reached, or None below the watch line."""
+    level = None
+    for name, line in zip(LEVELS, s.waterlogging_levels_cm):
+        if depth_cm >= line:
+            level = name
+    return level
+
+
+def rank(level: str | None) -> int:
+    return -1 if level is None else LEVELS.index(level)
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """Where an incident's lifecycle stands: its id, next step and the last message's reference."""
+
+    id: str
+    step: int = 0
+    last_reference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PointWatch:
+    """What the city brain remembers of one monitored point."""
+
+    level: str | None = None  # the level under alert
+    rising: bool = False  # alerting because of a fast rise
+    below_since: float | None = None  # when the depth fell under the current level's clearing line
+    incident: Incident | None = None
+    history: list[tuple[float, float]] = field(default_factory=list)  # (t, depth) within the rise window
+    same_since: float | None = None  # when the depth took its current value
+    health: str = "ok"  # ok, faulty or stuck
+    health_incident: Incident | None = None
+    depth_cm: float | None = None
+    updated: float | None = None
+
+
+def rise_cm(history: list[tuple[float, float]], t: float, depth: float, s: Settings) -> float:
+    """How far the water rose within the rise window up to t."""
+    recent = [d for when, d in history if t - when <= s.rise_window_s]
+    return depth - min(recent, default=depth)
+
+
+def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, list[Alert]]:
+    """Fold one depth reading into a point: sensor health first, then the waterlogging alert."""
+    if watch.updated is not None and r.event_time <= watch.updated:
+        return watch, []  # out of order or repeated: the newer state stands
+    alerts: list[Alert] = []
+    if not 0 <= r.depth_cm <= s.depth_max_plausible_cm:
+        health = "faulty"
+    elif r.depth_cm == watch.depth_cm and r.depth_cm > 0 and watch.same_since is not None \
+            and r.event_time - watch.same_since >= s.sensor_stuck_s:
+        health = "stuck"
+    else:
+        health = "ok"
+    same_since = watch.same_since if r.depth_cm == watch.depth_cm and watch.same_since is not None else r.event_time
+    watch = replace(watch, same_since=same_since, depth_cm=r.depth_cm, updated=r.event_time)
+    if health != watch.health:
+        watch, alert = _health_change(watch, health, r.event_time, point, s)
+        alerts.append(alert)
+    if health != "ok":
+        return watch, alerts  # a faulty or stuck sensor says nothing about the water
+    rise = rise_cm(watch.history, r.event_time, r.depth_cm, s)
+    history = [(t, d) for t, d in watch.history if r.event_time - t <= s.rise_window_s] + [(r.event_time, r.depth_cm)]
+    watch = replace(watch, history=history)
+    level = waterlogging_level(r.depth_cm, s)
+    rising = rise >= s.rise_alert_cm
+    target = level or ("watch" if rising else None)
+    if rank(target) > rank(watch.level):
+        msg = "Alert" if watch.level is None else "Update"
+        incident = watch.incident or Incident(cap_id(f"waterlogging.{point.point_id}.{int(r.event_time)}"))
+        watch = replace(watch, level=target, rising=rising, below_since=None, incident=incident)
+        return _waterlogging_message(watch, msg, r, rise, point, s, alerts)
+    if watch.level is None:
+        return watch, alerts
+    # Coming down: only once under (line - margin) for the hold time, to the level the depth is at.
+    line = s.waterlogging_levels_cm[LEVELS.index(watch.level)]
+    if r.depth_cm >= line - s.waterlogging_clear_margin_cm or rising:
+        return replace(watch, below_since=None), alerts
+    below_since = watch.below_since if watch.below_since is not None else r.event_time
+    if r.event_time - below_since < s.waterlogging_hold_s:
+        return replace(watch, below_since=below_since), alerts
+    lower = level if level is not None and rank(level) < rank(watch.level) else None
+    if lower is None:
+        watch = replace(watch, level=None, rising=False, below_since=None)
+        watch, alerts = _waterlogging_message(watch, "Cancel", r, rise, point, s, alerts)
+        return replace(watch, incident=None), alerts
+    watch = replace(watch, level=lower, rising=False, below_since=None)
+    return _waterlogging_message(watch, "Update", r, rise, point, s, alerts)
+
+
+def _next(incident: Incident, alert: Alert) -> Incident:
+    """The incident after `alert` went out: the next step refers back to it."""
+    return replace(incident, step=incident.step + 1, last_reference=reference_to(alert))
+
+
+WATER_TEXT = {
+    "watch": ("积水关注", "Water on the road", "请注意低洼路段积水，谨慎通行。", "Drive slowly and watch for standing water."),
+    "warning": ("积水预警", "Waterlogging warning", "积水已超过黄线，请避开该路段。", "Water is over the yellow line: avoid this road."),
+    "closure": ("积水封路", "Road closed by waterlogging", "积水已达封路深度，请勿驶入，尽快将车辆驶离地下车库等低洼处。",
+                "The road is closed: do not drive in, and move vehicles out of underground garages and underpasses."),
+    "severe": ("严重积水", "Severe waterlogging", "积水严重，车辆和行人请勿靠近，远离涵洞、下穿通道和地下空间。",
+               "Severe flooding: keep vehicles and people away; stay out of culverts, underpasses and underground spaces."),
+}
+
+
+def _waterlogging_message(
+    watch: PointWatch, msg_type: str, r: WaterDepthReading, rise: float, point: WaterloggingPoint, s: Settings,
+    alerts: list[Alert],
+) -> tuple[PointWatch, list[Alert]]:
+    incident = watch.incident
+    cleared = msg_type == "Cancel"
+    level = watch.level or "watch"
+    zh_head, en_head, zh_do, en_do = WATER_TEXT[level]
+    if cleared:
+        zh_head, en_head = "积水已消退", "Waterlogging has cleared"
+        zh_do, en_do = "道路已恢复通行。", "The road is passable again."
+    rising = " and rising fast" if watch.rising and not cleared else ""
+    texts = {
+        "zh-CN": (f"{point.name}{zh_head}", f"{point.name}积水深度{r.depth_cm:.0f}厘米（{iso(r.event_time)}）。", zh_do),
+        "en-US": (f"{en_head} at {point.name}", f"Water at {point.name} is {r.depth_cm:.0f} cm deep{rising} "
+                                                f"({rise:+.0f} cm in {s.rise_window_s / 60:.0f} min).", en_do),
+    }
+    parameters = [("point_id", point.point_id), ("zone_id", point.zone_id), ("level", "cleared" if cleared else level),
+                  ("depth_cm", f"{r.depth_cm:.1f}"), ("rise_cm", f"{rise:.1f}")]
+    if point.segment_id:
+        parameters.append(("segment_id", point.segment_id))
+    area = Area(f"{point.name} ({point.kind.replace('_', ' ')})", circles=[f"{point.lat},{point.lon} 0.3"])
+    info = [
+        Info(lang, "Met", "Road waterlogging", "AllClear" if cleared else ("Monitor" if level == "watch" else "Avoid"),
+             "Past" if cleared else "Immediate", SEVERITY[level], "Observed", head, text, todo, parameters, [area])
+        for lang, (head, text, todo) in texts.items()
+    ]
+    alert = Alert(f"{s.alert_sender}.{incident.id}.{incident.step}", s.alert_sender, cap_time(r.event_time), "Actual",
+                  msg_type, "Public", incident.last_reference, incident.id, info)
+    return replace(watch, incident=_next(incident, alert)), [*alerts, alert]
+
+
+def _health_change(watch: PointWatch, health: str, t: float, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, Alert]:
+    """An operational alert when a point's sensor goes faulty or stuck, cancelled when it recovers."""
+    recovered = health == "ok"
+    incident = watch.health_incident or Incident(cap_id(f"sensor.{point.point_id}.{int(t)}"))
+    what = {"faulty": ("reports impossible depths", "读数异常"), "stuck": ("is stuck at one value", "读数停滞")}.get(health)
+    en = f"Depth sensor at {point.name} " + (f"{what[0]}: the point is not monitored" if what else "reports normally again")
+    zh = f"{point.name}水位传感器" + (f"{what[1]}，该点暂无有效监测" if what else "恢复正常")
+    info = [
+        Info(lang, "Infra", "Waterlogging sensor fault", "AllClear" if recovered else "Assess",
+             "Past" if recovered else "Expected", "Minor", "Observed", head, head,
+             "No action for residents; maintenance to inspect the sensor." if lang == "en-US" else "请运维人员检查传感器。",
+             [("point_id", point.point_id), ("zone_id", point.zone_id), ("sensor_health", health)],
+             [Area(point.name, circles=[f"{point.lat},{point.lon} 0.3"])])
+        for lang, head in (("zh-CN", zh), ("en-US", en))
+    ]
+    alert = Alert(f"{s.alert_sender}.{incident.id}.{incident.step}", s.alert_sender, cap_time(t), "Actual",
+                  "Cancel" if recovered else ("Alert" if watch.health_incident is None else "Update"), "Public",
+                  incident.last_reference, incident.id, info)
+    incident = None if recovered else _next(incident, alert)
+    return replace(watch, health=health, health_incident=incident), alert
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage
+
+
+def _watch_from(raw: bytes) -> PointWatch:
+    d = orjson.loads(raw)
+    for name in ("incident", "health_incident"):
+        if d[name] is not None:
+            d[name] = Incident(**d[name])
+    d["history"] = [tuple(x) for x in d["history"]]
+    return PointWatch(**d)
+
+
+class PointStage(Stage):
+    """Per monitored point: depth, level, rise and sensor health; alerts on the way up and down."""
+
+    name = "flood"
+    contract = WaterDepthReading
+    hashes = ("watch",)
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        self.watch = {k: _watch_from(v) for k, v in hashes.get("watch", {}).items()}
+        self.changed: set[str] = set()
+
+    def knows(self, r: WaterDepthReading) -> bool:
+        return r.point_id in self.reference.city.points
+
+    def on_event(self, r: WaterDepthReading, source: Source, effects: Effects) -> None:
+        point = self.reference.city.points.get(r.point_id)
+        if point is None:
+            raise Rejected(f"unknown point_id {r.point_id!r}: not in the waterlogging points reference", "unknown_reference")
+        watch, alerts = step_point(self.watch.get(r.point_id, PointWatch()), r, point, self.settings)
+        self.watch[r.point_id] = watch
+        self.changed.add(r.point_id)
+        for alert in alerts:
+            send_alert(alert, effects)
+
+    def flush(self, effects: Effects) -> None:
+        if self.changed:
+            effects.batch.hset("watch", {p: encode(self.watch[p]).decode() for p in self.changed})
+            effects.batch.hset("points", {p: _point_view(p, self.watch[p], self.settings) for p in self.changed})
+        self.changed.clear()
+
+
+def _point_view(point_id: str, w: PointWatch, s: Settings) -> str:
+    """The live record of a point that dashboards and other stages read."""
+    return orjson.dumps({
+        "point_id": point_id, "depth_cm": w.depth_cm, "updated": iso(w.updated) if w.updated else None,
+        "level": waterlogging_level(w.depth_cm, s) if w.health == "ok" and w.depth_cm is not None else None,
+        "alert_level": w.level, "rising": w.rising, "sensor_health": w.health,
+    }).decode()
+
+
+points = runtime.processor(PointStage, topics.water_depths.get_topic_name())
+_s = settings()
+
+
+@app.agent(topics.water_depths)
+async def track_waterlogging(stream):
+    async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
+        await points.process(events)
+
+

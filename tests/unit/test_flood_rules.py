@@ -1,0 +1,134 @@
+"""Waterlogging rules: levels at and around every line, hysteresis and hold, rises, sensor health."""
+
+import pytest
+
+from agents.flood import PointWatch, step_point, waterlogging_level
+from schemas.events import WaterDepthReading
+from schemas.reference import WaterloggingPoint
+from streams.settings import Settings
+
+S = Settings()
+POINT = WaterloggingPoint("P1", "Wensan Rd underpass", "Z1", "S1", 30.27, 120.13, "underpass")
+
+
+@pytest.mark.parametrize(
+    ("depth", "level"),
+    [(0, None), (14.9, None), (15, "watch"), (19.9, "watch"), (20, "warning"), (26.9, "warning"),
+     (27, "closure"), (29.9, "closure"), (30, "severe"), (80, "severe")],
+)
+def test_levels_follow_the_depth_lines(depth, level):
+    assert waterlogging_level(depth, S) == level
+
+
+def run(depths, start=0.0, step=60.0, watch=None):
+    """Feed depths a minute apart; returns the final watch and (msg_type, level) of each alert."""
+    watch = watch or PointWatch()
+    out = []
+    for i, depth in enumerate(depths):
+        watch, alerts = step_point(watch, WaterDepthReading("W1", "P1", start + step * i, depth), POINT, S)
+        out += [(a.msg_type, a.parameter("level") or a.parameter("sensor_health"), a.info[0].event) for a in alerts]
+    return watch, out
+
+
+def test_crossing_lines_raises_then_updates_the_same_incident():
+    watch, out = run([5, 16, 21, 28, 31])
+    assert [(m, lvl) for m, lvl, _ in out] == [("Alert", "watch"), ("Update", "warning"), ("Update", "closure"), ("Update", "severe")]
+    assert watch.incident.step == 4
+
+
+def test_a_depth_hovering_at_a_line_does_not_flap():
+    _, out = run([21, 19.5, 20.5, 19, 20.2, 18.5, 20])
+    assert [(m, lvl) for m, lvl, _ in out] == [("Alert", "warning")]
+
+
+def test_coming_down_needs_the_margin_for_the_hold_time():
+    # Warning line 20, margin 3: under 17 for 10 minutes (readings a minute apart).
+    _, out = run([21] + [16.5] * 10)
+    assert [m for m, _, _ in out] == ["Alert"]
+    _, out = run([21] + [16.5] * 11)
+    assert [(m, lvl) for m, lvl, _ in out] == [("Alert", "warning"), ("Update", "watch")]
+
+
+def test_a_reading_back_above_the_clearing_line_restarts_the_hold():
+    _, out = run([21] + [16] * 6 + [18] + [16] * 6)
+    assert [m for m, _, _ in out] == ["Alert"]
+
+
+def test_falling_below_the_watch_line_for_the_hold_time_cancels():
+    watch, out = run([28] + [5] * 11)
+    assert [(m, lvl) for m, lvl, _ in out] == [("Alert", "closure"), ("Cancel", "cleared")]
+    assert watch.incident is None and watch.level is None
+
+
+def test_a_fast_rise_warns_below_the_watch_line():
+    # +10 cm within 30 minutes, still under 15 cm.
+    _, out = run([1, 3, 5, 8, 11])
+    assert [(m, lvl) for m, lvl, _ in out] == [("Alert", "watch")]
+    _, out = run([1, 3, 5, 8, 10.9])
+    assert out == []
+
+
+def test_a_slow_rise_does_not_warn():
+    _, out = run([0, 2, 4, 6, 8, 10, 12], step=600.0)
+    assert out == []
+
+
+def test_impossible_depths_mark_the_sensor_faulty_not_the_road_dry():
+    watch, out = run([5, -20, 400])
+    assert out == [("Alert", "faulty", "Waterlogging sensor fault")]
+    assert watch.health == "faulty"
+    watch, out = run([12], start=1000.0, watch=watch)
+    assert out == [("Cancel", "ok", "Waterlogging sensor fault")] and watch.health == "ok"
+
+
+def test_a_faulty_reading_does_not_clear_a_waterlogging_alert():
+    watch, out = run([25, -5, -5, -5, -5, -5, -5, -5, -5, -5, -5, -5, -5])
+    assert [m for m, _, e in out if e == "Road waterlogging"] == ["Alert"]
+    assert watch.level == "warning"
+
+
+def test_the_same_depth_for_an_hour_is_a_stuck_sensor():
+    watch, out = run([12.3] * 61)
+    assert out == [("Alert", "stuck", "Waterlogging sensor fault")]
+    _, out = run([12.3] * 60)
+    assert out == []
+
+
+def test_a_dry_road_reading_zero_is_not_stuck():
+    _, out = run([0.0] * 120)
+    assert out == []
+
+
+def test_an_older_or_repeated_reading_changes_nothing():
+    watch, _ = run([21])
+    again, alerts = step_point(watch, WaterDepthReading("W1", "P1", 0.0, 40.0), POINT, S)
+    assert again == watch and alerts == []
+
+
+def test_identifiers_repeat_on_replay_and_chain_by_reference():
+    def messages():
+        watch, out = PointWatch(), []
+        for i, depth in enumerate([5, 16, 28] + [5] * 11):
+            watch, alerts = step_point(watch, WaterDepthReading("W1", "P1", 60.0 * i, depth), POINT, S)
+            out += alerts
+        return out
+
+    first, second = messages(), messages()
+    assert [a.identifier for a in first] == [a.identifier for a in second]
+    assert [a.msg_type for a in first] == ["Alert", "Update", "Cancel"]
+    assert [a.references for a in first[1:]] == [f"{a.sender},{a.identifier},{a.sent}" for a in first[:-1]]
+
+
+def test_every_flood_and_sensor_message_validates_against_the_cap_12_xsd():
+    from lxml import etree
+
+    from schemas.cap import to_xml
+    from tests.unit.test_cap import XSD
+
+    watch, messages = PointWatch(), []
+    for i, depth in enumerate([5, 16, 28, 31, -3, 12] + [5] * 11):
+        watch, alerts = step_point(watch, WaterDepthReading("W1", "P1", 60.0 * i, depth), POINT, S)
+        messages += alerts
+    assert {a.info[0].event for a in messages} == {"Road waterlogging", "Waterlogging sensor fault"}
+    for alert in messages:
+        assert XSD.validate(etree.fromstring(to_xml(alert).encode())), XSD.error_log
