@@ -170,11 +170,24 @@ def _waterlogging_message(
     return replace(watch, incident=_next(incident, alert)), [*alerts, alert]
 
 
+def silent_points(watches: dict[str, PointWatch], now: float, s: Settings) -> list[str]:
+    """Points whose sensor has said nothing for `sensor_silent_s` by `now`: stale, not dry."""
+    return sorted(p for p, w in watches.items()
+                  if w.health == "ok" and w.updated is not None and now - w.updated >= s.sensor_silent_s)
+
+
+def mark_stale(watch: PointWatch, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, Alert]:
+    """The point's sensor went silent: stale from the moment the silence grew too long (the same
+    moment however the readings around it were batched)."""
+    return _health_change(watch, "stale", watch.updated + s.sensor_silent_s, point, s)
+
+
 def _health_change(watch: PointWatch, health: str, t: float, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, Alert]:
     """An operational alert when a point's sensor goes faulty or stuck, cancelled when it recovers."""
     recovered = health == "ok"
     incident = watch.health_incident or Incident(cap_id(f"sensor.{point.point_id}.{int(t)}"))
-    what = {"faulty": ("reports impossible depths", "读数异常"), "stuck": ("is stuck at one value", "读数停滞")}.get(health)
+    what = {"faulty": ("reports impossible depths", "读数异常"), "stuck": ("is stuck at one value", "读数停滞"),
+            "stale": ("has stopped reporting", "停止上报")}.get(health)
     en = f"Depth sensor at {point.name} " + (f"{what[0]}: the point is not monitored" if what else "reports normally again")
     zh = f"{point.name}水位传感器" + (f"{what[1]}，该点暂无有效监测" if what else "恢复正常")
     info = [
@@ -229,7 +242,25 @@ class PointStage(Stage):
         for alert in alerts:
             send_alert(alert, effects)
 
+    def clock(self) -> float:
+        """The partition's event time: the newest reading of any of its points."""
+        return max((w.updated for w in self.watch.values() if w.updated is not None), default=float("-inf"))
+
+    def mark_silent(self, now: float, effects: Effects) -> None:
+        for point_id in silent_points(self.watch, now, self.settings):
+            point = self.reference.city.points.get(point_id)
+            if point is not None:
+                self.watch[point_id], alert = mark_stale(self.watch[point_id], point, self.settings)
+                self.changed.add(point_id)
+                send_alert(alert, effects)
+
+    def on_idle(self, wall_now: float, effects: Effects) -> None:
+        # A live partition that falls silent keeps time by the wall clock; a replay of the past does not.
+        if self.clock() >= wall_now - self.settings.sensor_silent_s:
+            self.mark_silent(wall_now, effects)
+
     def flush(self, effects: Effects) -> None:
+        self.mark_silent(self.clock(), effects)
         if self.changed:
             effects.batch.hset("watch", {p: encode(self.watch[p]).decode() for p in self.changed})
             effects.batch.hset("points", {p: _point_view(p, self.watch[p], self.settings) for p in self.changed})

@@ -64,6 +64,7 @@ class Settings:
     rise_window_s: float = 1800.0  # ...within this long warns even below the watch line
     depth_max_plausible_cm: float = 300.0
     sensor_stuck_s: float = 3600.0  # the same non-zero depth this long is a stuck sensor, not water
+    sensor_silent_s: float = 900.0  # a point silent this long while others report is stale, not dry
 
     # Webster signal timing.
     saturation_flow_vphpl: float = 1800.0
