@@ -1,7 +1,10 @@
-"""The flood brain: waterlogging at monitored low points, and the health of their sensors.
+"""The flood brain: rain and rainstorm signals, waterlogging at monitored low points, and the
+health of their sensors.
 
-  flood.water_depths (by point) -> track_waterlogging -> per-point level and sensor health,
-                                                        CAP alerts on crossing, rising, faults
+  flood.water_depths (by point)  -> track_waterlogging -> per-point level and sensor health,
+                                                         CAP alerts on crossing, rising, faults
+  flood.rain_readings (by gauge) -> track_rain         -> rolling totals per gauge
+  flood.gauge_rain (by zone)     -> signal_rainstorms  -> zone totals, CMA rainstorm signals
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from dataclasses import dataclass, field, replace
 import orjson
 
 from agents.traffic import send_alert
-from schemas.cap import Alert, Area, Info, cap_id, cap_time, reference_to
-from schemas.contract import Rejected, encode, iso
-from schemas.events import WaterDepthReading
-from schemas.reference import WaterloggingPoint
+from schemas.cap import COLOUR_SEVERITY, Alert, Area, Info, cap_id, cap_time, polygon, reference_to
+from schemas.contract import Rejected, encode, from_dict, iso
+from schemas.events import RainGaugeReading, WaterDepthReading
+from schemas.records import GaugeRain
+from schemas.reference import WaterloggingPoint, Zone
 from streams import runtime, topics
 from streams.app import app
 from streams.processor import Effects, Source, Stage
@@ -286,3 +290,199 @@ async def track_waterlogging(stream):
         await points.process(events)
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Rain: rolling totals per gauge, rainstorm signals per zone
+
+
+def signal_rules(s: Settings) -> list[tuple[str, float, float]]:
+    """(colour, hours, mm) from the settings, lowest signal first."""
+    return [(c, float(h), float(mm)) for c, h, mm in (rule.split(":") for rule in s.rainstorm_signals)]
+
+
+def rolling_totals(history: dict[float, float], as_of: float, s: Settings) -> list[float]:
+    """Rain fallen in (as_of - H, as_of] for each horizon H, from {reading end time: mm}."""
+    return [round(sum(mm for t, mm in history.items() if as_of - h * 3600 < t <= as_of), 2) for h in s.rain_horizons_h]
+
+
+def total_over(totals: list[float], hours: float, s: Settings) -> float:
+    return totals[s.rain_horizons_h.index(hours)]
+
+
+def signal_colour(totals: list[float], s: Settings, margin: float = 0.0) -> str | None:
+    """The highest rainstorm signal whose rule the totals meet (less `margin` mm), or None."""
+    colour = None
+    for name, hours, mm in signal_rules(s):
+        if total_over(totals, hours, s) >= mm - margin:
+            colour = name
+    return colour
+
+
+def colour_rank(colour: str | None, s: Settings) -> int:
+    return -1 if colour is None else [c for c, _, _ in signal_rules(s)].index(colour)
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneSignal:
+    """A zone's rainstorm signal and its incident."""
+
+    colour: str | None = None
+    below_since: float | None = None
+    incident: Incident | None = None
+
+
+def step_signal(
+    watch: ZoneSignal, totals: list[float], as_of: float, zone: Zone, s: Settings
+) -> tuple[ZoneSignal, Alert | None]:
+    """Escalate at once; step down only when the current signal's rule has failed by the margin
+    for the hold time, to the signal the rain still meets."""
+    now = signal_colour(totals, s)
+    if colour_rank(now, s) > colour_rank(watch.colour, s):
+        msg = "Alert" if watch.colour is None else "Update"
+        incident = watch.incident or Incident(cap_id(f"rainstorm.{zone.zone_id}.{int(as_of)}"))
+        return _signal_message(ZoneSignal(now, None, incident), msg, totals, as_of, zone, s)
+    if watch.colour is None or colour_rank(signal_colour(totals, s, s.rain_clear_margin_mm), s) >= colour_rank(watch.colour, s):
+        return replace(watch, below_since=None), None
+    below_since = watch.below_since if watch.below_since is not None else as_of
+    if as_of - below_since < s.rain_hold_s:
+        return replace(watch, below_since=below_since), None
+    if now is None:
+        watch, alert = _signal_message(replace(watch, colour=None, below_since=None), "Cancel", totals, as_of, zone, s)
+        return replace(watch, incident=None), alert
+    return _signal_message(replace(watch, colour=now, below_since=None), "Update", totals, as_of, zone, s)
+
+
+def _signal_message(
+    watch: ZoneSignal, msg_type: str, totals: list[float], as_of: float, zone: Zone, s: Settings
+) -> tuple[ZoneSignal, Alert]:
+    cleared = msg_type == "Cancel"
+    colour = watch.colour or "blue"
+    zh_colour = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}[colour]
+    amounts = ", ".join(f"{mm:.0f} mm in {h:g} h" for h, mm in zip(s.rain_horizons_h, totals))
+    if cleared:
+        texts = {"zh-CN": (f"{zone.name}暴雨预警解除", f"{zone.name}累计雨量已回落。", "暴雨预警解除，注意道路积水消退情况。"),
+                 "en-US": (f"Rainstorm warning lifted for {zone.name}", f"Rainfall in {zone.name} has eased ({amounts}).",
+                           "The rainstorm warning is over; take care where water is still draining.")}
+    else:
+        texts = {"zh-CN": (f"{zone.name}暴雨{zh_colour}预警", f"{zone.name}累计雨量已达暴雨{zh_colour}预警标准。",
+                           "避免前往低洼地带、地下通道和地下车库，注意防范城市内涝。"),
+                 "en-US": (f"{colour.capitalize()} rainstorm warning for {zone.name}", f"Rainfall in {zone.name}: {amounts}.",
+                           "Keep away from low-lying roads, underpasses and underground garages; expect waterlogging.")}
+    parameters = [("zone_id", zone.zone_id), ("signal", "cleared" if cleared else colour),
+                  *((f"rain_{h:g}h_mm", f"{mm:.1f}") for h, mm in zip(s.rain_horizons_h, totals))]
+    info = [
+        Info(lang, "Met", "Rainstorm", "AllClear" if cleared else "Prepare", "Past" if cleared else "Expected",
+             COLOUR_SEVERITY[colour], "Observed", head, text, todo, parameters,
+             [Area(zone.name, [polygon(zone.polygon)] if zone.polygon else [])])
+        for lang, (head, text, todo) in texts.items()
+    ]
+    incident = watch.incident
+    alert = Alert(f"{s.alert_sender}.{incident.id}.{incident.step}", s.alert_sender, cap_time(as_of), "Actual",
+                  msg_type, "Public", incident.last_reference, incident.id, info)
+    return replace(watch, incident=_next(incident, alert)), alert
+
+
+class GaugeStage(Stage):
+    """Per rain gauge: readings of the longest horizon and their rolling totals, sent on by zone
+    after every reading, so that signals step exactly as the rain fell however it was batched."""
+
+    name = "rain"
+    contract = RainGaugeReading
+    hashes = ("history",)
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        self.history = {g: {float(t): mm for t, mm in orjson.loads(v)} for g, v in hashes.get("history", {}).items()}
+        self.changed: dict[str, GaugeRain] = {}
+
+    def knows(self, r: RainGaugeReading) -> bool:
+        return r.gauge_id in self.reference.city.gauges
+
+    def on_event(self, r: RainGaugeReading, source: Source, effects: Effects) -> None:
+        gauge = self.reference.city.gauges.get(r.gauge_id)
+        if gauge is None:
+            raise Rejected(f"unknown gauge_id {r.gauge_id!r}: not in the rain gauges reference", "unknown_reference")
+        history = self.history.setdefault(r.gauge_id, {})
+        keep_s = max(self.settings.rain_horizons_h) * 3600
+        if r.event_time in history or r.event_time <= max(history, default=r.event_time) - keep_s:
+            return  # a repeated reading counts once; one older than the longest horizon adds nothing
+        history[r.event_time] = r.rain_mm
+        as_of = max(history)
+        for t in [t for t in history if t <= as_of - keep_s]:
+            del history[t]
+        totals = GaugeRain(r.gauge_id, gauge.zone_id, as_of, rolling_totals(history, as_of, self.settings))
+        effects.send(topics.gauge_rain, gauge.zone_id, totals)
+        self.changed[r.gauge_id] = totals
+
+    def flush(self, effects: Effects) -> None:
+        if self.changed:
+            effects.batch.hset("history", {g: orjson.dumps(sorted(self.history[g].items())).decode() for g in self.changed})
+            effects.batch.hset("gauges", {g: encode(totals).decode() for g, totals in self.changed.items()})
+        self.changed.clear()
+
+
+class ZoneRainStage(Stage):
+    """Per zone: the worst of its gauges' totals, and the zone's rainstorm signal.
+
+    The zone's totals are taken at each gauge update; with a zone's gauges on several
+    partitions, when a step happens can depend on which gauge's update came first, never
+    which signals are reached.
+    """
+
+    name = "zone_rain"
+    contract = GaugeRain
+    hashes = ("gauges", "signal")
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        self.gauges: dict[str, dict[str, GaugeRain]] = {}
+        for key, raw in hashes.get("gauges", {}).items():
+            zone_id, gauge_id = key.split("|", 1)
+            self.gauges.setdefault(zone_id, {})[gauge_id] = from_dict(GaugeRain, orjson.loads(raw))
+        self.signal = {z: _signal_from(v) for z, v in hashes.get("signal", {}).items()}
+        self.changed: set[str] = set()
+
+    def on_event(self, g: GaugeRain, source: Source, effects: Effects) -> None:
+        gauges = self.gauges.setdefault(g.zone_id, {})
+        if g.gauge_id in gauges and g.as_of <= gauges[g.gauge_id].as_of:
+            return  # a resent or older update
+        gauges[g.gauge_id] = g
+        totals = [max(values) for values in zip(*(x.totals_mm for x in gauges.values()))]
+        zone = self.reference.city.zones.get(g.zone_id) or Zone(g.zone_id, g.zone_id, [])
+        watch, alert = step_signal(self.signal.get(g.zone_id, ZoneSignal()), totals, g.as_of, zone, self.settings)
+        self.signal[g.zone_id] = watch
+        if alert is not None:
+            send_alert(alert, effects)
+        self.changed.add(g.zone_id)
+        effects.batch.hset("gauges", {f"{g.zone_id}|{g.gauge_id}": encode(g).decode()})
+        effects.batch.hset("zones", {g.zone_id: orjson.dumps({
+            "zone_id": g.zone_id, "as_of": iso(g.as_of), "signal": watch.colour,
+            **{f"rain_{h:g}h_mm": mm for h, mm in zip(self.settings.rain_horizons_h, totals)},
+        }).decode()})
+
+    def flush(self, effects: Effects) -> None:
+        if self.changed:
+            effects.batch.hset("signal", {z: encode(self.signal[z]).decode() for z in self.changed})
+        self.changed.clear()
+
+
+def _signal_from(raw: bytes) -> ZoneSignal:
+    d = orjson.loads(raw)
+    if d["incident"] is not None:
+        d["incident"] = Incident(**d["incident"])
+    return ZoneSignal(**d)
+
+
+gauges = runtime.processor(GaugeStage, topics.rain_readings.get_topic_name())
+zone_rain = runtime.processor(ZoneRainStage, topics.gauge_rain.get_topic_name())
+
+
+@app.agent(topics.rain_readings)
+async def track_rain(stream):
+    async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
+        await gauges.process(events)
+
+
+@app.agent(topics.gauge_rain)
+async def signal_rainstorms(stream):
+    async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
+        await zone_rain.process(events)

@@ -111,3 +111,13 @@ class SignalPlan:
     cycle_s: float | None
     phases: list[PhaseGreen]
     missing: list[str] = field(default_factory=list)  # approaches that had not reported: taken as 0
+
+
+@dataclass(frozen=True, slots=True)
+class GaugeRain:
+    """A rain gauge's rolling totals as of its newest reading, re-keyed by zone."""
+
+    gauge_id: str
+    zone_id: str
+    as_of: EventTime
+    totals_mm: list[float]  # over the configured horizons (1 h, 3 h, 6 h, 12 h by default)

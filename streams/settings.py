@@ -55,6 +55,12 @@ class Settings:
     alert_sender: str = "citybrain"  # CAP sender: no spaces, commas, < or &
     city_history_windows: int = 1440  # windows of city index kept in Redis
 
+    # Rainstorm signals (CMA): colour:hours:mm, rolling rainfall at a gauge or zone; lowest first.
+    rainstorm_signals: tuple[str, ...] = ("blue:12:50", "yellow:6:50", "orange:3:50", "red:3:100")
+    rain_clear_margin_mm: float = 10.0  # a signal steps down only this far under its rule...
+    rain_hold_s: float = 1800.0  # ...held this long
+    rain_horizons_h: tuple[float, ...] = (1.0, 3.0, 6.0, 12.0)  # rolling totals kept per gauge and zone
+
     # Road waterlogging at monitored points (GB 51222 watch, Beijing warning and closure lines,
     # Qingdao severe), in cm above the lowest road point.
     waterlogging_levels_cm: tuple[float, ...] = (15.0, 20.0, 27.0, 30.0)

@@ -40,6 +40,7 @@ SPECS = {
     # Between stages: re-keyed so that what is combined lives on one partition.
     "approach_flows": TopicSpec("traffic.approach_flows", "none: partition chosen by intersection", "FlowReport"),
     "city_parts": TopicSpec("traffic.city_parts", "city", "CityIndexPart", partitions=1),
+    "gauge_rain": TopicSpec("flood.gauge_rain", "zone_id", "GaugeRain"),
     # What the city brain says.
     "signal_plans": TopicSpec("signals.plans", "intersection_id", "SignalPlan"),
     "alerts": TopicSpec("alerts", "incident", "CAP 1.2 Alert as JSON (schemas/cap.py)"),
@@ -62,6 +63,8 @@ def partitions_of(role: str, s: Settings | None = None) -> int:
 
 traffic_readings = app.topic(topic_name("traffic_readings"))
 water_depths = app.topic(topic_name("water_depths"))
+rain_readings = app.topic(topic_name("rain_readings"))
+gauge_rain = app.topic(topic_name("gauge_rain"))
 approach_flows = app.topic(topic_name("approach_flows"))
 city_parts = app.topic(topic_name("city_parts"))
 signal_plans = app.topic(topic_name("signal_plans"))
