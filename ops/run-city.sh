@@ -2,7 +2,8 @@
 # The main job on a fresh machine: set up, start Kafka and Redis, create the topics, start a
 # worker, and run a live city scenario while printing alerts, signal plans and the city's state.
 #
-#   ops/run-city.sh [--minutes 60] [--accel 60] [--seed 7]   (options go to `citybrain simulate`)
+#   ops/run-city.sh [--scenario rush-hour|rainstorm] [--minutes 90] [--accel 60] [--seed 7]
+#   (options go to `citybrain simulate`)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${CITYBRAIN_VENV:-$repo/.venv}

@@ -33,7 +33,9 @@ class WaterDepthReading:
     sensor_id: str
     point_id: str
     event_time: EventTime
-    depth_cm: float = bounded(-50, 1000)  # negative values are sensor faults, kept for health checks
+    # Any finite number passes the contract: an impossible depth (-999 is a common fault code) is
+    # evidence about the sensor, judged by the flood brain, not a malformed event.
+    depth_cm: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ async def topics(self) -> None:
 
 
 @app.command(
-    option("--scenario", default="rush-hour", type=str, help="Scenario to run: rush-hour."),
-    option("--minutes", default=60.0, type=float, help="Length of the scenario in event time."),
+    option("--scenario", default="rush-hour", type=str, help="Scenario to run: rush-hour or rainstorm."),
+    option("--minutes", default=90.0, type=float, help="Length of the scenario in event time."),
     option("--accel", default=60.0, type=float, help="Event-time seconds per wall second; 0 = as fast as possible."),
     option("--seed", default=7, type=int, help="Same seed, same city and same events."),
     option("--dirty/--clean", default=True, help="Mix in a malformed and a late reading, as real feeds do."),

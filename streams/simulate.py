@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from schemas.contract import encode, iso
-from schemas.events import TrafficReading
+from schemas.events import RainGaugeReading, TrafficReading, WaterDepthReading
 from schemas.reference import (
     Approach,
     CityMap,
@@ -170,7 +170,66 @@ class RushHour:
                 )
 
 
-SCENARIOS = {"rush-hour": RushHour}
+@dataclass(frozen=True)
+class Rainstorm:
+    """A summer storm crossing the city from west to east.
+
+    Each zone's rain swells and eases (northern zones hardest: enough for a red signal), gauges
+    report every 5 minutes, water at each low point follows its zone's last half hour of rain
+    (underpasses fill faster), one depth sensor fails and then falls silent, and traffic slows
+    where the roads flood.
+    """
+
+    city: CityMap
+    start: float
+    duration_s: float = 7200.0
+    interval_s: float = 30.0
+    seed: int = 7
+
+    def rain_5min(self, zone_id: str, t: float) -> float:
+        row, col = int(zone_id[1]), int(zone_id[2])
+        peak = (12.0, 7.0, 4.0)[row % 3]
+        onset = self.start + 600.0 * col
+        return round(peak * math.exp(-(((t - onset - 1800.0) / 1500.0) ** 2)), 2)
+
+    def depth_cm(self, point: WaterloggingPoint, t: float) -> float:
+        last_half_hour = sum(self.rain_5min(point.zone_id, t - 300.0 * k) for k in range(6))
+        speed = 1.6 if point.kind == "underpass" else 1.0
+        return round(min(150.0, speed * last_half_hour), 1)
+
+    def failing_point(self) -> str:
+        return sorted(self.city.points)[len(self.city.points) // 2]
+
+    def events(self) -> Iterator[tuple[float, str, str, Any]]:
+        rng = random.Random(self.seed)
+        broken = self.failing_point()
+        flooded_at = {p.segment_id: p for p in self.city.points.values() if p.segment_id}
+        steps = int(self.duration_s // self.interval_s)
+        for k in range(1, steps + 1):
+            t = self.start + k * self.interval_s
+            if k % 10 == 0:  # every 5 minutes
+                for gauge in self.city.gauges.values():
+                    yield t, "rain_readings", gauge.gauge_id, RainGaugeReading(gauge.gauge_id, t, self.rain_5min(gauge.zone_id, t), 300.0)
+            if k % 2 == 0:  # every minute
+                for point in self.city.points.values():
+                    depth = self.depth_cm(point, t)
+                    if point.point_id == broken and t - self.start > 2400:
+                        if t - self.start > 3000:
+                            continue  # the sensor has gone silent
+                        depth = -999.0  # and before that, nonsense
+                    yield t, "water_depths", point.point_id, WaterDepthReading(f"WL-{point.point_id}", point.point_id, t, depth)
+            for seg in self.city.segments.values():
+                point = flooded_at.get(seg.segment_id)
+                depth = self.depth_cm(point, t) if point else 0.0
+                ratio = 0.15 if depth >= 27 else 0.45 if depth >= 20 else 0.8 if depth >= 15 else 0.95
+                count = max(0, round(rng.gauss(seg.lanes * 1800.0 * 0.3 * self.interval_s / 3600.0, 1.0)))
+                yield t, "traffic_readings", seg.segment_id, TrafficReading(
+                    f"DET-{seg.segment_id}", seg.segment_id, t, count, self.interval_s,
+                    round(seg.free_flow_kmh * ratio * rng.uniform(0.97, 1.03), 2), round(min(0.95, 1.05 - ratio), 3),
+                )
+
+
+SCENARIOS = {"rush-hour": RushHour, "rainstorm": Rainstorm}
 
 
 def dirty_readings(city: CityMap, start: float, interval_s: float) -> list[tuple[str, str, bytes]]:
@@ -192,6 +251,8 @@ async def run_scenario(
     # Event time ends before the wall clock: windows close on event time, and a silent
     # partition's timer takes the wall clock as its event time.
     start = math.floor((time.time() - duration_s - 2 * settings.window_s) / settings.window_s) * settings.window_s
+    if name not in SCENARIOS:
+        raise SystemExit(f"no scenario {name!r}; one of: {', '.join(SCENARIOS)}")
     scenario = SCENARIOS[name](city, start, duration_s, seed=seed)
     events = list(scenario.events())
     extras = dirty_readings(city, start, scenario.interval_s) if dirty else []
