@@ -23,8 +23,10 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaAdminClient
 
-from schemas.events import TrafficReading
-from schemas.reference import Segment
+import orjson
+
+from schemas.events import TrafficReading, WaterDepthReading
+from schemas.reference import Segment, WaterloggingPoint
 from streams.admin import ensure_topics
 from streams.feed import Publisher
 from streams.settings import Settings
@@ -186,3 +188,90 @@ async def _clean_up(s: Settings) -> None:
     async for key in client.scan_iter(match=f"{s.key_prefix}:*", count=1000):
         await client.unlink(key)
     await client.aclose()
+
+
+async def bench_flood_latency(
+    settings: Settings, background_rate: float, probes: int, say: Callable[[str], None]
+) -> dict:
+    """Time from a depth reading that crosses the closure line being produced to its CAP alert
+    being on the alerts topic, while traffic readings stream in at `background_rate` per second."""
+    run_id = f"latency{int(time.time())}"
+    s = replace(settings, topic_prefix=f"{run_id}.", app_id=run_id, key_prefix=run_id)
+    ensure_topics(s)
+    segments = bench_segments(2000)
+    points = [WaterloggingPoint(f"LP{i:04d}", f"Bench underpass {i}", "Z00", None, 30.25, 120.16, "underpass")
+              for i in range(probes)]
+    now = time.time()
+    log = tempfile.NamedTemporaryFile(prefix="citybrain-latency-worker-", suffix=".log", delete=False)
+    env = {**os.environ, "CITYBRAIN_TOPIC_PREFIX": s.topic_prefix, "CITYBRAIN_APP_ID": s.app_id,
+           "CITYBRAIN_KEY_PREFIX": s.key_prefix, "CITYBRAIN_WEB_PORT": str(_free_port())}
+    worker = None
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+    try:
+        async with Publisher(s, in_flight=2_000) as pub:
+            for seg in segments:
+                await pub.send("segments", seg.segment_id, seg)
+            for point in points:
+                await pub.send("points", point.point_id, point)
+        worker = subprocess.Popen([str(Path(sys.executable).parent / "citybrain"), "worker", "-l", "warn"],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+        await consumer.start()
+        tps = [TopicPartition(topic_name("alerts", s), p) for p in range(partitions_of("alerts", s))]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        sent_at: dict[str, float] = {}
+        latencies: list[float] = []
+
+        async def receive() -> None:
+            while len(latencies) < len(sent_at) or len(sent_at) < probes:
+                for msgs in (await consumer.getmany(timeout_ms=100)).values():
+                    arrived = time.perf_counter()
+                    for m in msgs:
+                        alert = orjson.loads(m.value)
+                        point_id = dict(alert["info"][0]["parameters"]).get("point_id")
+                        if point_id in sent_at and alert["msg_type"] == "Alert":
+                            latencies.append(arrived - sent_at[point_id])
+
+        async def load_and_probe() -> int:
+            # Background traffic at the asked rate, a probe every `probe_every` readings.
+            async with Publisher(s, in_flight=5_000) as pub:
+                await asyncio.sleep(8)  # the worker joins its group
+                sent, started = 0, time.perf_counter()
+                probe_every = max(1, int(background_rate / 4))  # four probes a second
+                k = 0
+                while len(sent_at) < probes:
+                    seg = segments[sent % len(segments)]
+                    await pub.send("traffic_readings", seg.segment_id,
+                                   TrafficReading("D", seg.segment_id, now - 60 + sent * 1e-4, 5, 30.0, 40.0, 0.2))
+                    sent += 1
+                    if sent % probe_every == 0:
+                        point = points[k]
+                        k += 1
+                        await pub.flush()
+                        sent_at[point.point_id] = time.perf_counter()
+                        await pub.send("water_depths", point.point_id, WaterDepthReading("W", point.point_id, now, 35.0))
+                        await pub.flush()
+                    ahead = sent / background_rate - (time.perf_counter() - started)
+                    if ahead > 0.01:
+                        await pub.flush()
+                        await asyncio.sleep(ahead)
+                return int(sent / (time.perf_counter() - started))
+
+        achieved, _ = await asyncio.wait_for(asyncio.gather(load_and_probe(), receive()), timeout=600)
+        latencies.sort()
+        figures = {
+            "background_eps": achieved,
+            "probes": len(latencies),
+            "p50_ms": 1000 * latencies[len(latencies) // 2],
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        }
+        say(f"background traffic     : {achieved:,} readings/s (asked {background_rate:,.0f})")
+        say(f"closure -> CAP alert   : p50 {figures['p50_ms']:.0f} ms, p99 {figures['p99_ms']:.0f} ms "
+            f"over {len(latencies)} probes (target p99 < 250 ms at 10,000/s)")
+        return figures
+    finally:
+        await consumer.stop()
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
+        await _clean_up(s)

@@ -67,15 +67,20 @@ async def watch(self, seconds: float, quiet_after: float) -> None:
     argument("pipeline", type=str),
     option("--events", default=500_000, type=int, help="Readings to preload."),
     option("--segments", default=2_000, type=int, help="Road segments the readings spread over."),
+    option("--background-rate", default=10_000.0, type=float, help="flood-latency: traffic readings per second."),
+    option("--probes", default=200, type=int, help="flood-latency: closure crossings timed."),
 )
-async def bench(self, pipeline: str, events: int, segments: int) -> None:
-    """Measure a pipeline against a bare consumer on the same preloaded topic."""
-    from streams.bench import bench_traffic
+async def bench(self, pipeline: str, events: int, segments: int, background_rate: float, probes: int) -> None:
+    """traffic: pipeline throughput against a bare consumer; flood-latency: closure to CAP alert."""
+    from streams.bench import bench_flood_latency, bench_traffic
 
-    if pipeline != "traffic":
-        raise SystemExit(f"no benchmark named {pipeline!r}; try: traffic")
     started = time.time()
-    await bench_traffic(settings(), events, segments, self.say)
+    if pipeline == "traffic":
+        await bench_traffic(settings(), events, segments, self.say)
+    elif pipeline == "flood-latency":
+        await bench_flood_latency(settings(), background_rate, probes, self.say)
+    else:
+        raise SystemExit(f"no benchmark named {pipeline!r}; try: traffic, flood-latency")
     self.say(f"bench took {time.time() - started:.0f} s")
 
 
