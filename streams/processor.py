@@ -28,6 +28,7 @@ from streams import metrics, topics
 from streams.reference import Reference
 from streams.settings import Settings
 from streams.state import Batch, StateStore, partition_key
+from streams.topics import topic_name
 from streams.windows import TumblingWindows
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,9 @@ class Stage(ABC):
 
     name: ClassVar[str]  # names the stage's keys: `<prefix>:{<name>.<partition>}:...`
     contract: ClassVar[type]  # what its source topic carries
+    # Co-partitioned topics joined in as tables (topic role -> contract): keyed like the source
+    # topic, so partition n of each lands on the worker that holds partition n of the stage.
+    tables: ClassVar[dict[str, type]] = {}
     hashes: ClassVar[tuple[str, ...]]  # Redis hashes restored when the partition is loaded
 
     def __init__(self, partition: int, settings: Settings, reference: Reference):
@@ -134,7 +138,7 @@ class Owned:
     """A partition this worker holds: its stage, and the offset and commit count it is at."""
 
     stage: Stage
-    offset: int
+    offsets: dict[str, int]  # by offset key name
     commits: int
 
 
@@ -144,6 +148,10 @@ class Processor:
     def __init__(self, stage: type[Stage], topic: str, state: StateStore, reference: Reference, settings: Settings):
         self.stage = stage
         self.topic = topic
+        # Each source topic's applied offset has a key of its own: `offset` for the stream,
+        # `offset.<role>` for a table joined in.
+        self.offset_names = {topic: "offset", **{topic_name(role, settings): f"offset.{role}" for role in stage.tables}}
+        self.contracts = {topic: stage.contract, **{topic_name(r, settings): c for r, c in stage.tables.items()}}
         self.name = stage.name
         self.state = state
         self.reference = reference
@@ -157,15 +165,15 @@ class Processor:
     async def _loaded(self, partition: int) -> Owned:
         if partition not in self.stages:
             stage = self.stage(partition, self.settings, self.reference)
-            snapshot = await self.state.load(self.base(partition), stage.hashes)
+            snapshot = await self.state.load(self.base(partition), list(self.offset_names.values()), stage.hashes)
             stage.restore(snapshot.hashes)
-            self.stages[partition] = Owned(stage, snapshot.offset, snapshot.commits)
+            self.stages[partition] = Owned(stage, snapshot.offsets, snapshot.commits)
         return self.stages[partition]
 
     def forget(self, revoked: Sequence[Any]) -> None:
         """Drop in-memory state of the topic partitions this worker no longer owns."""
         for tp in revoked:
-            if tp.topic == self.topic:
+            if tp.topic in self.offset_names:
                 self.stages.pop(tp.partition, None)
 
     async def process(self, events: Sequence[EventT]) -> None:
@@ -208,7 +216,7 @@ class Processor:
                 work = []
                 for p, owned in list(self.stages.items()):
                     if now - owned.stage.last_event_wall >= self.settings.idle_close_s:
-                        effects = Effects(self.name, Batch(self.base(p), owned.commits, owned.offset))
+                        effects = Effects(self.name, Batch(self.base(p), owned.commits, dict(owned.offsets)))
                         owned.stage.on_idle(time.time(), effects)
                         owned.stage.flush(effects)
                         if effects.batch.commands or effects.sends:
@@ -225,7 +233,7 @@ class Processor:
         for p, sources in by_partition.items():
             owned = await self._loaded(p)
             stage = owned.stage
-            fresh = [s for s in sources if s.offset > owned.offset]
+            fresh = [s for s in sources if s.offset > owned.offsets[self.offset_names[s.topic]]]
             if len(fresh) < len(sources):
                 metrics.EVENTS_REDELIVERED.labels(self.name).inc(len(sources) - len(fresh))
             if not fresh:
@@ -238,7 +246,10 @@ class Processor:
                     decoded.append((source, exc))
             if not all(stage.knows(v) for _, v in decoded if not isinstance(v, Rejected)):
                 await self.reference.catch_up()
-            effects = Effects(self.name, Batch(self.base(p), owned.commits, fresh[-1].offset))
+            offsets = dict(owned.offsets)
+            for source in fresh:
+                offsets[self.offset_names[source.topic]] = source.offset
+            effects = Effects(self.name, Batch(self.base(p), owned.commits, offsets))
             for source, value in decoded:
                 try:
                     if isinstance(value, Rejected):
@@ -255,7 +266,7 @@ class Processor:
         return {p: by_partition[p] for p in conflicts}
 
     def _decode(self, stage: Stage, source: Source) -> Any:
-        value = decode(stage.contract, source.value)
+        value = decode(self.contracts[source.topic], source.value)
         t = getattr(value, "event_time", None)
         # One reading from a clock far in the future would make every later one late.
         if t is not None and source.timestamp and t > source.timestamp + self.settings.max_ahead_s:
@@ -279,7 +290,7 @@ class Processor:
         conflicts = []
         for (p, effects), commits in zip(work, applied):
             if commits is not None and p in self.stages:  # (a rebalance may have taken it meanwhile)
-                self.stages[p].offset, self.stages[p].commits = effects.batch.offset, commits
+                self.stages[p].offsets, self.stages[p].commits = effects.batch.offsets, commits
             elif commits is None:
                 metrics.STATE_CONFLICTS.labels(self.name).inc()
                 self.stages.pop(p, None)

@@ -18,20 +18,23 @@ import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
-# KEYS[1]: the partition's applied offset; KEYS[2]: its commit counter, which every commit bumps
-# and which fences out a worker whose view is stale (even a timer's commit that moves no offset).
-# ARGV: the commit count the batch was built on, its offset, a JSON list of commands.
-# Every key the commands touch shares the hash tag of KEYS[1].
+# KEYS[1]: the partition's commit counter, which every commit bumps and which fences out a worker
+# whose view is stale (even a timer's commit that moves no offset). KEYS[2..]: the applied offset
+# of each source topic of the stage. ARGV: the commit count the batch was built on, a JSON list of
+# commands, then the new offsets in the order of KEYS[2..]. Every key shares KEYS[1]'s hash tag.
 APPLY_BATCH = """
-local commits = redis.call('GET', KEYS[2]) or '0'
+local commits = redis.call('GET', KEYS[1]) or '0'
 if commits ~= ARGV[1] then return {0, commits} end
-local offset = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if tonumber(ARGV[2]) < offset then return {0, commits} end
-for _, command in ipairs(cjson.decode(ARGV[3])) do
+for i = 2, #KEYS do
+  if tonumber(ARGV[i + 1]) < tonumber(redis.call('GET', KEYS[i]) or '-1') then return {0, commits} end
+end
+for _, command in ipairs(cjson.decode(ARGV[2])) do
   redis.call(unpack(command))
 end
-redis.call('SET', KEYS[1], ARGV[2])
-return {1, redis.call('INCR', KEYS[2])}
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1])
+end
+return {1, redis.call('INCR', KEYS[1])}
 """
 
 # Lua's unpack() takes a few thousand values at most; long writes are split.
@@ -45,12 +48,12 @@ def partition_key(prefix: str, stage: str, partition: int) -> str:
 
 @dataclass
 class Batch:
-    """Redis commands that one partition's events produced, the offset they bring the partition
-    to, and the commit count of the state they were built on."""
+    """Redis commands that one partition's events produced, the offsets they bring its source
+    topics to (by offset key name), and the commit count of the state they were built on."""
 
     base: str
     commits: int
-    offset: int
+    offsets: dict[str, int]
     commands: list[list[str]] = field(default_factory=list)
 
     def hset(self, name: str, mapping: dict[str, str | bytes]) -> None:
@@ -87,16 +90,19 @@ class StateStore:
         self.redis = client
         self._apply = client.register_script(APPLY_BATCH)
 
-    async def load(self, base: str, hashes: Sequence[str]) -> Snapshot:
-        """A partition's offset (-1 when none), commit count and named hashes, read atomically."""
+    async def load(self, base: str, offsets: Sequence[str], hashes: Sequence[str]) -> Snapshot:
+        """A partition's offsets by key name (-1 when none), commit count and named hashes, read
+        atomically."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(f"{base}:offset")
             pipe.get(f"{base}:commits")
+            for name in offsets:
+                pipe.get(f"{base}:{name}")
             for name in hashes:
                 pipe.hgetall(f"{base}:{name}")
-            offset, commits, *contents = await pipe.execute()
+            commits, *rest = await pipe.execute()
+        stored, contents = rest[: len(offsets)], rest[len(offsets) :]
         return Snapshot(
-            int(offset) if offset is not None else -1,
+            {name: int(v) if v is not None else -1 for name, v in zip(offsets, stored)},
             int(commits) if commits is not None else 0,
             {name: {_text(k): v for k, v in content.items()} for name, content in zip(hashes, contents)},
         )
@@ -108,9 +114,10 @@ class StateStore:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for b in batches:
+                names = sorted(b.offsets)
                 await self._apply(
-                    keys=[f"{b.base}:offset", f"{b.base}:commits"],
-                    args=[str(b.commits), str(b.offset), orjson.dumps(b.commands)],
+                    keys=[f"{b.base}:commits", *(f"{b.base}:{n}" for n in names)],
+                    args=[str(b.commits), orjson.dumps(b.commands), *(str(b.offsets[n]) for n in names)],
                     client=pipe,
                 )
             results = await pipe.execute()
@@ -124,7 +131,7 @@ class StateStore:
 
 @dataclass(frozen=True)
 class Snapshot:
-    offset: int
+    offsets: dict[str, int]
     commits: int
     hashes: dict[str, dict[str, bytes]]
 

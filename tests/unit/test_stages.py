@@ -27,7 +27,7 @@ def reference() -> Reference:
 
 
 def effects(stage_name: str) -> Effects:
-    return Effects(stage_name, Batch("cb:{x.0}", 0, 0))
+    return Effects(stage_name, Batch("cb:{x.0}", 0, {}))
 
 
 def source(offset: int = 0) -> Source:
