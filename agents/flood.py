@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, replace
 import orjson
 
 from agents.traffic import send_alert
-from schemas.cap import COLOUR_SEVERITY, Alert, Area, Info, cap_id, cap_time, polygon, reference_to
+from schemas.cap import COLOUR_SEVERITY, Alert, Area, Incident, Info, cap_id, cap_time, polygon
 from schemas.contract import Rejected, encode, from_dict, iso
 from schemas.events import RainGaugeReading, WaterDepthReading
-from schemas.records import GaugeRain
+from schemas.records import GaugeRain, RoadClosure
 from schemas.reference import WaterloggingPoint, Zone
 from streams import runtime, topics
 from streams.app import app
@@ -46,15 +46,6 @@ def waterlogging_level(depth_cm: float, s: Settings) -> str | None:
 
 def rank(level: str | None) -> int:
     return -1 if level is None else LEVELS.index(level)
-
-
-@dataclass(frozen=True, slots=True)
-class Incident:
-    """Where an incident's lifecycle stands: its id, next step and the last message's reference."""
-
-    id: str
-    step: int = 0
-    last_reference: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +118,6 @@ def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint
     return _waterlogging_message(watch, "Update", r, rise, point, s, alerts)
 
 
-def _next(incident: Incident, alert: Alert) -> Incident:
-    """The incident after `alert` went out: the next step refers back to it."""
-    return replace(incident, step=incident.step + 1, last_reference=reference_to(alert))
-
-
 WATER_TEXT = {
     "watch": ("积水关注", "Water on the road", "请注意低洼路段积水，谨慎通行。", "Drive slowly and watch for standing water."),
     "warning": ("积水预警", "Waterlogging warning", "积水已超过黄线，请避开该路段。", "Water is over the yellow line: avoid this road."),
@@ -169,9 +155,9 @@ def _waterlogging_message(
              "Past" if cleared else "Immediate", SEVERITY[level], "Observed", head, text, todo, parameters, [area])
         for lang, (head, text, todo) in texts.items()
     ]
-    alert = Alert(f"{s.alert_sender}.{incident.id}.{incident.step}", s.alert_sender, cap_time(r.event_time), "Actual",
+    alert = Alert(incident.message_id(s.alert_sender), s.alert_sender, cap_time(r.event_time), "Actual",
                   msg_type, "Public", incident.last_reference, incident.id, info)
-    return replace(watch, incident=_next(incident, alert)), [*alerts, alert]
+    return replace(watch, incident=incident.after(alert)), [*alerts, alert]
 
 
 def silent_points(watches: dict[str, PointWatch], now: float, s: Settings) -> list[str]:
@@ -202,10 +188,10 @@ def _health_change(watch: PointWatch, health: str, t: float, point: Waterlogging
              [Area(point.name, circles=[f"{point.lat},{point.lon} 0.3"])])
         for lang, head in (("zh-CN", zh), ("en-US", en))
     ]
-    alert = Alert(f"{s.alert_sender}.{incident.id}.{incident.step}", s.alert_sender, cap_time(t), "Actual",
+    alert = Alert(incident.message_id(s.alert_sender), s.alert_sender, cap_time(t), "Actual",
                   "Cancel" if recovered else ("Alert" if watch.health_incident is None else "Update"), "Public",
                   incident.last_reference, incident.id, info)
-    incident = None if recovered else _next(incident, alert)
+    incident = None if recovered else incident.after(alert)
     return replace(watch, health=health, health_incident=incident), alert
 
 
@@ -240,8 +226,14 @@ class PointStage(Stage):
         point = self.reference.city.points.get(r.point_id)
         if point is None:
             raise Rejected(f"unknown point_id {r.point_id!r}: not in the waterlogging points reference", "unknown_reference")
-        watch, alerts = step_point(self.watch.get(r.point_id, PointWatch()), r, point, self.settings)
+        before = self.watch.get(r.point_id, PointWatch())
+        watch, alerts = step_point(before, r, point, self.settings)
         self.watch[r.point_id] = watch
+        closes = rank(watch.level) >= LEVELS.index("closure")
+        if point.segment_id and closes != (rank(before.level) >= LEVELS.index("closure")):
+            # The road closes with the point's closure alert and reopens when that alert clears.
+            effects.send(topics.closures, point.segment_id,
+                         RoadClosure(point.segment_id, point.point_id, closes, r.event_time, r.depth_cm))
         self.changed.add(r.point_id)
         for alert in alerts:
             send_alert(alert, effects)
@@ -378,9 +370,9 @@ def _signal_message(
         for lang, (head, text, todo) in texts.items()
     ]
     incident = watch.incident
-    alert = Alert(f"{s.alert_sender}.{incident.id}.{incident.step}", s.alert_sender, cap_time(as_of), "Actual",
+    alert = Alert(incident.message_id(s.alert_sender), s.alert_sender, cap_time(as_of), "Actual",
                   msg_type, "Public", incident.last_reference, incident.id, info)
-    return replace(watch, incident=_next(incident, alert)), alert
+    return replace(watch, incident=incident.after(alert)), alert
 
 
 class GaugeStage(Stage):

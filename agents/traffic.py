@@ -14,7 +14,7 @@ import math
 import zlib
 from collections.abc import Iterable
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ from schemas.events import TrafficReading
 from schemas.records import (
     ApproachFlow,
     FlowReport,
+    RoadClosure,
     CityIndex,
     CityIndexPart,
     CongestionLevel,
@@ -31,7 +32,7 @@ from schemas.records import (
     SegmentWindow,
     SignalPlan,
 )
-from schemas.cap import Alert, Area, Info, cap_id, cap_time, polygon, reference_to, to_xml
+from schemas.cap import Alert, Area, Incident, Info, cap_id, cap_time, polygon, reference_to, to_xml
 from schemas.reference import Intersection, Segment, Zone
 from streams import metrics, runtime, topics
 from streams.topics import partitions_of
@@ -236,11 +237,13 @@ class SegmentStage(WindowedStage):
 
     name = "traffic"
     contract = TrafficReading
-    hashes = ("meta", "open", "watch")
+    tables = {"closures": RoadClosure}
+    hashes = ("meta", "open", "watch", "closed")
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         super().restore(hashes)
         self.watch = {k: CongestionWatch(**orjson.loads(v)) for k, v in hashes.get("watch", {}).items()}
+        self.closed = {k: _closed_from(v) for k, v in hashes.get("closed", {}).items()}
         self.flows: list[ApproachFlow] = []  # closed approach windows not yet reported
         self.reported = -math.inf
 
@@ -265,12 +268,33 @@ class SegmentStage(WindowedStage):
             effects.send(topics.approach_flows, None, FlowReport(self.partition, final, by_partition[p]), partition=p)
         self.flows, self.reported = [], final
 
-    def knows(self, r: TrafficReading) -> bool:
+    def on_closure(self, c: RoadClosure, effects: Effects) -> None:
+        """Join a waterlogging closure into the segment: closed while any of its points closes it."""
+        segment = self.reference.city.segments.get(c.segment_id)
+        if segment is None:
+            log.warning("closure of unknown segment %s from point %s ignored", c.segment_id, c.point_id)
+            return
+        was = self.closed.get(c.segment_id, RoadClosed())
+        points = {p: t for p, t in was.points.items() if p != c.point_id} | ({c.point_id: c.at} if c.closed else {})
+        now, alert = step_closure(replace(was, points=points), bool(was.points), c, segment,
+                                  self.reference.city.zones.get(segment.zone_id), self.settings)
+        self.closed[c.segment_id] = now
+        if alert is not None:
+            send_alert(alert, effects)
+        effects.batch.hset("closed", {c.segment_id: _json(now)})
+        if now.points:
+            effects.batch.zrem("ranking", [c.segment_id])
+
+    def knows(self, r: TrafficReading | RoadClosure) -> bool:
+        if isinstance(r, RoadClosure):
+            return True
         return r.segment_id in self.reference.city.segments and (
             r.approach_id is None or r.approach_id in self.reference.approaches
         )
 
-    def on_event(self, r: TrafficReading, source: Source, effects: Effects) -> None:
+    def on_event(self, r: TrafficReading | RoadClosure, source: Source, effects: Effects) -> None:
+        if isinstance(r, RoadClosure):
+            return self.on_closure(r, effects)
         if r.segment_id not in self.reference.city.segments:
             raise Rejected(f"unknown segment_id {r.segment_id!r}: not in the segments reference", "unknown_reference")
         if r.approach_id is not None and r.approach_id not in self.reference.approaches:
@@ -292,9 +316,17 @@ class SegmentStage(WindowedStage):
                 log.warning("window %s of %s dropped: %s was removed from the reference data", iso(start), key, ident)
                 continue
             if junction is not None:
-                self.flows.append(ApproachFlow(junction, ident, start, round(flow_vph(acc), 3)))
+                fed_by = next(a.segment_id for a in city.intersections[junction].approaches if a.approach_id == ident)
+                # A road closed by water sends nothing into the junction: its phase gets no share.
+                flow = 0.0 if self.is_closed(fed_by) else round(flow_vph(acc), 3)
+                self.flows.append(ApproachFlow(junction, ident, start, flow))
                 continue
             w = summarize(segment, start, acc, s)
+            if self.is_closed(ident):
+                # Closed, not congested: kept as closed, out of the ranking and congestion alerts.
+                latest[ident] = replace(w, closed=True)
+                by_start[start].append(replace(w, closed=True))
+                continue
             latest[ident] = w
             by_start[start].append(w)
             before = watch_changes.get(ident) or self.watch.get(ident, CongestionWatch())
@@ -305,7 +337,7 @@ class SegmentStage(WindowedStage):
                 send_alert(alert, effects)
         for start, windows in sorted(by_start.items()):
             vkm = sum(w.vehicle_km for w in windows)
-            top = heapq.nlargest(s.ranking_size, ((w.tpi, w.segment_id) for w in windows))
+            top = heapq.nlargest(s.ranking_size, ((w.tpi, w.segment_id) for w in windows if not w.closed))
             effects.send(
                 topics.city_parts,
                 "city",
@@ -316,10 +348,58 @@ class SegmentStage(WindowedStage):
             )
         if latest:
             effects.batch.hset("segments", {k: _json(w) for k, w in latest.items()})
-            effects.batch.zadd("ranking", {k: w.tpi for k, w in latest.items()})
+            open_roads = {k: w.tpi for k, w in latest.items() if not w.closed}
+            if open_roads:
+                effects.batch.zadd("ranking", open_roads)
         if watch_changes:
             self.watch.update(watch_changes)
             effects.batch.hset("watch", {k: _json(v) for k, v in watch_changes.items()})
+
+
+    def is_closed(self, segment_id: str) -> bool:
+        closure = self.closed.get(segment_id)
+        return closure is not None and bool(closure.points)
+
+
+@dataclass(frozen=True, slots=True)
+class RoadClosed:
+    """Which waterlogging points close a segment (point_id -> since), and the closure incident."""
+
+    points: dict[str, float] = field(default_factory=dict)
+    incident: Incident | None = None
+
+
+def _closed_from(raw: bytes) -> RoadClosed:
+    d = orjson.loads(raw)
+    return RoadClosed({p: float(t) for p, t in d["points"].items()},
+                      Incident(**d["incident"]) if d["incident"] else None)
+
+
+def step_closure(
+    now: RoadClosed, was_closed: bool, c: RoadClosure, segment: Segment, zone: Zone | None, s: Settings
+) -> tuple[RoadClosed, Alert | None]:
+    """A road-closure incident opens with the first point closing the segment and is cancelled
+    when the last one reopens it."""
+    if bool(now.points) == was_closed:
+        return now, None
+    closing = bool(now.points)
+    incident = now.incident or Incident(cap_id(f"closure.{segment.segment_id}.{int(c.at)}"))
+    texts = {
+        "zh-CN": (f"{segment.name}因积水封闭", f"{segment.name}积水{c.depth_cm:.0f}厘米，已达封路深度。", "请勿驶入，按指示绕行。")
+        if closing else (f"{segment.name}恢复通行", f"{segment.name}积水已消退。", "道路已恢复通行。"),
+        "en-US": (f"Road closed: {segment.name}", f"Water on {segment.name} is {c.depth_cm:.0f} cm deep, over the closure line.",
+                  "Do not drive in; follow the detour signs.")
+        if closing else (f"Road reopened: {segment.name}", f"The water on {segment.name} has gone down.", "The road is open again."),
+    }
+    area = Area(f"{segment.name}, {zone.name if zone else segment.zone_id}", [polygon(zone.polygon)] if zone else [])
+    parameters = [("segment_id", segment.segment_id), ("zone_id", segment.zone_id), ("point_id", c.point_id),
+                  ("closed", "true" if closing else "false")]
+    info = [Info(lang, "Transport", "Road closure", "Avoid" if closing else "AllClear",
+                 "Immediate" if closing else "Past", "Severe", "Observed", head, text, todo, parameters, [area])
+            for lang, (head, text, todo) in texts.items()]
+    alert = Alert(incident.message_id(s.alert_sender), s.alert_sender, cap_time(c.at), "Actual",
+                  "Alert" if closing else "Cancel", "Public", incident.last_reference, incident.id, info)
+    return replace(now, incident=incident.after(alert) if closing else None), alert
 
 
 class CityStage(Stage):
@@ -487,7 +567,7 @@ city = runtime.processor(CityStage, topics.city_parts.get_topic_name())
 signals = runtime.processor(SignalStage, topics.approach_flows.get_topic_name())
 
 
-@app.agent(topics.traffic_readings)
+@app.agent(topics.traffic_with_closures)
 async def track_traffic(stream):
     async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
         await segments.process(events)

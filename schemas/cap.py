@@ -131,3 +131,20 @@ def to_xml(alert: Alert) -> str:
             for circle in area.circles:
                 add(a, "circle", circle)
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """Where an incident's lifecycle stands: its id, next step and the last message's reference."""
+
+    id: str
+    step: int = 0
+    last_reference: str | None = None
+
+    def message_id(self, sender: str) -> str:
+        """The deterministic identifier of the incident's next message."""
+        return f"{sender}.{self.id}.{self.step}"
+
+    def after(self, alert: Alert) -> Incident:
+        """The incident once `alert` went out: the next message refers back to it."""
+        return Incident(self.id, self.step + 1, reference_to(alert))

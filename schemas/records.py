@@ -43,6 +43,7 @@ class SegmentWindow:
     tpi: float  # 0-10
     level: CongestionLevel
     vehicle_km: float
+    closed: bool = False  # closed by waterlogging: out of the congestion ranking
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,3 +122,15 @@ class GaugeRain:
     zone_id: str
     as_of: EventTime
     totals_mm: list[float]  # over the configured horizons (1 h, 3 h, 6 h, 12 h by default)
+
+
+@dataclass(frozen=True, slots=True)
+class RoadClosure:
+    """A waterlogging point closing (or reopening) the road segment it lies on, keyed by segment
+    so that it joins the segment's traffic partition."""
+
+    segment_id: str
+    point_id: str
+    closed: bool
+    at: EventTime
+    depth_cm: float

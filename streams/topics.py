@@ -41,6 +41,7 @@ SPECS = {
     "approach_flows": TopicSpec("traffic.approach_flows", "none: partition chosen by intersection", "FlowReport"),
     "city_parts": TopicSpec("traffic.city_parts", "city", "CityIndexPart", partitions=1),
     "gauge_rain": TopicSpec("flood.gauge_rain", "zone_id", "GaugeRain"),
+    "closures": TopicSpec("traffic.closures", "segment_id", "RoadClosure (joined as a table)"),
     # What the city brain says.
     "signal_plans": TopicSpec("signals.plans", "intersection_id", "SignalPlan"),
     "alerts": TopicSpec("alerts", "incident", "CAP 1.2 Alert as JSON (schemas/cap.py)"),
@@ -65,6 +66,9 @@ traffic_readings = app.topic(topic_name("traffic_readings"))
 water_depths = app.topic(topic_name("water_depths"))
 rain_readings = app.topic(topic_name("rain_readings"))
 gauge_rain = app.topic(topic_name("gauge_rain"))
+closures = app.topic(topic_name("closures"))
+# The traffic stage reads its readings with the closures joined in (co-partitioned by segment).
+traffic_with_closures = app.topic(topic_name("traffic_readings"), topic_name("closures"))
 approach_flows = app.topic(topic_name("approach_flows"))
 city_parts = app.topic(topic_name("city_parts"))
 signal_plans = app.topic(topic_name("signal_plans"))

@@ -130,8 +130,8 @@ class CityRun:
         finally:
             consumer.close()
 
-    def applied_offsets(self, stage: str, partitions: int) -> dict[int, int]:
-        keys = [f"{partition_key(self.settings.key_prefix, stage, p)}:offset" for p in range(partitions)]
+    def applied_offsets(self, stage: str, partitions: int, name: str = "offset") -> dict[int, int]:
+        keys = [f"{partition_key(self.settings.key_prefix, stage, p)}:{name}" for p in range(partitions)]
         return {p: int(v) if v is not None else -1 for p, v in enumerate(self.redis.mget(keys))}
 
     def merged(self, stage: str, name: str) -> dict[str, Any]:
@@ -167,8 +167,8 @@ class CityRun:
                 if proc.poll() not in (None, -signal.SIGKILL):
                     raise AssertionError(f"worker exited with {proc.returncode}:\n{self.worker_log()}")
             caught_up = all(
-                self.applied_offsets(stage, partitions_of(role, self.settings))[p] >= end - 1
-                for stage, role in stages
+                self.applied_offsets(stage, partitions_of(role, self.settings), *name)[p] >= end - 1
+                for stage, role, *name in stages
                 for p, end in self.end_offsets(role).items()
                 if end > 0
             )

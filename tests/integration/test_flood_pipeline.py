@@ -68,3 +68,44 @@ def test_a_storm_gives_alert_updates_cancel_and_sensor_fault_messages_and_nothin
     run.publish(storm())
     run.wait_quiet(stages=(("flood", "water_depths"),))
     assert run.records("alerts") == alerts
+
+
+def test_a_point_at_closure_depth_closes_its_road_and_reopens_it_when_the_water_clears(city_run):
+    from schemas.events import TrafficReading
+    from schemas.reference import Segment
+
+    run = city_run()
+    s1 = Segment("S1", "Jingguang Rd", "Z1", "arterial", 1.0, 50.0, 2)
+    s2 = Segment("S2", "Nongye Rd", "Z1", "arterial", 1.0, 50.0, 2)
+    run.publish([("zones", "Z1", ZONE), ("segments", "S1", s1), ("segments", "S2", s2), ("points", "P1", P1)])
+    run.start_worker()
+    settled = (("flood", "water_depths"), ("traffic", "closures", "offset.closures"), ("traffic", "traffic_readings"))
+    depths = [("water_depths", "P1", WaterDepthReading("W-P1", "P1", T0 + 60 * i, d)) for i, d in enumerate(P1_DEPTHS)]
+
+    # The water rises to 28 cm at 16:05: S1 closes. Then ten minutes of crawling traffic on both roads.
+    run.publish(depths[:7])
+    run.wait_quiet(stages=settled[:2])
+    run.publish([("traffic_readings", seg.segment_id, TrafficReading(f"D-{seg.segment_id}", seg.segment_id,
+                                                                      T0 + 30 * k, 4, 30.0, 12.0, 0.6))
+                 for k in range(1, 21) for seg in (s1, s2)])
+    run.wait_quiet(stages=settled)
+    assert run.merged("traffic", "segments")["S1"]["closed"] is True
+    assert run.merged("traffic", "segments")["S2"]["closed"] is False
+    ranking = [m.decode() for key, v in run.state().items() if key.endswith(":ranking") and key.startswith("{traffic.")
+               for m, _ in v]
+    assert "S1" not in ranking and "S2" in ranking
+    congested = {dict(a["info"][0]["parameters"])["segment_id"] for a in run.records("alerts")
+                 if a["info"][0]["event"] == "Road congestion"}
+    assert congested == {"S2"}  # a closed road is closed, not congested
+
+    # The water drains: the closure is cancelled with the waterlogging alert.
+    run.publish(depths[7:])
+    run.wait_quiet(stages=settled)
+    closures = [a for a in run.records("alerts") if a["info"][0]["event"] == "Road closure"]
+    assert [(a["msg_type"], dict(a["info"][0]["parameters"])["segment_id"]) for a in closures] == [
+        ("Alert", "S1"), ("Cancel", "S1")]
+    assert closures[0]["sent"] == "2026-07-20T16:05:00-00:00"
+    assert closures[1]["references"] == f"{closures[0]['sender']},{closures[0]['identifier']},{closures[0]['sent']}"
+    assert run.merged("traffic", "closed")["S1"]["points"] == {}
+    for doc in run.raw_records("alerts_cap"):
+        assert XSD.validate(etree.fromstring(doc)), XSD.error_log
