@@ -64,7 +64,9 @@ def test_a_storm_gives_alert_updates_cancel_and_sensor_fault_messages_and_nothin
     assert points["P1"]["depth_cm"] == 2 and points["P1"]["alert_level"] is None
     assert points["P2"]["sensor_health"] == "stale"
 
-    # The same storm again (a replay): nothing new is opened or sent.
+    # The worker is killed and a new one replays the same storm: nothing new is opened or sent.
+    run.kill_worker(run.workers[0])
+    run.start_worker()
     run.publish(storm())
     run.wait_quiet(stages=(("flood", "water_depths"),))
     assert run.records("alerts") == alerts
