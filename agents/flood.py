@@ -10,6 +10,7 @@ health of their sensors.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, replace
 
 
@@ -18,8 +19,8 @@ import orjson
 from agents.traffic import send_alert
 from schemas.cap import COLOUR_SEVERITY, Alert, Area, Incident, Info, cap_id, cap_time, polygon
 from schemas.contract import Rejected, encode, from_dict, iso
-from schemas.events import RainGaugeReading, WaterDepthReading
-from schemas.records import GaugeRain, RoadClosure
+from schemas.events import CitizenFloodReport, RainGaugeReading, WaterDepthReading
+from schemas.records import CellReport, GaugeRain, PointReport, RoadClosure
 from schemas.reference import WaterloggingPoint, Zone
 from streams import runtime, topics
 from streams.app import app
@@ -62,6 +63,8 @@ class PointWatch:
     health_incident: Incident | None = None
     depth_cm: float | None = None
     updated: float | None = None
+    reported_at: float | None = None  # the latest resident's report near the point
+    corroborated: bool = False  # the incident is confirmed by a resident's report
 
 
 def rise_cm(history: list[tuple[float, float]], t: float, depth: float, s: Settings) -> float:
@@ -98,7 +101,9 @@ def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint
     if rank(target) > rank(watch.level):
         msg = "Alert" if watch.level is None else "Update"
         incident = watch.incident or Incident(cap_id(f"waterlogging.{point.point_id}.{int(r.event_time)}"))
-        watch = replace(watch, level=target, rising=rising, below_since=None, incident=incident)
+        corroborated = watch.corroborated or (
+            watch.reported_at is not None and r.event_time - watch.reported_at <= s.report_window_s)
+        watch = replace(watch, level=target, rising=rising, below_since=None, incident=incident, corroborated=corroborated)
         return _waterlogging_message(watch, msg, r, rise, point, s, alerts)
     if watch.level is None:
         return watch, alerts
@@ -113,7 +118,7 @@ def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint
     if lower is None:
         watch = replace(watch, level=None, rising=False, below_since=None)
         watch, alerts = _waterlogging_message(watch, "Cancel", r, rise, point, s, alerts)
-        return replace(watch, incident=None), alerts
+        return replace(watch, incident=None, corroborated=False), alerts
     watch = replace(watch, level=lower, rising=False, below_since=None)
     return _waterlogging_message(watch, "Update", r, rise, point, s, alerts)
 
@@ -152,12 +157,25 @@ def _waterlogging_message(
     area = Area(f"{point.name} ({point.kind.replace('_', ' ')})", circles=[f"{point.lat},{point.lon} 0.3"])
     info = [
         Info(lang, "Met", "Road waterlogging", "AllClear" if cleared else ("Monitor" if level == "watch" else "Avoid"),
-             "Past" if cleared else "Immediate", SEVERITY[level], "Observed", head, text, todo, parameters, [area])
+             "Past" if cleared else "Immediate", SEVERITY[level], "Observed" if watch.corroborated else "Possible",
+             head, text, todo, parameters, [area])
         for lang, (head, text, todo) in texts.items()
     ]
     alert = Alert(incident.message_id(s.alert_sender), s.alert_sender, cap_time(r.event_time), "Actual",
                   msg_type, "Public", incident.last_reference, incident.id, info)
     return replace(watch, incident=incident.after(alert)), [*alerts, alert]
+
+
+def corroborate(watch: PointWatch, report: PointReport, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, list[Alert]]:
+    """A resident's report near the point: an open incident becomes Observed (an Update); with
+    none open, the report confirms an incident raised within the report window."""
+    watch = replace(watch, reported_at=max(report.at, watch.reported_at or report.at))
+    if watch.level is None or watch.corroborated:
+        return watch, []
+    watch = replace(watch, corroborated=True)
+    as_of = WaterDepthReading("report", point.point_id, max(report.at, watch.updated or report.at), watch.depth_cm or 0.0)
+    return _waterlogging_message(watch, "Update", as_of, rise_cm(watch.history, as_of.event_time, as_of.depth_cm, s),
+                                 point, s, [])
 
 
 def silent_points(watches: dict[str, PointWatch], now: float, s: Settings) -> list[str]:
@@ -213,16 +231,25 @@ class PointStage(Stage):
 
     name = "flood"
     contract = WaterDepthReading
+    tables = {"point_reports": PointReport}
     hashes = ("watch",)
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         self.watch = {k: _watch_from(v) for k, v in hashes.get("watch", {}).items()}
         self.changed: set[str] = set()
 
-    def knows(self, r: WaterDepthReading) -> bool:
+    def knows(self, r: WaterDepthReading | PointReport) -> bool:
         return r.point_id in self.reference.city.points
 
-    def on_event(self, r: WaterDepthReading, source: Source, effects: Effects) -> None:
+    def on_event(self, r: WaterDepthReading | PointReport, source: Source, effects: Effects) -> None:
+        if isinstance(r, PointReport):
+            point = self.reference.city.points.get(r.point_id)
+            if point is not None:
+                self.watch[r.point_id], alerts = corroborate(self.watch.get(r.point_id, PointWatch()), r, point, self.settings)
+                self.changed.add(r.point_id)
+                for alert in alerts:
+                    send_alert(alert, effects)
+            return
         point = self.reference.city.points.get(r.point_id)
         if point is None:
             raise Rejected(f"unknown point_id {r.point_id!r}: not in the waterlogging points reference", "unknown_reference")
@@ -276,7 +303,7 @@ points = runtime.processor(PointStage, topics.water_depths.get_topic_name())
 _s = settings()
 
 
-@app.agent(topics.water_depths)
+@app.agent(topics.depths_with_reports)
 async def track_waterlogging(stream):
     async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
         await points.process(events)
@@ -478,3 +505,153 @@ async def track_rain(stream):
 async def signal_rainstorms(stream):
     async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
         await zone_rain.process(events)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Residents' reports: corroborating monitored points, clusters where there is no sensor
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2 * 6_371_000 * math.asin(math.sqrt(a))
+
+
+def nearest_point(points: dict[str, WaterloggingPoint], lat: float, lon: float) -> tuple[WaterloggingPoint | None, float]:
+    best, best_m = None, math.inf
+    for point in points.values():
+        d = distance_m(lat, lon, point.lat, point.lon)
+        if d < best_m:
+            best, best_m = point, d
+    return best, best_m
+
+
+def cell_of(lat: float, lon: float, s: Settings) -> str:
+    return f"{math.floor(lat / s.report_cell_deg)}_{math.floor(lon / s.report_cell_deg)}"
+
+
+class ReportStage(Stage):
+    """Routes each report: to the monitored point it is near, or to its grid cell. The reporter's
+    phone number goes no further than this stage."""
+
+    name = "reports"
+    contract = CitizenFloodReport
+    hashes = ()
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        pass
+
+    def on_event(self, r: CitizenFloodReport, source: Source, effects: Effects) -> None:
+        point, metres = nearest_point(self.reference.city.points, r.lat, r.lon)
+        if point is not None and metres <= self.settings.report_radius_m:
+            effects.send(topics.point_reports, point.point_id, PointReport(point.point_id, r.report_id, r.event_time, round(metres, 1)))
+        else:
+            cell = cell_of(r.lat, r.lon, self.settings)
+            effects.send(topics.report_cells, cell, CellReport(cell, r.report_id, r.event_time, r.lat, r.lon))
+
+    def flush(self, effects: Effects) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class CellWatch:
+    reports: dict[str, float] = field(default_factory=dict)  # report_id -> time, within the window
+    incident: Incident | None = None
+    lat: float = 0.0
+    lon: float = 0.0
+
+
+def step_cell(watch: CellWatch, c: CellReport, s: Settings) -> tuple[CellWatch, Alert | None]:
+    """Count a report; enough of them close together raise a Likely alert for the cell."""
+    if c.report_id in watch.reports:
+        return watch, None
+    # Counted back from the newest report, so reports that arrive out of order count the same.
+    newest = max(c.at, *watch.reports.values()) if watch.reports else c.at
+    reports = {rid: t for rid, t in (watch.reports | {c.report_id: c.at}).items() if newest - t <= s.report_window_s}
+    watch = replace(watch, reports=reports, lat=c.lat, lon=c.lon)
+    if watch.incident is not None or len(reports) < s.report_cluster_size:
+        return watch, None
+    incident = Incident(cap_id(f"reported.{c.cell_id}.{int(newest)}"))
+    return _cell_message(watch, incident, "Alert", newest, c.cell_id, s)
+
+
+def quiet_cells(cells: dict[str, CellWatch], now: float, s: Settings) -> list[str]:
+    return sorted(cid for cid, w in cells.items()
+                  if w.incident is not None and now - max(w.reports.values(), default=now) >= s.report_clear_s)
+
+
+def clear_cell(watch: CellWatch, cell_id: str, s: Settings) -> tuple[CellWatch, Alert]:
+    """No report for `report_clear_s`: the reported waterlogging is over, from that moment."""
+    at = max(watch.reports.values()) + s.report_clear_s
+    watch, alert = _cell_message(watch, watch.incident, "Cancel", at, cell_id, s)
+    return replace(watch, incident=None), alert
+
+
+def _cell_message(watch: CellWatch, incident: Incident, msg_type: str, at: float, cell_id: str, s: Settings) -> tuple[CellWatch, Alert]:
+    cleared = msg_type == "Cancel"
+    texts = {
+        "zh-CN": ("市民报告积水已消退" if cleared else "多名市民报告此处积水",
+                  f"{len(watch.reports)}条市民报告，该处无监测点。", "注意绕行低洼路段。" if not cleared else "无需采取行动。"),
+        "en-US": ("Reported waterlogging has cleared" if cleared else "Residents report waterlogging here",
+                  f"{len(watch.reports)} residents' reports where no point is monitored.",
+                  "No action needed." if cleared else "Take care on low-lying roads here; avoid them if you can."),
+    }
+    info = [Info(lang, "Met", "Reported waterlogging", "AllClear" if cleared else "Avoid", "Past" if cleared else "Expected",
+                 "Moderate", "Likely", head, text, todo, [("cell_id", cell_id), ("reports", str(len(watch.reports)))],
+                 [Area(f"Reports around {watch.lat:.4f},{watch.lon:.4f}", circles=[f"{watch.lat},{watch.lon} 0.5"])])
+            for lang, (head, text, todo) in texts.items()]
+    alert = Alert(incident.message_id(s.alert_sender), s.alert_sender, cap_time(at), "Actual", msg_type, "Public",
+                  incident.last_reference, incident.id, info)
+    return replace(watch, incident=incident.after(alert)), alert
+
+
+def _cell_from(raw: bytes) -> CellWatch:
+    d = orjson.loads(raw)
+    return CellWatch({k: float(v) for k, v in d["reports"].items()}, Incident(**d["incident"]) if d["incident"] else None,
+                     d["lat"], d["lon"])
+
+
+class CellStage(Stage):
+    """Per grid cell without a monitored point: clusters of residents' reports."""
+
+    name = "report_cells"
+    contract = CellReport
+    hashes = ("cells",)
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        self.cells = {k: _cell_from(v) for k, v in hashes.get("cells", {}).items()}
+        self.changed: set[str] = set()
+
+    def on_event(self, c: CellReport, source: Source, effects: Effects) -> None:
+        self.cells[c.cell_id], alert = step_cell(self.cells.get(c.cell_id, CellWatch()), c, self.settings)
+        self.changed.add(c.cell_id)
+        if alert is not None:
+            send_alert(alert, effects)
+
+    def flush(self, effects: Effects) -> None:
+        clock = max((t for w in self.cells.values() for t in w.reports.values()), default=-math.inf)
+        for cell_id in quiet_cells(self.cells, clock, self.settings):
+            self.cells[cell_id], alert = clear_cell(self.cells[cell_id], cell_id, self.settings)
+            self.changed.add(cell_id)
+            send_alert(alert, effects)
+        if self.changed:
+            effects.batch.hset("cells", {c: encode(self.cells[c]).decode() for c in self.changed})
+        self.changed.clear()
+
+
+reports = runtime.processor(ReportStage, topics.flood_reports.get_topic_name())
+cells = runtime.processor(CellStage, topics.report_cells.get_topic_name())
+
+
+@app.agent(topics.flood_reports)
+async def locate_reports(stream):
+    async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
+        await reports.process(events)
+
+
+@app.agent(topics.report_cells)
+async def cluster_reports(stream):
+    async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
+        await cells.process(events)

@@ -134,3 +134,24 @@ class RoadClosure:
     closed: bool
     at: EventTime
     depth_cm: float
+
+
+@dataclass(frozen=True, slots=True)
+class PointReport:
+    """A resident's flood report near a monitored point, keyed by the point to join its state."""
+
+    point_id: str
+    report_id: str
+    at: EventTime
+    distance_m: float
+
+
+@dataclass(frozen=True, slots=True)
+class CellReport:
+    """A resident's flood report where no point is monitored, keyed by its grid cell."""
+
+    cell_id: str
+    report_id: str
+    at: EventTime
+    lat: float
+    lon: float

@@ -71,6 +71,13 @@ class Settings:
     depth_max_plausible_cm: float = 300.0
     sensor_stuck_s: float = 3600.0  # the same non-zero depth this long is a stuck sensor, not water
     sensor_silent_s: float = 900.0  # a point silent this long while others report is stale, not dry
+    # Residents' reports: within this distance they corroborate a monitored point; elsewhere this
+    # many in one grid cell within the window raise a Likely alert, cleared after a quiet spell.
+    report_radius_m: float = 300.0
+    report_cell_deg: float = 0.005  # about 500 m
+    report_cluster_size: int = 3
+    report_window_s: float = 1800.0
+    report_clear_s: float = 3600.0
 
     # Webster signal timing.
     saturation_flow_vphpl: float = 1800.0

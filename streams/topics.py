@@ -42,6 +42,8 @@ SPECS = {
     "city_parts": TopicSpec("traffic.city_parts", "city", "CityIndexPart", partitions=1),
     "gauge_rain": TopicSpec("flood.gauge_rain", "zone_id", "GaugeRain"),
     "closures": TopicSpec("traffic.closures", "segment_id", "RoadClosure (joined as a table)"),
+    "point_reports": TopicSpec("flood.point_reports", "point_id", "PointReport (joined as a table)"),
+    "report_cells": TopicSpec("flood.report_cells", "cell_id", "CellReport"),
     # What the city brain says.
     "signal_plans": TopicSpec("signals.plans", "intersection_id", "SignalPlan"),
     "alerts": TopicSpec("alerts", "incident", "CAP 1.2 Alert as JSON (schemas/cap.py)"),
@@ -67,6 +69,11 @@ water_depths = app.topic(topic_name("water_depths"))
 rain_readings = app.topic(topic_name("rain_readings"))
 gauge_rain = app.topic(topic_name("gauge_rain"))
 closures = app.topic(topic_name("closures"))
+flood_reports = app.topic(topic_name("flood_reports"))
+report_cells = app.topic(topic_name("report_cells"))
+point_reports = app.topic(topic_name("point_reports"))
+# The waterlogging stage reads depths with residents' reports near its points joined in.
+depths_with_reports = app.topic(topic_name("water_depths"), topic_name("point_reports"))
 # The traffic stage reads its readings with the closures joined in (co-partitioned by segment).
 traffic_with_closures = app.topic(topic_name("traffic_readings"), topic_name("closures"))
 approach_flows = app.topic(topic_name("approach_flows"))

@@ -111,3 +111,32 @@ def test_a_point_at_closure_depth_closes_its_road_and_reopens_it_when_the_water_
     assert run.merged("traffic", "closed")["S1"]["points"] == {}
     for doc in run.raw_records("alerts_cap"):
         assert XSD.validate(etree.fromstring(doc)), XSD.error_log
+
+
+def test_residents_reports_corroborate_a_point_and_a_cluster_raises_a_likely_alert(city_run):
+    from schemas.events import CitizenFloodReport
+
+    run = city_run()
+    run.publish([("zones", "Z1", ZONE), ("points", "P1", P1)])
+    run.start_worker()
+    settled = (("flood", "water_depths"), ("flood", "point_reports", "offset.point_reports"),
+               ("reports", "flood_reports"), ("report_cells", "report_cells"))
+    run.publish([("water_depths", "P1", WaterDepthReading("W-P1", "P1", T0, 22.0))])
+    run.wait_quiet(stages=settled)
+    reports = [
+        # 50 m from P1: corroborates it.
+        CitizenFloodReport("R1", T0 + 120, 34.75045, 113.65, 25.0, "13800000001", "water at the underpass"),
+        # Three reports 3 km away, where nothing is monitored, within 20 minutes.
+        *(CitizenFloodReport(f"R{i}", T0 + 300 * i, 34.78, 113.68 + 0.0005 * i, None, None, None) for i in (2, 3, 4)),
+    ]
+    run.publish([("flood_reports", r.report_id, r) for r in reports])
+    run.wait_quiet(stages=settled)
+
+    alerts = run.records("alerts")
+    point = [(a["msg_type"], a["info"][0]["certainty"]) for a in alerts if a["info"][0]["event"] == "Road waterlogging"]
+    assert point == [("Alert", "Possible"), ("Update", "Observed")]
+    cluster = [(a["msg_type"], a["info"][0]["certainty"]) for a in alerts if a["info"][0]["event"] == "Reported waterlogging"]
+    assert cluster == [("Alert", "Likely")]
+    # The reporter's phone number went no further than the report topic.
+    assert b"13800000001" not in b"".join(run.raw_records("alerts") + run.raw_records("point_reports"))
+    assert "13800000001" not in repr(run.state())
