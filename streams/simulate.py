@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from schemas.contract import encode, iso
-from schemas.events import RainGaugeReading, TrafficReading, WaterDepthReading
+from schemas.events import CitizenFloodReport, RainGaugeReading, TrafficReading, WaterDepthReading
 from schemas.reference import (
     Approach,
     CityMap,
@@ -176,8 +176,8 @@ class Rainstorm:
 
     Each zone's rain swells and eases (northern zones hardest: enough for a red signal), gauges
     report every 5 minutes, water at each low point follows its zone's last half hour of rain
-    (underpasses fill faster), one depth sensor fails and then falls silent, and traffic slows
-    where the roads flood.
+    (underpasses fill faster), one depth sensor fails and then falls silent, residents report deep
+    water near the points and where nothing is monitored, and traffic slows where roads flood.
     """
 
     city: CityMap
@@ -218,6 +218,18 @@ class Rainstorm:
                             continue  # the sensor has gone silent
                         depth = -999.0  # and before that, nonsense
                     yield t, "water_depths", point.point_id, WaterDepthReading(f"WL-{point.point_id}", point.point_id, t, depth)
+            if k % 20 == 0:  # every 10 minutes, residents report what they see
+                for point in self.city.points.values():
+                    depth = self.depth_cm(point, t)
+                    if depth >= 20:  # a few dozen metres from a monitored point
+                        yield t, "flood_reports", f"R-{point.point_id}-{k}", CitizenFloodReport(
+                            f"R-{point.point_id}-{k}", t, round(point.lat + 0.0003, 5), point.lon, depth,
+                            f"1390000{rng.randrange(10_000):04d}", "积水很深 deep water here")
+                zone = next(iter(self.city.zones.values()))
+                if self.rain_5min(zone.zone_id, t) >= 6:  # and where nothing is monitored
+                    lat, lon = zone.polygon[0][0] + 0.001, zone.polygon[0][1] + 0.001
+                    yield t, "flood_reports", f"R-{zone.zone_id}-{k}", CitizenFloodReport(
+                        f"R-{zone.zone_id}-{k}", t, lat, lon, None, None, "road flooded near the market")
             for seg in self.city.segments.values():
                 point = flooded_at.get(seg.segment_id)
                 depth = self.depth_cm(point, t) if point else 0.0

@@ -34,3 +34,14 @@ def test_the_rainstorm_breaks_one_sensor_then_silences_it():
     assert max(t for t, _ in depths) - START <= 3000  # nothing after 50 minutes
     # An impossible depth is still a well-formed event: the flood brain judges the sensor.
     assert decode(WaterDepthReading, encode(WaterDepthReading("W", broken, START, -999.0))).depth_cm == -999.0
+
+
+def test_the_rainstorm_has_residents_reporting_near_points_and_where_none_is():
+    from agents.flood import nearest_point
+
+    storm = Rainstorm(build_city(), START, 5400)
+    s = Settings()
+    reports = [r for _, role, _, r in storm.events() if role == "flood_reports"]
+    distances = [nearest_point(storm.city.points, r.lat, r.lon)[1] for r in reports]
+    assert any(d <= s.report_radius_m for d in distances)
+    assert sum(d > s.report_radius_m for d in distances) >= s.report_cluster_size
