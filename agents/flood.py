@@ -25,7 +25,7 @@ from schemas.reference import WaterloggingPoint, Zone
 from streams import runtime, topics
 from streams.app import app
 from streams.processor import Effects, Source, Stage
-from streams.settings import Settings, settings
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,8 @@ def corroborate(watch: PointWatch, report: PointReport, point: WaterloggingPoint
     if watch.level is None or watch.corroborated:
         return watch, []
     watch = replace(watch, corroborated=True)
+    if watch.health != "ok":
+        return watch, []  # no depth worth publishing; the next good reading goes out as Observed
     as_of = WaterDepthReading("report", point.point_id, max(report.at, watch.updated or report.at), watch.depth_cm or 0.0)
     return _waterlogging_message(watch, "Update", as_of, rise_cm(watch.history, as_of.event_time, as_of.depth_cm, s),
                                  point, s, [])
@@ -300,12 +302,11 @@ def _point_view(point_id: str, w: PointWatch, s: Settings) -> str:
 
 
 points = runtime.processor(PointStage, topics.water_depths.get_topic_name())
-_s = settings()
 
 
 @app.agent(topics.depths_with_reports)
 async def track_waterlogging(stream):
-    async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
+    async for events in runtime.batches(stream):
         await points.process(events)
 
 
@@ -462,10 +463,14 @@ class ZoneRainStage(Stage):
 
     def on_event(self, g: GaugeRain, source: Source, effects: Effects) -> None:
         gauges = self.gauges.setdefault(g.zone_id, {})
-        if g.gauge_id in gauges and g.as_of <= gauges[g.gauge_id].as_of:
-            return  # a resent or older update
+        known = gauges.get(g.gauge_id)
+        if known is not None and (g.as_of < known.as_of or (g.as_of == known.as_of and g.totals_mm == known.totals_mm)):
+            return  # a resent or older update (a late reading re-sends its gauge's totals, changed)
         gauges[g.gauge_id] = g
-        totals = [max(values) for values in zip(*(x.totals_mm for x in gauges.values()))]
+        # A gauge silent for longer than the longest horizon no longer speaks for the zone.
+        newest = max(x.as_of for x in gauges.values())
+        live = [x for x in gauges.values() if x.as_of >= newest - max(self.settings.rain_horizons_h) * 3600]
+        totals = [max(values) for values in zip(*(x.totals_mm for x in live))]
         zone = self.reference.city.zones.get(g.zone_id) or Zone(g.zone_id, g.zone_id, [])
         watch, alert = step_signal(self.signal.get(g.zone_id, ZoneSignal()), totals, g.as_of, zone, self.settings)
         self.signal[g.zone_id] = watch
@@ -497,13 +502,13 @@ zone_rain = runtime.processor(ZoneRainStage, topics.gauge_rain.get_topic_name())
 
 @app.agent(topics.rain_readings)
 async def track_rain(stream):
-    async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
+    async for events in runtime.batches(stream):
         await gauges.process(events)
 
 
 @app.agent(topics.gauge_rain)
 async def signal_rainstorms(stream):
-    async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
+    async for events in runtime.batches(stream):
         await zone_rain.process(events)
 
 
@@ -561,11 +566,12 @@ class CellWatch:
     incident: Incident | None = None
     lat: float = 0.0
     lon: float = 0.0
+    cleared_at: float | None = None  # reports from before the last all-clear belong to that episode
 
 
 def step_cell(watch: CellWatch, c: CellReport, s: Settings) -> tuple[CellWatch, Alert | None]:
     """Count a report; enough of them close together raise a Likely alert for the cell."""
-    if c.report_id in watch.reports:
+    if c.report_id in watch.reports or (watch.cleared_at is not None and c.at <= watch.cleared_at):
         return watch, None
     # Counted back from the newest report, so reports that arrive out of order count the same.
     newest = max(c.at, *watch.reports.values()) if watch.reports else c.at
@@ -586,7 +592,7 @@ def clear_cell(watch: CellWatch, cell_id: str, s: Settings) -> tuple[CellWatch, 
     """No report for `report_clear_s`: the reported waterlogging is over, from that moment."""
     at = max(watch.reports.values()) + s.report_clear_s
     watch, alert = _cell_message(watch, watch.incident, "Cancel", at, cell_id, s)
-    return replace(watch, incident=None), alert
+    return replace(watch, incident=None, reports={}, cleared_at=at), alert
 
 
 def _cell_message(watch: CellWatch, incident: Incident, msg_type: str, at: float, cell_id: str, s: Settings) -> tuple[CellWatch, Alert]:
@@ -610,7 +616,7 @@ def _cell_message(watch: CellWatch, incident: Incident, msg_type: str, at: float
 def _cell_from(raw: bytes) -> CellWatch:
     d = orjson.loads(raw)
     return CellWatch({k: float(v) for k, v in d["reports"].items()}, Incident(**d["incident"]) if d["incident"] else None,
-                     d["lat"], d["lon"])
+                     d["lat"], d["lon"], d.get("cleared_at"))
 
 
 class CellStage(Stage):
@@ -647,11 +653,11 @@ cells = runtime.processor(CellStage, topics.report_cells.get_topic_name())
 
 @app.agent(topics.flood_reports)
 async def locate_reports(stream):
-    async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
+    async for events in runtime.batches(stream):
         await reports.process(events)
 
 
 @app.agent(topics.report_cells)
 async def cluster_reports(stream):
-    async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
+    async for events in runtime.batches(stream):
         await cells.process(events)

@@ -38,7 +38,7 @@ from streams import metrics, runtime, topics
 from streams.topics import partitions_of
 from streams.app import app
 from streams.processor import Effects, Source, Stage, WindowedStage
-from streams.settings import Settings, settings
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def _message(
 ) -> tuple[CongestionWatch, Alert]:
     identifier = f"{s.alert_sender}.{watch.incident}.{watch.step}"
     cleared = msg_type == "Cancel"
-    area = Area(f"{segment.name}, {zone.name if zone else segment.zone_id}", [polygon(zone.polygon)] if zone else [])
+    area = Area(f"{segment.name}, {zone.name if zone else segment.zone_id}", [polygon(zone.polygon)] if zone and zone.polygon else [])
     parameters = [("zone_id", segment.zone_id), ("segment_id", segment.segment_id),
                   ("level", "cleared" if cleared else watch.level), ("tpi", f"{w.tpi:.3f}")]
     info = [
@@ -391,7 +391,7 @@ def step_closure(
                   "Do not drive in; follow the detour signs.")
         if closing else (f"Road reopened: {segment.name}", f"The water on {segment.name} has gone down.", "The road is open again."),
     }
-    area = Area(f"{segment.name}, {zone.name if zone else segment.zone_id}", [polygon(zone.polygon)] if zone else [])
+    area = Area(f"{segment.name}, {zone.name if zone else segment.zone_id}", [polygon(zone.polygon)] if zone and zone.polygon else [])
     parameters = [("segment_id", segment.segment_id), ("zone_id", segment.zone_id), ("point_id", c.point_id),
                   ("closed", "true" if closing else "false")]
     info = [Info(lang, "Transport", "Road closure", "Avoid" if closing else "AllClear",
@@ -561,7 +561,6 @@ class SignalStage(Stage):
 # ---------------------------------------------------------------------------------------------
 # Agents
 
-_s = settings()
 segments = runtime.processor(SegmentStage, topics.traffic_readings.get_topic_name())
 city = runtime.processor(CityStage, topics.city_parts.get_topic_name())
 signals = runtime.processor(SignalStage, topics.approach_flows.get_topic_name())
@@ -569,18 +568,18 @@ signals = runtime.processor(SignalStage, topics.approach_flows.get_topic_name())
 
 @app.agent(topics.traffic_with_closures)
 async def track_traffic(stream):
-    async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
+    async for events in runtime.batches(stream):
         await segments.process(events)
 
 
 @app.agent(topics.city_parts)
 async def index_city(stream):
-    async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
+    async for events in runtime.batches(stream):
         await city.process(events)
 
 
 @app.agent(topics.approach_flows)
 async def plan_signals(stream):
-    async for events in stream.take_events(_s.batch_max, _s.batch_within_s):
+    async for events in runtime.batches(stream):
         await signals.process(events)
 

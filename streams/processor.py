@@ -79,8 +79,24 @@ class Effects:
         self.divert(topics.late_events, source, reason)
 
 
+WITHHELD = "[withheld: personal identifier]"
+
+
+def without_identifiers(raw: bytes, fields: tuple[str, ...]) -> bytes:
+    """The raw event with its personal identifiers withheld; all of it when it cannot be read."""
+    if not fields:
+        return raw
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return WITHHELD.encode()
+    if not isinstance(payload, dict):
+        return WITHHELD.encode()
+    return orjson.dumps({k: WITHHELD if k in fields else v for k, v in payload.items()})
+
+
 def dead_letter(source: Source, reason: str) -> DeadLetter:
-    raw = source.value or b""
+    raw = without_identifiers(source.value or b"", topics.personal_fields(source.topic))
     try:
         text, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:

@@ -21,6 +21,11 @@ reference = Reference(settings())
 processors: list[Processor] = []
 
 
+def batches(stream):
+    """A stream's events, many per await, as every stage takes them."""
+    return stream.take_events(settings().batch_max, settings().batch_within_s)
+
+
 def processor(stage: type[Stage], topic: str) -> Processor:
     """The processor of a stage reading `topic`, registered for the idle timer and rebalances."""
     p = Processor(stage, topic, state, reference, settings())

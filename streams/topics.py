@@ -18,6 +18,7 @@ class TopicSpec:
     carries: str
     compacted: bool = False
     partitions: int | None = None  # None: the configured default
+    personal: tuple[str, ...] = ()  # fields holding raw personal identifiers (ingestion topics only)
 
 
 SPECS = {
@@ -25,10 +26,10 @@ SPECS = {
     "traffic_readings": TopicSpec("traffic.readings", "segment_id", "TrafficReading"),
     "water_depths": TopicSpec("flood.water_depths", "point_id", "WaterDepthReading"),
     "rain_readings": TopicSpec("flood.rain_readings", "gauge_id", "RainGaugeReading"),
-    "flood_reports": TopicSpec("flood.citizen_reports", "report_id", "CitizenFloodReport"),
-    "health_scans": TopicSpec("health.scans", "venue_id", "HealthCodeScan"),
-    "health_status": TopicSpec("health.status_changes", "person_id", "HealthCodeStatusChange"),
-    "parking_events": TopicSpec("parking.events", "lot_id", "ParkingEvent"),
+    "flood_reports": TopicSpec("flood.citizen_reports", "report_id", "CitizenFloodReport", personal=("phone",)),
+    "health_scans": TopicSpec("health.scans", "venue_id", "HealthCodeScan", personal=("person_id",)),
+    "health_status": TopicSpec("health.status_changes", "person_id", "HealthCodeStatusChange", personal=("person_id",)),
+    "parking_events": TopicSpec("parking.events", "lot_id", "ParkingEvent", personal=("plate",)),
     # Reference data: the latest record per id.
     "zones": TopicSpec("ref.zones", "zone_id", "Zone", compacted=True, partitions=1),
     "segments": TopicSpec("ref.segments", "segment_id", "Segment", compacted=True, partitions=1),
@@ -58,6 +59,11 @@ REFERENCE = ("zones", "segments", "intersections", "points", "gauges", "lots", "
 def topic_name(role: str, s: Settings | None = None) -> str:
     """The broker-side name of a topic, with the configured prefix."""
     return (s or settings()).topic_prefix + SPECS[role].name
+
+
+def personal_fields(topic: str, s: Settings | None = None) -> tuple[str, ...]:
+    """The personal-identifier fields of the topic with this broker-side name."""
+    return next((spec.personal for role, spec in SPECS.items() if topic_name(role, s) == topic), ())
 
 
 def partitions_of(role: str, s: Settings | None = None) -> int:

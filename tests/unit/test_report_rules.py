@@ -100,3 +100,31 @@ def test_reports_arriving_out_of_order_cluster_the_same():
         watch, alert = step_cell(watch, report(i, t), S)
         out.append(alert)
     assert out[-1] is not None and out[-1].sent == "1970-01-01T00:20:00-00:00"
+
+
+def test_dead_letters_of_personal_topics_withhold_the_identifiers():
+    import orjson
+
+    from streams.processor import Source, dead_letter
+    from streams.topics import topic_name
+
+    topic = topic_name("flood_reports")
+    bad = orjson.dumps({"report_id": "R1", "lat": 91, "phone": "13800000001"})
+    letter = dead_letter(Source(topic, 0, 7, b"R1", bad), "CitizenFloodReport.lat: must be <= 90")
+    assert "13800000001" not in letter.raw and orjson.loads(letter.raw)["lat"] == 91
+    unreadable = dead_letter(Source(topic, 0, 8, b"R2", b'{"phone": "13800000001", '), "not JSON")
+    assert "13800000001" not in unreadable.raw
+    plain = dead_letter(Source(topic_name("traffic_readings"), 0, 9, None, b"garbage"), "not JSON")
+    assert plain.raw == "garbage"
+
+
+def test_after_the_all_clear_a_late_report_opens_nothing_and_a_new_cluster_is_a_new_incident():
+    watch = CellWatch()
+    for i, t in enumerate([0.0, 60.0, 120.0]):
+        watch, first = step_cell(watch, report(i, t), S)
+    watch, cancel = clear_cell(watch, "c1", S)
+    watch, late = step_cell(watch, report(9, 100.0), S)
+    assert late is None
+    for i, t in enumerate([9000.0, 9060.0, 9120.0], start=10):
+        watch, again = step_cell(watch, report(i, t), S)
+    assert again.msg_type == "Alert" and again.identifier != first.identifier
