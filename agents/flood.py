@@ -467,10 +467,9 @@ class ZoneRainStage(Stage):
         if known is not None and (g.as_of < known.as_of or (g.as_of == known.as_of and g.totals_mm == known.totals_mm)):
             return  # a resent or older update (a late reading re-sends its gauge's totals, changed)
         gauges[g.gauge_id] = g
-        # A gauge silent for longer than the longest horizon no longer speaks for the zone.
-        newest = max(x.as_of for x in gauges.values())
-        live = [x for x in gauges.values() if x.as_of >= newest - max(self.settings.rain_horizons_h) * 3600]
-        totals = [max(values) for values in zip(*(x.totals_mm for x in live))]
+        # Every gauge's latest totals count, however far behind its partition runs: in a replay one
+        # gauge's updates may come long after another's.
+        totals = [max(values) for values in zip(*(x.totals_mm for x in gauges.values()))]
         zone = self.reference.city.zones.get(g.zone_id) or Zone(g.zone_id, g.zone_id, [])
         watch, alert = step_signal(self.signal.get(g.zone_id, ZoneSignal()), totals, g.as_of, zone, self.settings)
         self.signal[g.zone_id] = watch
