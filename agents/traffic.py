@@ -32,7 +32,7 @@ from schemas.records import (
     SegmentWindow,
     SignalPlan,
 )
-from schemas.cap import Alert, Area, Incident, Info, cap_id, cap_time, polygon, reference_to, to_xml
+from schemas.cap import Alert, Area, Incident, Info, cap_id, cap_time, polygon, to_xml
 from schemas.reference import Intersection, Segment, Zone
 from streams import metrics, runtime, topics
 from streams.topics import partitions_of
@@ -117,9 +117,7 @@ class CongestionWatch:
     level: str | None = None  # the level under alert, or None
     run: int = 0  # windows in a row at moderate or worse, while not alerting
     calm: int = 0  # windows in a row below the clearing threshold, while alerting
-    incident: str | None = None
-    last_reference: str | None = None  # "sender,identifier,sent" of the incident's last message
-    step: int = 0
+    incident: Incident | None = None
 
 
 def step_congestion(
@@ -131,7 +129,7 @@ def step_congestion(
         run = watch.run + 1 if level else 0
         if run < s.congestion_raise_windows:
             return replace(watch, run=run), None
-        incident = cap_id(f"congestion.{segment.segment_id}.{int(w.window_start)}")
+        incident = Incident(cap_id(f"congestion.{segment.segment_id}.{int(w.window_start)}"))
         watch = CongestionWatch(level=level, incident=incident)
         return _message(watch, w, segment, zone, "Alert", s)
     if w.tpi < s.congestion_moderate_tpi - s.congestion_clear_margin_tpi:
@@ -169,7 +167,6 @@ def congestion_texts(msg_type: str, level: str, segment: Segment, tpi: float) ->
 def _message(
     watch: CongestionWatch, w: SegmentWindow, segment: Segment, zone: Zone | None, msg_type: str, s: Settings
 ) -> tuple[CongestionWatch, Alert]:
-    identifier = f"{s.alert_sender}.{watch.incident}.{watch.step}"
     cleared = msg_type == "Cancel"
     area = Area(f"{segment.name}, {zone.name if zone else segment.zone_id}", [polygon(zone.polygon)] if zone and zone.polygon else [])
     parameters = [("zone_id", segment.zone_id), ("segment_id", segment.segment_id),
@@ -180,9 +177,10 @@ def _message(
              parameters, [area])
         for language, (headline, description, instruction) in congestion_texts(msg_type, watch.level, segment, w.tpi).items()
     ]
-    alert = Alert(identifier, s.alert_sender, cap_time(w.window_end), "Actual", msg_type, "Public",
-                  watch.last_reference, watch.incident, info)
-    return replace(watch, last_reference=reference_to(alert), step=watch.step + 1), alert
+    incident = watch.incident
+    alert = Alert(incident.message_id(s.alert_sender), s.alert_sender, cap_time(w.window_end), "Actual", msg_type,
+                  "Public", incident.last_reference, incident.id, info)
+    return replace(watch, incident=incident.after(alert)), alert
 
 
 def webster(intersection: Intersection, flows: dict[str, float], window_start: float, s: Settings) -> SignalPlan:
@@ -242,7 +240,7 @@ class SegmentStage(WindowedStage):
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         super().restore(hashes)
-        self.watch = {k: CongestionWatch(**orjson.loads(v)) for k, v in hashes.get("watch", {}).items()}
+        self.watch = {k: _congestion_from(v) for k, v in hashes.get("watch", {}).items()}
         self.closed = {k: _closed_from(v) for k, v in hashes.get("closed", {}).items()}
         self.flows: list[ApproachFlow] = []  # closed approach windows not yet reported
         self.reported = -math.inf
@@ -359,6 +357,11 @@ class SegmentStage(WindowedStage):
     def is_closed(self, segment_id: str) -> bool:
         closure = self.closed.get(segment_id)
         return closure is not None and bool(closure.points)
+
+
+def _congestion_from(raw: bytes) -> CongestionWatch:
+    d = orjson.loads(raw)
+    return CongestionWatch(**{**d, "incident": Incident(**d["incident"]) if d["incident"] else None})
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,7 @@ def test_readings_become_segment_state_alerts_city_index_and_plans(city_run):
         assert parsed["cap_id"] == alert["identifier"] and parsed["cap_message_type"] == alert["msg_type"]
 
     # City index of the last window: both segments weighted by vehicle-km.
-    latest = orjson.loads(run.state()[f"{{city.0}}:latest"])
+    latest = orjson.loads(run.state()["{city.0}:latest"])
     parts = [
         CityIndexPart(0, last, w.vehicle_km, w.tpi * w.vehicle_km, 1, [])
         for w in (summarize(seg, last, accs[(seg.segment_id, last)], S) for seg in (S1, S2))

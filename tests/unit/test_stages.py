@@ -10,7 +10,7 @@ from streams.reference import Reference
 from streams.settings import Settings
 from streams.state import Batch
 
-from agents.traffic import SegmentStage, SignalStage, fold_reading  # noqa: F401  (registers agents)
+from agents.traffic import SegmentStage, SignalStage
 from schemas.events import TrafficReading
 
 S = Settings(partitions=2)
