@@ -16,11 +16,11 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
-from agents.traffic import send_alert
+from agents.alerts import send_alert
 from schemas.cap import COLOUR_SEVERITY, Alert, Area, Incident, Info, cap_id, cap_time, polygon
 from schemas.contract import Rejected, encode, from_dict, iso
 from schemas.events import CitizenFloodReport, RainGaugeReading, WaterDepthReading
-from schemas.records import CellReport, GaugeRain, PointReport, RoadClosure
+from schemas.records import CellReport, GaugeRain, PointReport, RoadClosure, ZoneFlood
 from schemas.reference import WaterloggingPoint, Zone
 from streams import runtime, topics
 from streams.app import app
@@ -263,6 +263,9 @@ class PointStage(Stage):
             # The road closes with the point's closure alert and reopens when that alert clears.
             effects.send(topics.closures, point.segment_id,
                          RoadClosure(point.segment_id, point.point_id, closes, r.event_time, r.depth_cm))
+        if watch.level != before.level:  # the zone weighs its points' levels for garages and evacuation
+            effects.send(topics.zone_floods, point.zone_id,
+                         ZoneFlood(point.zone_id, point.point_id, "waterlogging", watch.level, r.event_time))
         self.changed.add(r.point_id)
         for alert in alerts:
             send_alert(alert, effects)
@@ -471,8 +474,11 @@ class ZoneRainStage(Stage):
         # gauge's updates may come long after another's.
         totals = [max(values) for values in zip(*(x.totals_mm for x in gauges.values()))]
         zone = self.reference.city.zones.get(g.zone_id) or Zone(g.zone_id, g.zone_id, [])
-        watch, alert = step_signal(self.signal.get(g.zone_id, ZoneSignal()), totals, g.as_of, zone, self.settings)
+        before = self.signal.get(g.zone_id, ZoneSignal())
+        watch, alert = step_signal(before, totals, g.as_of, zone, self.settings)
         self.signal[g.zone_id] = watch
+        if watch.colour != before.colour:
+            effects.send(topics.zone_floods, g.zone_id, ZoneFlood(g.zone_id, f"rain.{g.zone_id}", "rain", watch.colour, g.as_of))
         if alert is not None:
             send_alert(alert, effects)
         self.changed.add(g.zone_id)

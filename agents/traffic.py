@@ -32,9 +32,10 @@ from schemas.records import (
     SegmentWindow,
     SignalPlan,
 )
-from schemas.cap import Alert, Area, Incident, Info, cap_id, cap_time, polygon, to_xml
+from agents.alerts import as_json, send_alert
+from schemas.cap import Alert, Area, Incident, Info, cap_id, cap_time, polygon
 from schemas.reference import Intersection, Segment, Zone
-from streams import metrics, runtime, topics
+from streams import runtime, topics
 from streams.topics import partitions_of
 from streams.app import app
 from streams.processor import Effects, Source, Stage, WindowedStage
@@ -218,18 +219,6 @@ def webster(intersection: Intersection, flows: dict[str, float], window_start: f
 # Stages
 
 
-def send_alert(alert: Alert, effects: Effects) -> None:
-    """An alert goes out as CAP JSON on `alerts` and as CAP XML on `alerts.cap`, keyed by incident."""
-    metrics.ALERTS.labels(alert.info[0].category, alert.info[0].severity, alert.msg_type).inc()
-    effects.send(topics.alerts, alert.incidents, alert)
-    effects.send_raw(topics.alerts_cap, alert.incidents, to_xml(alert).encode())
-
-
-def _json(record: Any) -> str:
-    """A record as Redis keeps it: the same JSON as on the wire."""
-    return encode(record).decode()
-
-
 class SegmentStage(WindowedStage):
     """Per road segment: windowed indicators, latest state, ranking and congestion alerts."""
 
@@ -279,7 +268,7 @@ class SegmentStage(WindowedStage):
         self.closed[c.segment_id] = now
         if alert is not None:
             send_alert(alert, effects)
-        effects.batch.hset("closed", {c.segment_id: _json(now)})
+        effects.batch.hset("closed", {c.segment_id: as_json(now)})
         if now.points:
             effects.batch.zrem("ranking", [c.segment_id])
 
@@ -345,13 +334,13 @@ class SegmentStage(WindowedStage):
                 ),
             )
         if latest:
-            effects.batch.hset("segments", {k: _json(w) for k, w in latest.items()})
+            effects.batch.hset("segments", {k: as_json(w) for k, w in latest.items()})
             open_roads = {k: w.tpi for k, w in latest.items() if not w.closed}
             if open_roads:
                 effects.batch.zadd("ranking", open_roads)
         if watch_changes:
             self.watch.update(watch_changes)
-            effects.batch.hset("watch", {k: _json(v) for k, v in watch_changes.items()})
+            effects.batch.hset("watch", {k: as_json(v) for k, v in watch_changes.items()})
 
 
     def is_closed(self, segment_id: str) -> bool:
@@ -440,9 +429,9 @@ class CityStage(Stage):
         for start in sorted(self.changed):
             parts = self.parts[start].values()
             index = city_index(start, parts)
-            effects.batch.hset("index", {iso(start): _json(index)})
+            effects.batch.hset("index", {iso(start): as_json(index)})
             if start == newest:
-                effects.batch.set("latest", _json(index))
+                effects.batch.set("latest", as_json(index))
                 effects.batch.delete("ranking")
                 ranking = heapq.nlargest(self.settings.ranking_size, (x for p in parts for x in p.top), key=lambda x: x[1])
                 if ranking:
@@ -539,7 +528,7 @@ class SignalStage(Stage):
                 self.touched.add((junction_id, start))
                 if start >= self.latest.get(junction_id, -math.inf):
                     self.latest[junction_id] = start
-                    latest[junction_id] = _json(plan)
+                    latest[junction_id] = as_json(plan)
         if latest:
             effects.batch.hset("plans", latest)
         if horizon > self.pruned:

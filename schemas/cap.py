@@ -148,3 +148,19 @@ class Incident:
     def after(self, alert: Alert) -> Incident:
         """The incident once `alert` went out: the next message refers back to it."""
         return Incident(self.id, self.step + 1, reference_to(alert))
+
+    def message(self, sender: str, msg_type: MsgType, at: float, info: list[Info]) -> tuple[Incident, Alert]:
+        """The incident's next public message, and the incident once it went out."""
+        alert = Alert(self.message_id(sender), sender, cap_time(at), "Actual", msg_type, "Public",
+                      self.last_reference, self.id, info)
+        return self.after(alert), alert
+
+
+def bilingual(
+    texts: dict[str, tuple[str, str, str]], category: Category, event: str, response_type: ResponseType,
+    urgency: Urgency, severity: Severity, certainty: Certainty, parameters: list[tuple[str, str]], areas: list[Area],
+) -> list[Info]:
+    """One info block per language from (headline, description, instruction) by language."""
+    return [Info(language, category, event, response_type, urgency, severity, certainty, headline, description,
+                 instruction, parameters, areas)
+            for language, (headline, description, instruction) in texts.items()]

@@ -155,3 +155,139 @@ class CellReport:
     at: EventTime
     lat: float
     lon: float
+
+
+# ---------------------------------------------------------------------------------------------
+# People, parking and evacuation. Persons and vehicles appear only as tokens (streams/privacy.py).
+
+Colour = Literal["green", "yellow", "red"]
+
+
+@dataclass(frozen=True, slots=True)
+class PersonScan:
+    """A health-code scan, tokenised and re-keyed by the person, with where it happened."""
+
+    scan_id: str
+    person_token: str
+    venue_id: str
+    zone_id: str
+    shelter: bool  # the venue is a shelter: a scan there is a check-in
+    at: EventTime
+
+
+@dataclass(frozen=True, slots=True)
+class PersonStatus:
+    """A person's health-code colour changing, tokenised and re-keyed by the person."""
+
+    person_token: str
+    colour: Colour
+    at: EventTime
+    zone_id: str | None = None  # registered home zone, when known
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneScan:
+    """A scan counted in its venue's zone with the colour it showed."""
+
+    zone_id: str
+    scan_id: str
+    colour: Colour
+    at: EventTime
+
+
+@dataclass(frozen=True, slots=True)
+class Whereabouts:
+    """A person arriving in or leaving a zone, keyed by that zone, so each zone knows who is in it."""
+
+    zone_id: str
+    person_token: str
+    arrived: bool
+    at: EventTime
+    shelter_id: str | None = None  # arrived at (or left for) this shelter: a check-in
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneFlood:
+    """A gauge's rainstorm signal or a point's waterlogging level changing, keyed by its zone."""
+
+    zone_id: str
+    source_id: str  # zone (for its rain signal) or point
+    kind: Literal["rain", "waterlogging"]
+    level: str | None  # signal colour or waterlogging level; None when it has cleared
+    at: EventTime
+
+
+@dataclass(frozen=True, slots=True)
+class LotOrder:
+    """A car park closed to entry by a flood in its zone (or reopened), keyed by lot to join it."""
+
+    order_id: str
+    lot_id: str
+    zone_id: str
+    closed: bool
+    at: EventTime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EvacuationOrder:
+    """A zone ordered to evacuate (or the order lifted); operators may publish these too."""
+
+    order_id: str
+    zone_id: str
+    action: Literal["evacuate", "lift"]
+    at: EventTime
+    reason: str
+    shelter_id: str | None = None  # where evacuees go; the nearest open shelter when not given
+    issued_by: str = "citybrain"
+
+
+NoticeKind = Literal["move_vehicle", "evacuate", "checked_in", "order_lifted", "deny_entry", "check_entry"]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A message to one addressee: a person or plate token, or a venue. Its id is deterministic,
+    so a replay sends the same notice again rather than a second one."""
+
+    notice_id: str
+    to: str
+    to_kind: Literal["person", "plate", "venue"]
+    kind: NoticeKind
+    at: EventTime
+    zone_id: str
+    text: list[tuple[str, str]]  # (language, text)
+    safety_code: Colour | None = None  # the safety code the notice sets, for evacuation notices
+    lot_id: str | None = None
+    shelter_id: str | None = None
+    scan_id: str | None = None
+    order_id: str | None = None  # the evacuation or closure order the notice carries out
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """One stay in a car park, billed after the car has left (leave first, pay later)."""
+
+    bill_id: str
+    lot_id: str
+    plate_token: str
+    entry_at: EventTime
+    exit_at: EventTime
+    duration_s: float
+    billed_units: int
+    tariff_per_hour_cny: float
+    amount_cny: float
+
+
+ParkingAnomalyKind = Literal["duplicate", "exit_without_entry", "entry_while_parked", "over_capacity",
+                             "missed_exit", "entry_while_closed", "exit_before_entry"]
+
+
+@dataclass(frozen=True, slots=True)
+class ParkingAnomaly:
+    """What a dirty feed did at a car park: counted, reported, never applied blindly."""
+
+    lot_id: str
+    kind: ParkingAnomalyKind
+    event_id: str
+    at: EventTime

@@ -28,7 +28,10 @@ app = faust.App(
 
 def main() -> None:
     """Entry point of the `citybrain` command: faust's CLI plus the project's commands."""
+    import agents.evacuation  # noqa: F401  registers the flood zone and evacuation agents
     import agents.flood  # noqa: F401  registers the flood agents
+    import agents.health  # noqa: F401  registers the health-code agents
+    import agents.parking  # noqa: F401  registers the car park agents
     import agents.traffic  # noqa: F401  registers the traffic agents
     import streams.commands  # noqa: F401  registers simulate, replay, topics, bench, watch
 

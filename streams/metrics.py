@@ -23,3 +23,6 @@ REDIS_COMMIT_SECONDS = Histogram(
     "citybrain_redis_commit_seconds", "Time to commit a batch's state to Redis", ["stage"]
 )
 ALERTS = Counter("citybrain_alert_messages_total", "Alert messages emitted", ["category", "severity", "msg_type"])
+NOTICES = Counter("citybrain_notices_total", "Notices sent to people, plates and venues", ["kind"])
+PARKING_ANOMALIES = Counter("citybrain_parking_anomalies_total", "Dirty parking events, by what was wrong", ["kind"])
+BILLS = Counter("citybrain_parking_bills_total", "Stays billed after the vehicle left")

@@ -25,6 +25,7 @@ from faust.types import EventT, TopicT
 from schemas.contract import Rejected, decode, encode, iso
 from schemas.records import DeadLetter
 from streams import metrics, topics
+from streams.privacy import Keyring
 from streams.reference import Reference
 from streams.settings import Settings
 from streams.state import Batch, StateStore, partition_key
@@ -96,7 +97,9 @@ def without_identifiers(raw: bytes, fields: tuple[str, ...]) -> bytes:
 
 
 def dead_letter(source: Source, reason: str) -> DeadLetter:
-    raw = without_identifiers(source.value or b"", topics.personal_fields(source.topic))
+    spec = topics.spec_of(source.topic)
+    raw = without_identifiers(source.value or b"", spec.personal if spec else ())
+    key = source.key.decode("utf-8", "replace") if source.key is not None else None
     try:
         text, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -109,7 +112,7 @@ def dead_letter(source: Source, reason: str) -> DeadLetter:
         raw=text,
         raw_encoding=encoding,
         received_at=time.time(),
-        key=source.key.decode("utf-8", "replace") if source.key is not None else None,
+        key=WITHHELD if key is not None and spec and spec.personal_key else key,
     )
 
 
@@ -168,6 +171,8 @@ class Processor:
         # `offset.<role>` for a table joined in.
         self.offset_names = {topic: "offset", **{topic_name(role, settings): f"offset.{role}" for role in stage.tables}}
         self.contracts = {topic: stage.contract, **{topic_name(r, settings): c for r, c in stage.tables.items()}}
+        self.personal = {t: topics.personal_fields(t, settings) for t in self.contracts}
+        self._keyring: Keyring | None = None
         self.name = stage.name
         self.state = state
         self.reference = reference
@@ -281,8 +286,17 @@ class Processor:
         conflicts = await self._emit_and_commit(work)
         return {p: by_partition[p] for p in conflicts}
 
+    def keyring(self) -> Keyring:
+        if self._keyring is None:
+            self._keyring = Keyring(self.settings.privacy_keys)  # refuses to go on without a key
+        return self._keyring
+
     def _decode(self, stage: Stage, source: Source) -> Any:
         value = decode(self.contracts[source.topic], source.value)
+        if self.personal[source.topic]:
+            # From here on the stage sees tokens only: a raw identifier never reaches its state,
+            # its records, its logs or its alerts.
+            value = self.keyring().pseudonymise(value, self.personal[source.topic])
         t = getattr(value, "event_time", None)
         # One reading from a clock far in the future would make every later one late.
         if t is not None and source.timestamp and t > source.timestamp + self.settings.max_ahead_s:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 PREFIX = "CITYBRAIN_"
@@ -89,6 +89,35 @@ class Settings:
 
     # Reference data is re-read at most this often when an event names an unknown id.
     reference_refresh_s: float = 5.0
+
+    # Privacy (PIPL art. 51, GB/T 35273 §6.2): personal identifiers become keyed HMAC tokens as
+    # they are read. `key_id:secret` entries, the current key first; older keys stay listed while
+    # a rotation is under way. Never logged.
+    privacy_keys: tuple[str, ...] = field(default=(), repr=False)
+    person_ttl_s: float = 14 * 86_400.0  # a person's state is forgotten this long after their last event
+
+    # Health codes: per zone, yellow and red scans in a window, and how many of them (and what
+    # share of all scans) make the zone a risk; windows in a row to raise and to clear.
+    health_window_s: float = 900.0
+    health_risk_scans: int = 5
+    health_risk_share: float = 0.2
+    health_raise_windows: int = 1
+    health_clear_windows: int = 2
+
+    # Parking (FIWARE OffStreetParking statuses; Shoup's 85 % target as the clearing line).
+    parking_almost_full: float = 0.9
+    parking_clear: float = 0.85
+    parking_rate_window_s: float = 900.0  # net arrivals over this long give the minutes until full
+    parking_free_s: float = 900.0  # free stay before billing starts
+    parking_billing_unit_s: float = 3600.0  # billed per started unit
+    parking_stay_max_s: float = 7 * 86_400.0  # an open stay this old is a missed exit
+    parking_dedupe_s: float = 86_400.0  # event ids remembered this long to drop duplicates
+
+    # Floods and what they set off in a zone: `kind:level` (rain signal colour or waterlogging
+    # level) reached by any gauge or point of the zone; `zone_id=kind:level` entries replace the
+    # defaults for that zone.
+    garage_closure_on: tuple[str, ...] = ("rain:orange", "waterlogging:severe")
+    evacuation_on: tuple[str, ...] = ("rain:red",)
 
 
 def _parse(tp: typing.Any, text: str) -> typing.Any:

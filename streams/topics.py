@@ -19,6 +19,7 @@ class TopicSpec:
     compacted: bool = False
     partitions: int | None = None  # None: the configured default
     personal: tuple[str, ...] = ()  # fields holding raw personal identifiers (ingestion topics only)
+    personal_key: bool = False  # the key itself is a raw personal identifier
 
 
 SPECS = {
@@ -28,7 +29,8 @@ SPECS = {
     "rain_readings": TopicSpec("flood.rain_readings", "gauge_id", "RainGaugeReading"),
     "flood_reports": TopicSpec("flood.citizen_reports", "report_id", "CitizenFloodReport", personal=("phone",)),
     "health_scans": TopicSpec("health.scans", "venue_id", "HealthCodeScan", personal=("person_id",)),
-    "health_status": TopicSpec("health.status_changes", "person_id", "HealthCodeStatusChange", personal=("person_id",)),
+    "health_status": TopicSpec("health.status_changes", "person_id", "HealthCodeStatusChange", personal=("person_id",),
+                               personal_key=True),
     "parking_events": TopicSpec("parking.events", "lot_id", "ParkingEvent", personal=("plate",)),
     # Reference data: the latest record per id.
     "zones": TopicSpec("ref.zones", "zone_id", "Zone", compacted=True, partitions=1),
@@ -45,8 +47,18 @@ SPECS = {
     "closures": TopicSpec("traffic.closures", "segment_id", "RoadClosure (joined as a table)"),
     "point_reports": TopicSpec("flood.point_reports", "point_id", "PointReport (joined as a table)"),
     "report_cells": TopicSpec("flood.report_cells", "cell_id", "CellReport"),
+    "person_scans": TopicSpec("people.scans", "person token", "PersonScan"),
+    "person_status": TopicSpec("people.status", "person token", "PersonStatus (joined as a table)"),
+    "zone_scans": TopicSpec("health.zone_scans", "zone_id", "ZoneScan"),
+    "whereabouts": TopicSpec("people.whereabouts", "zone_id", "Whereabouts"),
+    "zone_floods": TopicSpec("flood.zone_levels", "zone_id", "ZoneFlood", partitions=1),
+    "lot_orders": TopicSpec("parking.lot_orders", "lot_id", "LotOrder (joined as a table)"),
+    "evacuation_orders": TopicSpec("people.evacuation_orders", "zone_id", "EvacuationOrder (joined as a table)"),
     # What the city brain says.
     "signal_plans": TopicSpec("signals.plans", "intersection_id", "SignalPlan"),
+    "bills": TopicSpec("parking.bills", "lot_id", "Bill"),
+    "parking_anomalies": TopicSpec("parking.anomalies", "lot_id", "ParkingAnomaly"),
+    "notices": TopicSpec("notices", "addressee: a token or a venue_id", "Notice"),
     "alerts": TopicSpec("alerts", "incident", "CAP 1.2 Alert as JSON (schemas/cap.py)"),
     "alerts_cap": TopicSpec("alerts.cap", "incident", "the same CAP 1.2 Alert as XML"),
     "dead_letters": TopicSpec("dead_letters", "source topic", "DeadLetter"),
@@ -61,9 +73,15 @@ def topic_name(role: str, s: Settings | None = None) -> str:
     return (s or settings()).topic_prefix + SPECS[role].name
 
 
+def spec_of(topic: str, s: Settings | None = None) -> TopicSpec | None:
+    """The spec of the topic with this broker-side name."""
+    return next((spec for role, spec in SPECS.items() if topic_name(role, s) == topic), None)
+
+
 def personal_fields(topic: str, s: Settings | None = None) -> tuple[str, ...]:
     """The personal-identifier fields of the topic with this broker-side name."""
-    return next((spec.personal for role, spec in SPECS.items() if topic_name(role, s) == topic), ())
+    spec = spec_of(topic, s)
+    return spec.personal if spec else ()
 
 
 def partitions_of(role: str, s: Settings | None = None) -> int:
@@ -82,6 +100,27 @@ point_reports = app.topic(topic_name("point_reports"))
 depths_with_reports = app.topic(topic_name("water_depths"), topic_name("point_reports"))
 # The traffic stage reads its readings with the closures joined in (co-partitioned by segment).
 traffic_with_closures = app.topic(topic_name("traffic_readings"), topic_name("closures"))
+# Health codes: raw scans and status changes are tokenised and re-keyed by person; a person's
+# scans then read their status changes alongside.
+health_scans = app.topic(topic_name("health_scans"))
+health_intake = app.topic(topic_name("health_scans"), topic_name("health_status"))
+person_scans = app.topic(topic_name("person_scans"))
+person_status = app.topic(topic_name("person_status"))
+# A person's evacuation notices come back as a table: the safety code lives with the person.
+people_events = app.topic(topic_name("person_scans"), topic_name("person_status"), topic_name("notices"))
+zone_scans = app.topic(topic_name("zone_scans"))
+# Parking: a lot's entries and exits with the flood's orders for the lot joined in.
+parking_events = app.topic(topic_name("parking_events"))
+events_with_lot_orders = app.topic(topic_name("parking_events"), topic_name("lot_orders"))
+lot_orders = app.topic(topic_name("lot_orders"))
+bills = app.topic(topic_name("bills"))
+parking_anomalies = app.topic(topic_name("parking_anomalies"))
+# Evacuation: flood levels by zone decide orders; people's whereabouts by zone meet them.
+zone_floods = app.topic(topic_name("zone_floods"))
+whereabouts = app.topic(topic_name("whereabouts"))
+evacuation_orders = app.topic(topic_name("evacuation_orders"))
+whereabouts_with_orders = app.topic(topic_name("whereabouts"), topic_name("evacuation_orders"))
+notices = app.topic(topic_name("notices"))
 approach_flows = app.topic(topic_name("approach_flows"))
 city_parts = app.topic(topic_name("city_parts"))
 signal_plans = app.topic(topic_name("signal_plans"))

@@ -55,6 +55,7 @@ class CityRun:
             "CITYBRAIN_KEY_PREFIX": name,
             "CITYBRAIN_IDLE_CLOSE_S": "2",
             "CITYBRAIN_SESSION_TIMEOUT_S": "6",
+            "CITYBRAIN_PRIVACY_KEYS": f"k1:{uuid.uuid4().hex}",
             **{f"CITYBRAIN_{k.upper()}": str(v) for k, v in overrides.items()},
         }
         self.settings = from_env(self.env)

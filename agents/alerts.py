@@ -1,0 +1,30 @@
+"""Where every domain's warnings leave the city brain: CAP 1.2 on Kafka, and notices to people,
+plates and venues."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.cap import Alert, to_xml
+from schemas.contract import encode
+from schemas.records import Notice
+from streams import metrics, topics
+from streams.processor import Effects
+
+
+def send_alert(alert: Alert, effects: Effects) -> None:
+    """An alert goes out as CAP JSON on `alerts` and as CAP XML on `alerts.cap`, keyed by incident."""
+    metrics.ALERTS.labels(alert.info[0].category, alert.info[0].severity, alert.msg_type).inc()
+    effects.send(topics.alerts, alert.incidents, alert)
+    effects.send_raw(topics.alerts_cap, alert.incidents, to_xml(alert).encode())
+
+
+def send_notice(notice: Notice, effects: Effects) -> None:
+    """A notice goes to its addressee's key on `notices`."""
+    metrics.NOTICES.labels(notice.kind).inc()
+    effects.send(topics.notices, notice.to, notice)
+
+
+def as_json(record: Any) -> str:
+    """A record as Redis keeps it: the same JSON as on the wire."""
+    return encode(record).decode()

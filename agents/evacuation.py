@@ -1,0 +1,349 @@
+"""What a flood sets off in a zone: underground car parks closing with "move your vehicle"
+notices, and evacuation orders reaching every person last known to be in the zone.
+
+  flood.zone_levels (one partition)  -> watch_flood_zones -> per zone: the rain signal and the
+      waterlogging levels of its points; at the configured levels, lot orders for its underground
+      car parks (with a CAP message to move cars out) and evacuation orders
+  people.whereabouts (by zone) + people.evacuation_orders (as a table) -> evacuate_zones
+      -> per zone: who is in it and at which shelter; on an order, a CAP Evacuate message and an
+         evacuation notice (safety code red, nearest open shelter) to every person token in it
+
+Operators may publish their own orders on `people.evacuation_orders`; they are carried out the
+same way. Notices have deterministic ids: a replay resends the same notice, never a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+
+import orjson
+
+from agents.alerts import as_json, send_alert, send_notice
+from agents.flood import LEVELS, colour_rank
+from schemas.cap import Alert, Area, Incident, bilingual, cap_id, polygon
+from schemas.contract import Rejected
+from schemas.records import EvacuationOrder, LotOrder, Notice, Whereabouts, ZoneFlood
+from schemas.reference import CityMap, Venue, Zone
+from streams import runtime, topics
+from streams.app import app
+from streams.processor import Effects, Source, Stage
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Rules (pure)
+
+
+def triggers_for(zone_id: str, entries: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The (kind, level) triggers of a zone: its own `zone_id=kind:level` entries if it has any,
+    otherwise the entries without a zone."""
+    own = [e.split("=", 1)[1] for e in entries if e.startswith(f"{zone_id}=")]
+    chosen = own or [e for e in entries if "=" not in e]
+    return [tuple(e.split(":", 1)) for e in chosen]  # type: ignore[misc]
+
+
+def level_rank(kind: str, level: str | None, s: Settings) -> int:
+    if level is None:
+        return -1
+    return colour_rank(level, s) if kind == "rain" else LEVELS.index(level)
+
+
+def reached(levels: dict[str, tuple[str, str]], triggers: list[tuple[str, str]], s: Settings) -> str | None:
+    """The first trigger some source of the zone has reached ("rain:orange"), or None."""
+    for kind, at_least in triggers:
+        for source_kind, level in levels.values():
+            if source_kind == kind and level_rank(kind, level, s) >= level_rank(kind, at_least, s):
+                return f"{kind}:{level}"
+    return None
+
+
+def centre(zone: Zone) -> tuple[float, float]:
+    ring = zone.polygon[:-1] if len(zone.polygon) > 1 and zone.polygon[0] == zone.polygon[-1] else zone.polygon
+    return (sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring)) if ring else (0.0, 0.0)
+
+
+def nearest_shelter(zone: Zone, city: CityMap, unsafe_zones: set[str]) -> Venue | None:
+    """The shelter nearest the zone's centre outside every zone under an order."""
+    lat, lon = centre(zone)
+    open_shelters = [v for v in city.venues.values()
+                     if v.kind == "shelter" and v.capacity > 0 and v.zone_id not in unsafe_zones]
+    return min(open_shelters, key=lambda v: (math.hypot(v.lat - lat, (v.lon - lon) * math.cos(math.radians(lat))), v.venue_id),
+               default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneFloodWatch:
+    """A zone's flood sources and the orders they have set off."""
+
+    levels: dict[str, tuple[str, str]] = field(default_factory=dict)  # source -> (kind, level)
+    garages_order: str | None = None
+    garages_incident: Incident | None = None
+    evacuation_order: str | None = None
+
+
+def garage_message(incident: Incident, msg_type: str, zone: Zone, lots: list[str], why: str, at: float, s: Settings) -> tuple[Incident, Alert]:
+    cleared = msg_type == "Cancel"
+    if cleared:
+        texts = {"zh-CN": (f"{zone.name}地下车库恢复开放", f"{zone.name}内涝风险已降低。", "地下车库恢复进入。"),
+                 "en-US": (f"Underground car parks reopen in {zone.name}", f"The flood risk in {zone.name} has eased.",
+                           "Underground car parks are open again.")}
+    else:
+        texts = {"zh-CN": (f"{zone.name}地下车库紧急关闭", f"{zone.name}内涝风险（{why}），地下车库停止进入。",
+                           "请立即将地下车库内车辆驶离至地势较高处，切勿进入地下车库。"),
+                 "en-US": (f"Move your car out of underground car parks in {zone.name}",
+                           f"Flood risk in {zone.name} ({why}): underground car parks are closed to entry.",
+                           "Drive your vehicle out of underground car parks to higher ground now; do not go down into them.")}
+    info = bilingual(texts, "Safety", "Underground car park closure", "AllClear" if cleared else "Execute",
+                     "Past" if cleared else "Immediate", "Severe", "Likely",
+                     [("zone_id", zone.zone_id), ("trigger", why), ("lots", " ".join(lots))],
+                     [Area(zone.name, [polygon(zone.polygon)] if zone.polygon else [])])
+    return incident.message(s.alert_sender, msg_type, at, info)
+
+
+def evacuation_message(incident: Incident, msg_type: str, zone: Zone, shelter: Venue | None, why: str, at: float,
+                       s: Settings) -> tuple[Incident, Alert]:
+    cleared = msg_type == "Cancel"
+    where_zh = f"前往{shelter.name}" if shelter else "前往地势较高的安全地点"
+    where_en = f"Go to {shelter.name}" if shelter else "Go to higher ground"
+    if cleared:
+        texts = {"zh-CN": (f"{zone.name}撤离令解除", f"{zone.name}的撤离令已解除。", "可按指引有序返回。"),
+                 "en-US": (f"Evacuation order lifted for {zone.name}", f"The evacuation order for {zone.name} is lifted.",
+                           "You may return home as directed.")}
+    else:
+        texts = {"zh-CN": (f"{zone.name}紧急撤离", f"{zone.name}有严重内涝风险（{why}），请立即撤离。",
+                           f"请立即{where_zh}，到达后扫码登记。"),
+                 "en-US": (f"Evacuate {zone.name} now", f"Severe flood risk in {zone.name} ({why}): leave the area now.",
+                           f"{where_en} and scan your code when you arrive.")}
+    parameters = [("zone_id", zone.zone_id), ("reason", why)] + ([("shelter_id", shelter.venue_id)] if shelter else [])
+    info = bilingual(texts, "Safety", "Flood evacuation", "AllClear" if cleared else "Evacuate",
+                     "Past" if cleared else "Immediate", "Extreme", "Likely", parameters,
+                     [Area(zone.name, [polygon(zone.polygon)] if zone.polygon else [])])
+    return incident.message(s.alert_sender, msg_type, at, info)
+
+
+def evacuation_notice(order_id: str, at: float, token: str, zone: Zone, shelter: Venue | None) -> Notice:
+    where_zh = f"{shelter.name}" if shelter else "地势较高的安全地点"
+    where_en = shelter.name if shelter else "higher ground"
+    return Notice(f"{order_id}.{token}", token, "person", "evacuate", at, zone.zone_id,
+                  [("zh-CN", f"{zone.name}已发布撤离令，您的安全码已转为红码。请立即前往{where_zh}，到达后扫码登记。"),
+                   ("en-US", f"An evacuation order covers {zone.name}; your safety code is now red. "
+                             f"Go to {where_en} now and scan your code when you arrive.")],
+                  safety_code="red", shelter_id=shelter.venue_id if shelter else None, order_id=order_id)
+
+
+def lifted_notice(order_id: str, token: str, zone: Zone, at: float) -> Notice:
+    return Notice(f"{order_id}.{token}.lifted", token, "person", "order_lifted", at, zone.zone_id,
+                  [("zh-CN", f"{zone.name}撤离令已解除，您的安全码恢复为绿码。"),
+                   ("en-US", f"The evacuation order for {zone.name} is lifted; your safety code is green again.")],
+                  safety_code="green", order_id=order_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+def _zone(city: CityMap, zone_id: str) -> Zone:
+    return city.zones.get(zone_id) or Zone(zone_id, zone_id, [])
+
+
+def _flood_watch_from(raw: bytes) -> ZoneFloodWatch:
+    d = orjson.loads(raw)
+    d["levels"] = {k: tuple(v) for k, v in d["levels"].items()}
+    d["garages_incident"] = Incident(**d["garages_incident"]) if d["garages_incident"] else None
+    return ZoneFloodWatch(**d)
+
+
+class FloodZoneStage(Stage):
+    """All zones on one partition: each zone's flood sources, and the orders they set off.
+
+    One partition suffices (a zone's flood level changes a few times a storm) and lets the
+    nearest open shelter be chosen knowing every zone under an order.
+    """
+
+    name = "flood_zones"
+    contract = ZoneFlood
+    hashes = ("zones",)
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        self.zones = {z: _flood_watch_from(v) for z, v in hashes.get("zones", {}).items()}
+        self.changed: set[str] = set()
+
+    def knows(self, f: ZoneFlood) -> bool:
+        return f.zone_id in self.reference.city.zones
+
+    def on_event(self, f: ZoneFlood, source: Source, effects: Effects) -> None:
+        city, s = self.reference.city, self.settings
+        if f.zone_id not in city.zones:
+            raise Rejected(f"unknown zone_id {f.zone_id!r}: not in the zones reference", "unknown_reference")
+        watch = self.zones.get(f.zone_id, ZoneFloodWatch())
+        levels = {k: v for k, v in watch.levels.items() if k != f.source_id}
+        if f.level is not None:
+            levels[f.source_id] = (f.kind, f.level)
+        watch = replace(watch, levels=levels)
+        zone = city.zones[f.zone_id]
+        underground = sorted(lot.lot_id for lot in city.lots.values() if lot.zone_id == zone.zone_id and lot.underground)
+
+        why = reached(levels, triggers_for(zone.zone_id, s.garage_closure_on), s)
+        if (why is not None) != (watch.garages_order is not None):
+            order_id = watch.garages_order or cap_id(f"garages.{zone.zone_id}.{int(f.at)}")
+            for lot_id in underground:
+                effects.send(topics.lot_orders, lot_id, LotOrder(order_id, lot_id, zone.zone_id, why is not None, f.at,
+                                                                 why or "flood risk eased"))
+            incident = watch.garages_incident or Incident(order_id)
+            incident, alert = garage_message(incident, "Alert" if why else "Cancel", zone, underground,
+                                             why or "eased", f.at, s)
+            send_alert(alert, effects)
+            watch = replace(watch, garages_order=order_id if why else None, garages_incident=incident if why else None)
+
+        why = reached(levels, triggers_for(zone.zone_id, s.evacuation_on), s)
+        if (why is not None) != (watch.evacuation_order is not None):
+            if why is not None:
+                unsafe = {z for z, w in self.zones.items() if w.evacuation_order} | {zone.zone_id}
+                shelter = nearest_shelter(zone, city, unsafe)
+                order = EvacuationOrder(cap_id(f"evacuation.{zone.zone_id}.{int(f.at)}"), zone.zone_id, "evacuate",
+                                        f.at, why, shelter.venue_id if shelter else None)
+            else:
+                order = EvacuationOrder(watch.evacuation_order, zone.zone_id, "lift", f.at, "flood risk eased")
+            effects.send(topics.evacuation_orders, zone.zone_id, order)
+            watch = replace(watch, evacuation_order=order.order_id if why else None)
+        self.zones[zone.zone_id] = watch
+        self.changed.add(zone.zone_id)
+
+    def flush(self, effects: Effects) -> None:
+        if self.changed:
+            effects.batch.hset("zones", {z: as_json(self.zones[z]) for z in self.changed})
+        self.changed.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneOrder:
+    """The evacuation order a zone is under."""
+
+    order_id: str
+    shelter_id: str | None
+    incident: Incident
+
+
+def _order_from(raw: bytes) -> ZoneOrder:
+    d = orjson.loads(raw)
+    return ZoneOrder(d["order_id"], d["shelter_id"], Incident(**d["incident"]))
+
+
+class EvacuationStage(Stage):
+    """Per zone: who is in it (by token) and at which of its shelters, and the order it is under."""
+
+    name = "evacuation"
+    contract = Whereabouts
+    tables = {"evacuation_orders": EvacuationOrder}
+    hashes = ("residents", "orders", "notified")
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        self.residents: dict[str, dict[str, str]] = {}  # zone -> token -> shelter id ("" when not at one)
+        for key, shelter in hashes.get("residents", {}).items():
+            zone_id, token = key.split("|", 1)
+            self.residents.setdefault(zone_id, {})[token] = shelter.decode()
+        self.sheltered: dict[str, int] = {}  # shelter -> people checked in
+        for residents in self.residents.values():
+            for shelter in residents.values():
+                if shelter:
+                    self.sheltered[shelter] = self.sheltered.get(shelter, 0) + 1
+        self.orders = {z: _order_from(v) for z, v in hashes.get("orders", {}).items()}
+        self.notified: dict[str, set[str]] = {}  # zone -> tokens told to evacuate under its order
+        for key in hashes.get("notified", {}):
+            zone_id, token = key.split("|", 1)
+            self.notified.setdefault(zone_id, set()).add(token)
+        self.changed: set[str] = set()
+
+    def knows(self, e: Whereabouts | EvacuationOrder) -> bool:
+        return e.zone_id in self.reference.city.zones
+
+    def on_event(self, e: Whereabouts | EvacuationOrder, source: Source, effects: Effects) -> None:
+        zone = _zone(self.reference.city, e.zone_id)
+        self.changed.add(zone.zone_id)
+        if isinstance(e, EvacuationOrder):
+            self.on_order(e, zone, effects)
+            return
+        residents = self.residents.setdefault(zone.zone_id, {})
+        key = f"{zone.zone_id}|{e.person_token}"
+        was_at = residents.pop(e.person_token, None)
+        if was_at:
+            self.sheltered[was_at] -= 1
+        if not e.arrived:
+            effects.batch.hdel("residents", [key])
+            return
+        residents[e.person_token] = e.shelter_id or ""
+        effects.batch.hset("residents", {key: e.shelter_id or ""})
+        if e.shelter_id:
+            self.sheltered[e.shelter_id] = self.sheltered.get(e.shelter_id, 0) + 1
+        order = self.orders.get(zone.zone_id)
+        if order is not None and not e.shelter_id:
+            self.notify(order, zone, e.person_token, e.at, effects)
+
+    def notify(self, order: ZoneOrder, zone: Zone, token: str, at: float, effects: Effects) -> None:
+        """Tell one person in the zone to evacuate, once per order."""
+        told = self.notified.setdefault(zone.zone_id, set())
+        if token in told:
+            return
+        told.add(token)
+        effects.batch.hset("notified", {f"{zone.zone_id}|{token}": order.order_id})
+        shelter = self.reference.city.venues.get(order.shelter_id) if order.shelter_id else None
+        send_notice(evacuation_notice(order.order_id, at, token, zone, shelter), effects)
+
+    def on_order(self, o: EvacuationOrder, zone: Zone, effects: Effects) -> None:
+        current = self.orders.get(zone.zone_id)
+        city, s = self.reference.city, self.settings
+        if o.action == "evacuate" and (current is None or current.order_id != o.order_id):
+            shelter = city.venues.get(o.shelter_id) if o.shelter_id else nearest_shelter(zone, city, {zone.zone_id})
+            incident, alert = evacuation_message(current.incident if current else Incident(cap_id(o.order_id)),
+                                                 "Alert" if current is None else "Update", zone, shelter, o.reason, o.at, s)
+            send_alert(alert, effects)
+            order = ZoneOrder(o.order_id, shelter.venue_id if shelter else None, incident)
+            self.orders[zone.zone_id] = order
+            effects.batch.hset("orders", {zone.zone_id: as_json(order)})
+            for token, at_shelter in sorted(self.residents.get(zone.zone_id, {}).items()):
+                if not at_shelter:
+                    self.notify(order, zone, token, o.at, effects)
+        elif o.action == "lift" and current is not None and current.order_id == o.order_id:
+            _, alert = evacuation_message(current.incident, "Cancel", zone, None, o.reason, o.at, s)
+            send_alert(alert, effects)
+            told = sorted(self.notified.pop(zone.zone_id, set()))
+            for token in told:
+                send_notice(lifted_notice(o.order_id, token, zone, o.at), effects)
+            effects.batch.hdel("notified", [f"{zone.zone_id}|{t}" for t in told])
+            del self.orders[zone.zone_id]
+            effects.batch.hdel("orders", [zone.zone_id])
+
+    def flush(self, effects: Effects) -> None:
+        city = self.reference.city
+        for zone_id in self.changed:
+            residents = self.residents.get(zone_id, {})
+            order = self.orders.get(zone_id)
+            effects.batch.hset("zones", {zone_id: orjson.dumps({
+                "zone_id": zone_id, "people": len(residents), "evacuation_order": order.order_id if order else None,
+                "shelter_id": order.shelter_id if order else None, "told_to_evacuate": len(self.notified.get(zone_id, ())),
+            }).decode()})
+            shelters = [v for v in city.venues.values() if v.kind == "shelter" and v.zone_id == zone_id]
+            if shelters:
+                effects.batch.hset("shelters", {v.venue_id: orjson.dumps({
+                    "shelter_id": v.venue_id, "zone_id": zone_id, "capacity": v.capacity, "occupancy": self.sheltered.get(v.venue_id, 0),
+                }).decode() for v in shelters})
+        self.changed.clear()
+
+
+flood_zones = runtime.processor(FloodZoneStage, topics.zone_floods.get_topic_name())
+evacuation = runtime.processor(EvacuationStage, topics.whereabouts.get_topic_name())
+
+
+@app.agent(topics.zone_floods)
+async def watch_flood_zones(stream):
+    async for events in runtime.batches(stream):
+        await flood_zones.process(events)
+
+
+@app.agent(topics.whereabouts_with_orders)
+async def evacuate_zones(stream):
+    async for events in runtime.batches(stream):
+        await evacuation.process(events)

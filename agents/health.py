@@ -1,0 +1,350 @@
+"""Health codes and people's safety codes: who is which colour, where they were last seen, what a
+venue should do with the code it scanned, and which zones are a health risk.
+
+  health.scans (by venue) + health.status_changes   -> admit_health_events -> tokenised, re-keyed by person
+  people.scans (by person) + people.status + notices -> track_people
+      -> per person: health colour, last known zone, safety code (Redis, expires after `person_ttl_s`);
+         notices to venues for yellow and red codes; whereabouts by zone; shelter check-ins
+  health.zone_scans (by zone)                        -> watch_zone_health -> per zone and window: scans
+                                                        by colour (Redis); Health alerts with hysteresis
+
+A person is a token from the moment their event is read (streams/privacy.py); zone-level views
+count people and never name them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from agents.alerts import as_json, send_alert, send_notice
+from schemas.cap import Alert, Area, Incident, bilingual, cap_id, polygon
+from schemas.contract import Rejected, iso
+from schemas.events import HealthCodeScan, HealthCodeStatusChange
+from schemas.records import Notice, PersonScan, PersonStatus, Whereabouts, ZoneScan
+from schemas.reference import Venue, Zone
+from streams import runtime, topics
+from streams.app import app
+from streams.processor import Effects, Source, Stage, WindowedStage
+from streams.settings import Settings
+from streams.windows import TumblingWindows
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Rules (pure)
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """What the city brain keeps of one person token, and only while it is needed."""
+
+    colour: str = "green"  # health code
+    colour_at: float | None = None
+    zone_id: str | None = None  # last known location: home zone or the latest scan's venue zone
+    shelter_id: str | None = None  # the shelter the person last checked in at, while there
+    located_at: float | None = None
+    safety_code: str = "green"  # red while under an evacuation order and not yet at a shelter
+    order_id: str | None = None  # the evacuation order that turned the safety code red
+    seen_at: float | None = None
+
+
+def step_status(person: Person, st: PersonStatus) -> Person:
+    """A colour change applies unless an older one arrives after a newer one."""
+    person = replace(person, seen_at=max(st.at, person.seen_at or st.at))
+    if person.colour_at is not None and st.at < person.colour_at:
+        return person
+    return replace(person, colour=st.colour, colour_at=st.at)
+
+
+def move(person: Person, token: str, zone_id: str, shelter_id: str | None, at: float) -> tuple[Person, list[Whereabouts]]:
+    """The person's last known location moving to `zone_id` (at `shelter_id`, if a shelter): the
+    zone left and the zone arrived in each hear of it. Older news of a location changes nothing."""
+    if person.located_at is not None and at < person.located_at:
+        return person, []
+    moved = replace(person, zone_id=zone_id, shelter_id=shelter_id, located_at=at)
+    if (person.zone_id, person.shelter_id) == (zone_id, shelter_id):
+        return moved, []
+    out = [Whereabouts(person.zone_id, token, False, at, shelter_id)] if person.zone_id else []
+    return moved, [*out, Whereabouts(zone_id, token, True, at, shelter_id)]
+
+
+def venue_notice(scan: PersonScan, colour: str, venue: Venue) -> Notice | None:
+    """What a venue is told about a yellow or red code: deny entry, or check it. A shelter checks
+    but never turns anyone away from safety."""
+    if colour == "green":
+        return None
+    kind = "deny_entry" if colour == "red" and venue.kind != "shelter" else "check_entry"
+    action = {"deny_entry": ("请劝阻其进入并引导就医或隔离。", "Do not admit; direct the person to testing or isolation."),
+              "check_entry": ("请核验并做好防护登记。", "Check the person and record the entry with care.")}[kind]
+    zh_colour = {"yellow": "黄码", "red": "红码"}[colour]
+    return Notice(f"{scan.scan_id}.venue", venue.venue_id, "venue", kind, scan.at, venue.zone_id,
+                  [("zh-CN", f"扫码结果为{zh_colour}。{action[0]}"), ("en-US", f"The scanned code is {colour}. {action[1]}")],
+                  scan_id=scan.scan_id)
+
+
+def checked_in_notice(person: Person, token: str, shelter: Venue, at: float) -> Notice:
+    return Notice(f"{person.order_id}.{token}.checked_in", token, "person", "checked_in", at, shelter.zone_id,
+                  [("zh-CN", f"您已在{shelter.name}登记，安全码恢复为绿码。"),
+                   ("en-US", f"You have checked in at {shelter.name}; your safety code is green again.")],
+                  safety_code="green", shelter_id=shelter.venue_id, order_id=person.order_id)
+
+
+def expired(person: Person, now: float, s: Settings) -> bool:
+    """A person's state is no longer needed: green on both codes and unseen for `person_ttl_s`."""
+    return (person.colour == "green" and person.safety_code == "green" and person.seen_at is not None
+            and person.seen_at < now - s.person_ttl_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneHealth:
+    """Hysteresis state of one zone's health-risk alert."""
+
+    severity: str | None = None  # Moderate or Severe, while alerting
+    run: int = 0  # risky windows in a row, while not alerting
+    calm: int = 0  # calm windows in a row, while alerting
+    incident: Incident | None = None
+
+
+def zone_risk(scans: int, yellow: int, red: int, s: Settings) -> str | None:
+    """The severity a window's scans call for: enough yellow and red codes, and a large enough
+    share of all scans, make a risk; red codes alone reaching the count make it severe."""
+    risky = yellow + red
+    if risky < s.health_risk_scans or risky < s.health_risk_share * scans:
+        return None
+    return "Severe" if red >= s.health_risk_scans else "Moderate"
+
+
+def step_zone_health(
+    watch: ZoneHealth, counts: list[int], window_end: float, zone: Zone, s: Settings
+) -> tuple[ZoneHealth, Alert | None]:
+    """Advance a zone's health alert by one window: raise after N risky windows, escalate at
+    once, clear after M calm ones."""
+    severity = zone_risk(*counts, s)
+    if watch.severity is None:
+        run = watch.run + 1 if severity else 0
+        if run < s.health_raise_windows:
+            return replace(watch, run=run), None
+        incident = Incident(cap_id(f"health.{zone.zone_id}.{int(window_end)}"))
+        return _health_message(ZoneHealth(severity, incident=incident), "Alert", counts, window_end, zone, s)
+    if severity is None:
+        calm = watch.calm + 1
+        if calm < s.health_clear_windows:
+            return replace(watch, calm=calm), None
+        _, alert = _health_message(watch, "Cancel", counts, window_end, zone, s)
+        return ZoneHealth(), alert
+    if severity == "Severe" and watch.severity == "Moderate":
+        return _health_message(replace(watch, severity=severity, calm=0), "Update", counts, window_end, zone, s)
+    return replace(watch, calm=0), None
+
+
+def _health_message(
+    watch: ZoneHealth, msg_type: str, counts: list[int], at: float, zone: Zone, s: Settings
+) -> tuple[ZoneHealth, Alert]:
+    scans, yellow, red = counts
+    cleared = msg_type == "Cancel"
+    if cleared:
+        texts = {"zh-CN": (f"{zone.name}健康码风险解除", f"{zone.name}黄码、红码扫码已回落。", "无需采取额外措施。"),
+                 "en-US": (f"Health-code risk over in {zone.name}", f"Yellow and red codes scanned in {zone.name} are back down.",
+                           "No further action needed.")}
+    else:
+        texts = {"zh-CN": (f"{zone.name}健康码风险", f"{zone.name}在{s.health_window_s / 60:g}分钟内扫码{scans}次，"
+                           f"黄码{yellow}次、红码{red}次。", "场所请严格查验健康码；居民请减少前往该区域。"),
+                 "en-US": (f"Health-code risk in {zone.name}", f"{scans} scans in {zone.name} in {s.health_window_s / 60:g} "
+                           f"minutes: {yellow} yellow and {red} red codes.",
+                           "Venues: check every code. Residents: avoid non-essential visits to the area.")}
+    info = bilingual(texts, "Health", "Health-code risk", "AllClear" if cleared else "Monitor",
+                     "Past" if cleared else "Expected", watch.severity or "Minor", "Observed",
+                     [("zone_id", zone.zone_id), ("scans", str(scans)), ("yellow", str(yellow)), ("red", str(red))],
+                     [Area(zone.name, [polygon(zone.polygon)] if zone.polygon else [])])
+    incident, alert = watch.incident.message(s.alert_sender, msg_type, at, info)
+    return replace(watch, incident=incident), alert
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+class HealthIntakeStage(Stage):
+    """Scans and status changes as read (identifiers already tokenised), re-keyed by person so
+    that everything about one person meets on one partition. Keeps no state of its own."""
+
+    name = "health_intake"
+    contract = HealthCodeScan
+    tables = {"health_status": HealthCodeStatusChange}  # a second stream read alongside, not a table
+    hashes = ()
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        pass
+
+    def knows(self, e: HealthCodeScan | HealthCodeStatusChange) -> bool:
+        if isinstance(e, HealthCodeScan):
+            return e.venue_id in self.reference.city.venues
+        return e.zone_id is None or e.zone_id in self.reference.city.zones
+
+    def on_event(self, e: HealthCodeScan | HealthCodeStatusChange, source: Source, effects: Effects) -> None:
+        if isinstance(e, HealthCodeStatusChange):
+            if e.zone_id is not None and e.zone_id not in self.reference.city.zones:
+                raise Rejected(f"unknown zone_id {e.zone_id!r}: not in the zones reference", "unknown_reference")
+            effects.send(topics.person_status, e.person_id, PersonStatus(e.person_id, e.colour, e.event_time, e.zone_id))
+            return
+        venue = self.reference.city.venues.get(e.venue_id)
+        if venue is None:
+            raise Rejected(f"unknown venue_id {e.venue_id!r}: not in the venues reference", "unknown_reference")
+        effects.send(topics.person_scans, e.person_id,
+                     PersonScan(e.scan_id, e.person_id, venue.venue_id, venue.zone_id, venue.kind == "shelter", e.event_time))
+
+    def flush(self, effects: Effects) -> None:
+        pass
+
+
+class PersonStage(Stage):
+    """Per person token: health colour, last known zone and safety code."""
+
+    name = "people"
+    contract = PersonScan
+    tables = {"person_status": PersonStatus, "notices": Notice}
+    hashes = ("people", "meta")
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        self.people = {k: Person(**orjson.loads(v)) for k, v in hashes.get("people", {}).items()}
+        self.swept_at = float(hashes.get("meta", {}).get("swept_at", "-inf"))
+        self.clock = max((p.seen_at for p in self.people.values() if p.seen_at is not None), default=float("-inf"))
+        self.changed: set[str] = set()
+
+    def on_event(self, e: PersonScan | PersonStatus | Notice, source: Source, effects: Effects) -> None:
+        if isinstance(e, Notice):
+            self.on_notice(e)
+            return
+        token = e.person_token
+        person = self.people.get(token, Person())
+        self.clock = max(self.clock, e.at)
+        self.changed.add(token)
+        if isinstance(e, PersonStatus):
+            person = step_status(person, e)
+            if e.zone_id is not None:
+                person, moves = move(person, token, e.zone_id, None, e.at)
+                self.send_moves(moves, effects)
+            self.people[token] = person
+            return
+        venue = self.reference.city.venues.get(e.venue_id) or Venue(e.venue_id, e.venue_id, e.zone_id)
+        notice = venue_notice(e, person.colour, venue)
+        if notice is not None:
+            send_notice(notice, effects)
+        effects.send(topics.zone_scans, e.zone_id, ZoneScan(e.zone_id, e.scan_id, person.colour, e.at))
+        person, moves = move(replace(person, seen_at=max(e.at, person.seen_at or e.at)), token, e.zone_id,
+                             e.venue_id if e.shelter else None, e.at)
+        self.send_moves(moves, effects)
+        if e.shelter and person.safety_code == "red":
+            send_notice(checked_in_notice(person, token, venue, e.at), effects)
+            person = replace(person, safety_code="green")
+        self.people[token] = person
+
+    def on_notice(self, n: Notice) -> None:
+        """Evacuation notices, read back as a table, set the person's safety code."""
+        if n.to_kind != "person" or n.kind not in ("evacuate", "order_lifted"):
+            return
+        person = self.people.get(n.to, Person())
+        if n.kind == "evacuate" and person.order_id != n.order_id:
+            self.people[n.to] = replace(person, safety_code="red", order_id=n.order_id)
+        elif n.kind == "order_lifted" and person.order_id is not None and person.order_id == n.order_id:
+            self.people[n.to] = replace(person, safety_code="green", order_id=None)
+        else:
+            return
+        self.changed.add(n.to)
+
+    def send_moves(self, moves: list[Whereabouts], effects: Effects) -> None:
+        for w in moves:
+            effects.send(topics.whereabouts, w.zone_id, w)
+
+    def flush(self, effects: Effects) -> None:
+        # Forgetting people is swept once an hour of event time, not on every batch.
+        if self.clock - self.swept_at >= 3600:
+            for token in [t for t, p in self.people.items() if expired(p, self.clock, self.settings)]:
+                person = self.people.pop(token)
+                if person.zone_id is not None:
+                    self.send_moves([Whereabouts(person.zone_id, token, False, self.clock)], effects)
+                effects.batch.hdel("people", [token])
+                self.changed.discard(token)
+            self.swept_at = self.clock
+            effects.batch.hset("meta", {"swept_at": repr(self.swept_at)})
+        if self.changed:
+            effects.batch.hset("people", {t: as_json(self.people[t]) for t in self.changed if t in self.people})
+        self.changed.clear()
+
+
+class ZoneHealthStage(WindowedStage):
+    """Per zone and window: scans by colour, and the zone's health-risk alert."""
+
+    name = "zone_health"
+    contract = ZoneScan
+    hashes = ("meta", "open", "watch")
+
+    def __init__(self, partition: int, settings: Settings, reference: Any):
+        super().__init__(partition, settings, reference)
+        self.windows = TumblingWindows(settings.health_window_s, settings.grace_s)
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        super().restore(hashes)
+        self.watch = {z: _zone_health_from(v) for z, v in hashes.get("watch", {}).items()}
+
+    def on_event(self, scan: ZoneScan, source: Source, effects: Effects) -> None:
+        colour = ("green", "yellow", "red").index(scan.colour)
+
+        def count(acc: list[int] | None) -> list[int]:
+            acc = acc or [0, 0, 0]
+            acc[0] += 1
+            if colour:
+                acc[colour] += 1
+            return acc
+
+        self.fold(scan.zone_id, scan.at, count, source, effects)
+
+    def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
+        changed = {}
+        for zone_id, start, counts in closed:
+            zone = self.reference.city.zones.get(zone_id) or Zone(zone_id, zone_id, [])
+            end = start + self.settings.health_window_s
+            watch, alert = step_zone_health(self.watch.get(zone_id, ZoneHealth()), counts, end, zone, self.settings)
+            self.watch[zone_id] = changed[zone_id] = watch
+            if alert is not None:
+                send_alert(alert, effects)
+            scans, yellow, red = counts
+            effects.batch.hset("zones", {zone_id: orjson.dumps({
+                "zone_id": zone_id, "window_start": iso(start), "window_end": iso(end), "scans": scans,
+                "yellow": yellow, "red": red, "risk": zone_risk(scans, yellow, red, self.settings), "alert": watch.severity,
+            }).decode()})
+        if changed:
+            effects.batch.hset("watch", {z: as_json(w) for z, w in changed.items()})
+
+
+def _zone_health_from(raw: bytes) -> ZoneHealth:
+    d = orjson.loads(raw)
+    d["incident"] = Incident(**d["incident"]) if d["incident"] else None
+    return ZoneHealth(**d)
+
+
+intake = runtime.processor(HealthIntakeStage, topics.health_scans.get_topic_name())
+people = runtime.processor(PersonStage, topics.person_scans.get_topic_name())
+zone_health = runtime.processor(ZoneHealthStage, topics.zone_scans.get_topic_name())
+
+
+@app.agent(topics.health_intake)
+async def admit_health_events(stream):
+    async for events in runtime.batches(stream):
+        await intake.process(events)
+
+
+@app.agent(topics.people_events)
+async def track_people(stream):
+    async for events in runtime.batches(stream):
+        await people.process(events)
+
+
+@app.agent(topics.zone_scans)
+async def watch_zone_health(stream):
+    async for events in runtime.batches(stream):
+        await zone_health.process(events)

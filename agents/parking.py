@@ -1,0 +1,303 @@
+"""Car parks: occupancy from the barriers' plate readers, FIWARE OffStreetParking status, minutes
+until full, leave-first-pay-later bills, lot alerts, and lots closed when their zone floods.
+
+  parking.events (by lot) + parking.lot_orders (as a table) -> count_parking
+      -> per lot: occupancy, status, minutes to full (Redis); bills; anomalies;
+         almost-full and full alerts; "move your vehicle" notices when a flood closes the lot
+
+Occupancy is the number of open stays, so no dirty event can take it below zero; a duplicate,
+an exit without its entry, a second entry of a parked car or a car over capacity is counted and
+reported as an anomaly, never applied blindly. Plates are tokens from the moment they are read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import orjson
+
+from agents.alerts import as_json, send_alert, send_notice
+from schemas.cap import Alert, Area, Incident, bilingual, cap_id
+from schemas.contract import Rejected, iso
+from schemas.events import ParkingEvent
+from schemas.records import Bill, LotOrder, Notice, ParkingAnomaly
+from schemas.reference import Lot
+from streams import metrics, runtime, topics
+from streams.app import app
+from streams.processor import Effects, Source, Stage
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Status = Literal["spacesAvailable", "almostFull", "full", "closed"]
+
+# ---------------------------------------------------------------------------------------------
+# Rules (pure)
+
+
+@dataclass(frozen=True, slots=True)
+class Stay:
+    """A vehicle in a car park: when it came in, and the entry event that says so."""
+
+    entry_at: float
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LotWatch:
+    """What the city brain remembers of one car park besides the stays in it."""
+
+    seen: dict[str, float] = field(default_factory=dict)  # recent event ids -> event time, to drop duplicates
+    arrivals: list[float] = field(default_factory=list)  # entry times within the rate window
+    departures: list[float] = field(default_factory=list)  # exit times within the rate window
+    clock: float | None = None  # the newest event time at the lot
+    level: str | None = None  # almostFull or full, while alerting
+    incident: Incident | None = None
+    closed_by: str | None = None  # the flood order that closed the lot to entry
+    anomalies: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one barrier event did: the lot after it, the stay it opened or closed, and what to report."""
+
+    watch: LotWatch
+    stay: tuple[str, Stay | None] | None = None  # (plate token, the new stay or None once it ended)
+    bill: Bill | None = None
+    anomalies: tuple[str, ...] = ()
+
+
+def bill_for(stay: Stay, exit_at: float, plate_token: str, lot: Lot, s: Settings) -> Bill:
+    """The bill of a stay: free for `parking_free_s`, then the lot's tariff per started unit."""
+    duration = exit_at - stay.entry_at
+    units = math.ceil(max(0.0, duration - s.parking_free_s) / s.parking_billing_unit_s)
+    amount = round(units * lot.tariff_per_hour_cny * s.parking_billing_unit_s / 3600.0, 2)
+    return Bill(f"{lot.lot_id}.{stay.event_id}", lot.lot_id, plate_token, stay.entry_at, exit_at, duration, units,
+                lot.tariff_per_hour_cny, amount)
+
+
+def apply_event(watch: LotWatch, stays: dict[str, Stay], e: ParkingEvent, lot: Lot, s: Settings) -> Outcome:
+    """Fold one entry or exit into the lot; `stays` maps plate tokens to open stays and is not changed."""
+    if e.event_id in watch.seen:
+        return Outcome(watch, anomalies=("duplicate",))
+    clock = max(e.event_time, watch.clock if watch.clock is not None else e.event_time)
+    watch = replace(watch, clock=clock, seen={k: t for k, t in watch.seen.items() if t > clock - s.parking_dedupe_s}
+                    | {e.event_id: e.event_time})
+    stay = stays.get(e.plate)
+    if e.direction == "entry":
+        anomalies = []
+        if watch.closed_by is not None:
+            anomalies.append("entry_while_closed")
+        if stay is not None:
+            anomalies.append("entry_while_parked")  # its exit was never read; the earlier stay is not billed
+        elif len(stays) >= lot.capacity:
+            anomalies.append("over_capacity")
+        watch = replace(watch, arrivals=[*watch.arrivals, e.event_time])
+        return Outcome(watch, (e.plate, Stay(e.event_time, e.event_id)), None, tuple(anomalies))
+    if stay is None:
+        return Outcome(watch, anomalies=("exit_without_entry",))
+    watch = replace(watch, departures=[*watch.departures, e.event_time])
+    if e.event_time < stay.entry_at:
+        return Outcome(watch, (e.plate, None), None, ("exit_before_entry",))
+    return Outcome(watch, (e.plate, None), bill_for(stay, e.event_time, e.plate, lot, s))
+
+
+def recent(times: list[float], now: float, s: Settings) -> list[float]:
+    return [t for t in times if t > now - s.parking_rate_window_s]
+
+
+def minutes_to_full(watch: LotWatch, occupied: int, lot: Lot, s: Settings) -> float | None:
+    """At the net arrival rate of the last `parking_rate_window_s`, minutes until no space is left;
+    None when the lot is not filling."""
+    if occupied >= lot.capacity:
+        return 0.0
+    if watch.clock is None:
+        return None
+    net = len(recent(watch.arrivals, watch.clock, s)) - len(recent(watch.departures, watch.clock, s))
+    if net <= 0:
+        return None
+    return round((lot.capacity - occupied) / (net / (s.parking_rate_window_s / 60.0)), 1)
+
+
+def lot_status(occupied: int, lot: Lot, closed: bool, s: Settings) -> Status:
+    if closed:
+        return "closed"
+    if occupied >= lot.capacity:
+        return "full"
+    return "almostFull" if occupied / lot.capacity >= s.parking_almost_full else "spacesAvailable"
+
+
+def step_lot_alert(watch: LotWatch, occupied: int, at: float, lot: Lot, s: Settings) -> tuple[LotWatch, Alert | None]:
+    """Almost full at `parking_almost_full`, full at capacity; back to almost full under
+    `parking_almost_full`, cleared under `parking_clear`, so a lot hovering at a line does not flap."""
+    ratio = occupied / lot.capacity
+    if watch.level is None:
+        if ratio < s.parking_almost_full:
+            return watch, None
+        level = "full" if occupied >= lot.capacity else "almostFull"
+        watch = replace(watch, level=level, incident=Incident(cap_id(f"parking.{lot.lot_id}.{int(at)}")))
+        return _lot_message(watch, "Alert", occupied, at, lot, s)
+    if ratio < s.parking_clear:
+        watch, alert = _lot_message(replace(watch, level=None), "Cancel", occupied, at, lot, s)
+        return replace(watch, incident=None), alert
+    if watch.level == "almostFull" and occupied >= lot.capacity:
+        return _lot_message(replace(watch, level="full"), "Update", occupied, at, lot, s)
+    if watch.level == "full" and ratio < s.parking_almost_full:
+        return _lot_message(replace(watch, level="almostFull"), "Update", occupied, at, lot, s)
+    return watch, None
+
+
+def _lot_message(watch: LotWatch, msg_type: str, occupied: int, at: float, lot: Lot, s: Settings) -> tuple[LotWatch, Alert]:
+    free = max(0, lot.capacity - occupied)
+    if watch.level is None:
+        texts = {"zh-CN": (f"{lot.name}车位已恢复", f"{lot.name}尚有{free}个空位。", "可正常前往停车。"),
+                 "en-US": (f"Spaces again at {lot.name}", f"{lot.name} has {free} free spaces.", "Park as usual.")}
+    elif watch.level == "full":
+        texts = {"zh-CN": (f"{lot.name}车位已满", f"{lot.name}共{lot.capacity}个车位，已全部停满。", "请前往附近其他停车场。"),
+                 "en-US": (f"{lot.name} is full", f"All {lot.capacity} spaces at {lot.name} are taken.",
+                           "Head for another car park nearby.")}
+    else:
+        texts = {"zh-CN": (f"{lot.name}车位紧张", f"{lot.name}仅剩{free}个空位。", "建议前往附近其他停车场。"),
+                 "en-US": (f"{lot.name} is almost full", f"Only {free} of {lot.capacity} spaces are left at {lot.name}.",
+                           "Consider another car park nearby.")}
+    cleared = watch.level is None
+    info = bilingual(texts, "Transport", "Car park occupancy", "AllClear" if cleared else "Avoid",
+                     "Past" if cleared else "Expected", "Moderate" if watch.level == "full" else "Minor", "Observed",
+                     [("lot_id", lot.lot_id), ("zone_id", lot.zone_id), ("status", watch.level or "spacesAvailable"),
+                      ("available_spots", str(free))],
+                     [Area(lot.name, circles=[f"{lot.lat},{lot.lon} 0.2"])])
+    incident, alert = watch.incident.message(s.alert_sender, msg_type, at, info)
+    return replace(watch, incident=incident), alert
+
+
+def move_vehicle_notice(order_id: str, at: float, plate_token: str, lot: Lot) -> Notice:
+    """Tell the owner of a car parked in a lot a flood has closed to drive it out."""
+    return Notice(
+        f"{order_id}.{plate_token}", plate_token, "plate", "move_vehicle", at, lot.zone_id,
+        [("zh-CN", f"{lot.name}所在区域有内涝风险，地下车库已停止进入，请尽快将车辆驶离至地势较高处。"),
+         ("en-US", f"Flood risk around {lot.name}: the underground car park is closed to entry. "
+                   "Move your vehicle to higher ground now.")],
+        lot_id=lot.lot_id, order_id=order_id,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage
+
+
+def _watch_from(raw: bytes) -> LotWatch:
+    d = orjson.loads(raw)
+    d["incident"] = Incident(**d["incident"]) if d["incident"] else None
+    return LotWatch(**d)
+
+
+class ParkingStage(Stage):
+    """Per car park: its stays, occupancy and status, bills, anomalies and alerts."""
+
+    name = "parking"
+    contract = ParkingEvent
+    tables = {"lot_orders": LotOrder}
+    hashes = ("watch", "stays")
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        self.watch = {k: _watch_from(v) for k, v in hashes.get("watch", {}).items()}
+        self.stays: dict[str, dict[str, Stay]] = {}
+        for key, raw in hashes.get("stays", {}).items():
+            lot_id, token = key.split("|", 1)
+            self.stays.setdefault(lot_id, {})[token] = Stay(*orjson.loads(raw))
+        self.changed: set[str] = set()
+
+    def knows(self, e: ParkingEvent | LotOrder) -> bool:
+        return e.lot_id in self.reference.city.lots
+
+    def on_event(self, e: ParkingEvent | LotOrder, source: Source, effects: Effects) -> None:
+        lot = self.reference.city.lots.get(e.lot_id)
+        if lot is None:
+            raise Rejected(f"unknown lot_id {e.lot_id!r}: not in the car parks reference", "unknown_reference")
+        watch, stays = self.watch.get(lot.lot_id, LotWatch()), self.stays.setdefault(lot.lot_id, {})
+        self.changed.add(lot.lot_id)
+        if isinstance(e, LotOrder):
+            self.on_order(e, watch, stays, lot, effects)
+            return
+        outcome = apply_event(watch, stays, e, lot, self.settings)
+        self.watch[lot.lot_id] = outcome.watch
+        for kind in outcome.anomalies:
+            log.warning("parking anomaly %s at %s: event %s, %s[%d]@%d", kind, e.lot_id, e.event_id,
+                        source.topic, source.partition, source.offset,
+                        extra={"topic": source.topic, "partition": source.partition, "offset": source.offset})
+            self.report(ParkingAnomaly(lot.lot_id, kind, e.event_id, e.event_time), effects)
+        if outcome.stay is not None:
+            token, stay = outcome.stay
+            if stay is None:
+                stays.pop(token, None)
+                effects.batch.hdel("stays", [f"{lot.lot_id}|{token}"])
+            else:
+                stays[token] = stay
+                effects.batch.hset("stays", {f"{lot.lot_id}|{token}": orjson.dumps([stay.entry_at, stay.event_id]).decode()})
+                if outcome.watch.closed_by is not None:
+                    send_notice(move_vehicle_notice(outcome.watch.closed_by, e.event_time, token, lot), effects)
+        if outcome.bill is not None:
+            metrics.BILLS.inc()
+            effects.send(topics.bills, lot.lot_id, outcome.bill)
+
+    def on_order(self, order: LotOrder, watch: LotWatch, stays: dict[str, Stay], lot: Lot, effects: Effects) -> None:
+        if order.closed and watch.closed_by != order.order_id:
+            self.watch[lot.lot_id] = replace(watch, closed_by=order.order_id)
+            for token in sorted(stays):
+                send_notice(move_vehicle_notice(order.order_id, order.at, token, lot), effects)
+        elif not order.closed and watch.closed_by is not None:
+            self.watch[lot.lot_id] = replace(watch, closed_by=None)
+
+    def report(self, anomaly: ParkingAnomaly, effects: Effects) -> None:
+        """Count an anomaly on the lot and in the metrics, and send it on."""
+        metrics.PARKING_ANOMALIES.labels(anomaly.kind).inc()
+        w = self.watch[anomaly.lot_id]
+        self.watch[anomaly.lot_id] = replace(w, anomalies={**w.anomalies, anomaly.kind: w.anomalies.get(anomaly.kind, 0) + 1})
+        effects.send(topics.parking_anomalies, anomaly.lot_id, anomaly)
+
+    def flush(self, effects: Effects) -> None:
+        s = self.settings
+        for lot_id in sorted(self.changed):
+            lot, stays = self.reference.city.lots[lot_id], self.stays[lot_id]
+            watch = self.watch.setdefault(lot_id, LotWatch())
+            if watch.clock is not None:
+                # A stay older than `parking_stay_max_s` is an exit the reader missed: it stops counting.
+                missed = sorted(t for t, stay in stays.items() if stay.entry_at < watch.clock - s.parking_stay_max_s)
+                for token in missed:
+                    self.report(ParkingAnomaly(lot_id, "missed_exit", stays.pop(token).event_id, watch.clock), effects)
+                if missed:
+                    effects.batch.hdel("stays", [f"{lot_id}|{t}" for t in missed])
+                watch = self.watch[lot_id]
+                watch = replace(watch, arrivals=recent(watch.arrivals, watch.clock, s),
+                                departures=recent(watch.departures, watch.clock, s))
+                watch, alert = step_lot_alert(watch, len(stays), watch.clock, lot, s)
+                if alert is not None:
+                    send_alert(alert, effects)
+            self.watch[lot_id] = watch
+            effects.batch.hset("watch", {lot_id: as_json(watch)})
+            effects.batch.hset("lots", {lot_id: lot_view(lot, watch, len(stays), s)})
+        self.changed.clear()
+
+
+def lot_view(lot: Lot, watch: LotWatch, occupied: int, s: Settings) -> str:
+    """The live record of a car park, named as FIWARE OffStreetParking names it."""
+    return orjson.dumps({
+        "lot_id": lot.lot_id, "zone_id": lot.zone_id, "underground": lot.underground,
+        "totalSpotNumber": lot.capacity, "occupiedSpotNumber": occupied,
+        "availableSpotNumber": max(0, lot.capacity - occupied), "occupancy": round(min(1.0, occupied / lot.capacity), 4),
+        "status": lot_status(occupied, lot, watch.closed_by is not None, s),
+        "minutes_to_full": minutes_to_full(watch, occupied, lot, s), "closed_by": watch.closed_by,
+        "anomalies": watch.anomalies, "updated": iso(watch.clock) if watch.clock is not None else None,
+    }).decode()
+
+
+lots = runtime.processor(ParkingStage, topics.parking_events.get_topic_name())
+
+
+@app.agent(topics.events_with_lot_orders)
+async def count_parking(stream):
+    async for events in runtime.batches(stream):
+        await lots.process(events)
