@@ -285,7 +285,7 @@ class ZoneHealthStage(WindowedStage):
 
     def __init__(self, partition: int, settings: Settings, reference: Any):
         super().__init__(partition, settings, reference)
-        self.windows = TumblingWindows(settings.health_window_s, settings.grace_s)
+        self.windows = TumblingWindows(settings.health_window_s, settings.health_grace_s)
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         super().restore(hashes)

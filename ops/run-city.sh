@@ -17,6 +17,14 @@ mkdir -p "$run_dir"
 run_id=city$(date +%Y%m%d%H%M%S)
 export CITYBRAIN_TOPIC_PREFIX="$run_id." CITYBRAIN_APP_ID="$run_id" CITYBRAIN_KEY_PREFIX="$run_id"
 export CITYBRAIN_IDLE_CLOSE_S=${CITYBRAIN_IDLE_CLOSE_S:-3}
+# The key that turns personal identifiers into tokens: kept outside Kafka and Redis, readable by
+# this user only, and made once on a machine that has none.
+if [ -z "${CITYBRAIN_PRIVACY_KEYS:-}" ]; then
+  keys="$run_dir/privacy.keys"
+  [ -s "$keys" ] || (umask 077 && "$venv/bin/python" -c 'import secrets; print("k1:" + secrets.token_hex(32))' > "$keys")
+  CITYBRAIN_PRIVACY_KEYS=$(cat "$keys")
+  export CITYBRAIN_PRIVACY_KEYS
+fi
 cd "$run_dir"
 "$citybrain" topics
 

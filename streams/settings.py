@@ -99,6 +99,7 @@ class Settings:
     # Health codes: per zone, yellow and red scans in a window, and how many of them (and what
     # share of all scans) make the zone a risk; windows in a row to raise and to clear.
     health_window_s: float = 900.0
+    health_grace_s: float = 300.0  # scans reach a zone from every person partition: a longer grace
     health_risk_scans: int = 5
     health_risk_share: float = 0.2
     health_raise_windows: int = 1

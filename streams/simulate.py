@@ -9,6 +9,7 @@ city's reference data and then the scenario's events at a chosen time accelerati
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import random
 import time
@@ -17,7 +18,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from schemas.contract import encode, iso
-from schemas.events import CitizenFloodReport, RainGaugeReading, TrafficReading, WaterDepthReading
+from schemas.events import (
+    CitizenFloodReport,
+    HealthCodeScan,
+    HealthCodeStatusChange,
+    ParkingEvent,
+    RainGaugeReading,
+    TrafficReading,
+    WaterDepthReading,
+)
 from schemas.reference import (
     Approach,
     CityMap,
@@ -201,6 +210,65 @@ class Rainstorm:
         return sorted(self.city.points)[len(self.city.points) // 2]
 
     def events(self) -> Iterator[tuple[float, str, str, Any]]:
+        return heapq.merge(self.weather_and_roads(), self.people_and_cars(), key=lambda e: e[0])
+
+    def red_at(self, zone_id: str) -> float | None:
+        """When the zone's gauge first shows 100 mm in 3 hours: the red signal, and its evacuation."""
+        for m in range(1, int(self.duration_s // 300) + 1):
+            t = self.start + 300.0 * m
+            if sum(self.rain_5min(zone_id, t - 300.0 * k) for k in range(min(36, m))) >= 100:
+                return t
+        return None
+
+    def people_and_cars(self) -> Iterator[tuple[float, str, str, Any]]:
+        """Residents registered in their zones scanning at venues, cars parked (underground too),
+        leaving and paying later, a surface car park filling up, and residents of zones ordered
+        to evacuate checking in at a shelter in the next row of zones."""
+        rng = random.Random(self.seed * 13 + 5)
+        out: list[tuple[float, str, str, Any]] = []
+        venues = {z: [v for v in self.city.venues.values() if v.zone_id == z] for z in self.city.zones}
+        for zi, zone_id in enumerate(sorted(self.city.zones)):
+            red_at = self.red_at(zone_id)
+            row, col = int(zone_id[1]), int(zone_id[2])
+            refuge = next((v for v in venues.get(f"Z{row + 1}{col}", []) if v.kind == "shelter"), None)
+            for n in range(RESIDENTS_PER_ZONE):
+                person = f"330106{1960 + n % 40}{n % 12 + 1:02d}{n % 28 + 1:02d}{zi}{n:02d}{n % 10}"
+                draw = rng.random()
+                colour = "red" if draw < 0.04 else "yellow" if draw < 0.12 else "green"
+                t = self.start + 10.0
+                out.append((t, "health_status", person, HealthCodeStatusChange(person, colour, t, "registered", zone_id)))
+                for m in range(1, int(self.duration_s // 600) + 1):  # now and then, a scan at a venue nearby
+                    t = self.start + 600.0 * m - rng.uniform(0, 300)
+                    if rng.random() < 0.15 and (red_at is None or t < red_at):
+                        venue = rng.choice([v for v in venues[zone_id] if v.kind != "shelter"])
+                        out.append((t, "health_scans", venue.venue_id,
+                                    HealthCodeScan(f"SC-{zone_id}-{n}-{m}", person, venue.venue_id, t)))
+                if red_at is not None and refuge is not None and rng.random() < 0.7:
+                    t = red_at + rng.uniform(300, 1200)
+                    out.append((t, "health_scans", refuge.venue_id, HealthCodeScan(f"SC-{zone_id}-{n}-shelter", person,
+                                                                                     refuge.venue_id, t)))
+        for li, lot in enumerate(sorted(self.city.lots.values(), key=lambda lot: lot.lot_id)):
+            filling = lot.lot_id == "Z11-L1"  # a surface car park that fills up during the storm
+            parked = int(lot.capacity * (0.85 if filling else 0.5 if lot.underground else 0.3))
+            for n in range(lot.capacity if filling else parked):
+                plate = f"浙A{li:02d}{n:03d}"
+                t = self.start + (rng.uniform(0, 300) if n < parked else 900 + 20.0 * (n - parked))
+                out.append((t, "parking_events", lot.lot_id, ParkingEvent(f"{lot.lot_id}-in-{n}", lot.lot_id, plate, "entry", t)))
+                if not filling and rng.random() < 0.25:  # leaves later, and pays after leaving
+                    t_out = t + rng.uniform(1200, self.duration_s)
+                    if t_out < self.start + self.duration_s:
+                        out.append((t_out, "parking_events", lot.lot_id,
+                                    ParkingEvent(f"{lot.lot_id}-out-{n}", lot.lot_id, plate, "exit", t_out)))
+        # Barrier feeds are dirty: an entry read twice, and an exit the lot never saw enter.
+        first = min((e for e in out if e[1] == "parking_events"), key=lambda e: e[0])
+        out.append((first[0] + 1, *first[1:]))
+        lot = next(iter(self.city.lots.values()))
+        out.append((self.start + 1200, "parking_events", lot.lot_id,
+                    ParkingEvent(f"{lot.lot_id}-out-stray", lot.lot_id, "浙B00000", "exit", self.start + 1200)))
+        out = [e for e in out if e[0] <= self.start + self.duration_s]
+        return iter(sorted(out, key=lambda e: e[0]))
+
+    def weather_and_roads(self) -> Iterator[tuple[float, str, str, Any]]:
         rng = random.Random(self.seed)
         broken = self.failing_point()
         flooded_at = {p.segment_id: p for p in self.city.points.values() if p.segment_id}
@@ -242,6 +310,7 @@ class Rainstorm:
 
 
 SCENARIOS = {"rush-hour": RushHour, "rainstorm": Rainstorm}
+RESIDENTS_PER_ZONE = 40
 
 
 def dirty_readings(city: CityMap, start: float, interval_s: float) -> list[tuple[str, str, bytes]]:

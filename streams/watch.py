@@ -15,7 +15,8 @@ from streams.settings import Settings
 from streams.state import partition_key
 from streams.topics import partitions_of, topic_name
 
-WATCHED = ("alerts", "signal_plans", "dead_letters", "late_events")
+WATCHED = ("alerts", "signal_plans", "notices", "bills", "dead_letters", "late_events")
+SHOWN_PER_KIND = 3  # plans, notices and bills come in numbers: a few of each kind are shown, all counted
 
 
 async def city_snapshot(client: aioredis.Redis, settings: Settings, top: int = 5) -> tuple[dict | None, list]:
@@ -35,7 +36,22 @@ def describe(role: str, record: dict) -> str:
             return f"PLAN  {record['intersection_id']}: oversaturated (Y={record['flow_ratio_total']})"
         greens = ", ".join(f"{p['phase']} {p['green_s']:.0f}s" for p in record["phases"])
         return f"PLAN  {record['intersection_id']}: cycle {record['cycle_s']:.0f}s ({greens}), Y={record['flow_ratio_total']}"
+    if role == "notices":
+        text = dict(record["text"]).get("en-US", "")
+        return f"NOTICE {record['kind']:<12} to {record['to_kind']} {record['to'][:14]}…: {text}"
+    if role == "bills":
+        return (f"BILL  {record['lot_id']}: {record['duration_s'] / 60:.0f} min, {record['billed_units']} units, "
+                f"{record['amount_cny']:.2f} CNY (plate {record['plate_token'][:14]}…)")
     return f"{role.upper().replace('_', ' ')}: {record['source_topic']}[{record['partition']}]@{record['offset']}: {record['reason']}"
+
+
+def kind_of(role: str, record: dict) -> str:
+    """What the summary counts a record as."""
+    if role == "alerts":
+        return f"alerts:{record['msg_type']}"
+    if role == "notices":
+        return f"notices:{record['kind']}"
+    return role
 
 
 async def watch_city(settings: Settings, seconds: float, quiet_after: float, say: Callable[[str], None]) -> Counter:
@@ -59,9 +75,10 @@ async def watch_city(settings: Settings, seconds: float, quiet_after: float, say
             for tp, messages in batches.items():
                 for m in messages:
                     role, record = roles[tp.topic], orjson.loads(m.value)
-                    seen[role if role != "alerts" else f"alerts:{record['msg_type']}"] += 1
+                    kind = kind_of(role, record)
+                    seen[kind] += 1
                     last_news = time.monotonic()
-                    if role != "signal_plans" or seen[role] <= 5:  # plans come every window; show a few
+                    if role not in ("signal_plans", "notices", "bills") or seen[kind] <= SHOWN_PER_KIND:
                         say(describe(role, record))
             if time.monotonic() - last_state >= 5:
                 last_state = time.monotonic()
@@ -73,7 +90,7 @@ async def watch_city(settings: Settings, seconds: float, quiet_after: float, say
         index, ranking = await city_snapshot(client, settings)
         say("---- summary ----")
         for kind, count in sorted(seen.items()):
-            say(f"{kind:<16} {count}")
+            say(f"{kind:<22} {count}")
         if index:
             say(f"city TPI {index['tpi']:.2f} ({index['level']}) for window {index['window_start']}, "
                 f"{index['segments']} segments, {index['vehicle_km']:.0f} vehicle-km")
