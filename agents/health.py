@@ -54,7 +54,7 @@ class Person:
 
 def step_status(person: Person, st: PersonStatus) -> Person:
     """A colour change applies unless an older one arrives after a newer one."""
-    person = replace(person, seen_at=max(st.at, person.seen_at or st.at))
+    person = replace(person, seen_at=st.at if person.seen_at is None else max(st.at, person.seen_at))
     if person.colour_at is not None and st.at < person.colour_at:
         return person
     return replace(person, colour=st.colour, colour_at=st.at)
@@ -235,7 +235,8 @@ class PersonStage(Stage):
         if notice is not None:
             send_notice(notice, effects)
         effects.send(topics.zone_scans, e.zone_id, ZoneScan(e.zone_id, e.scan_id, person.colour, e.at))
-        person, moves = move(replace(person, seen_at=max(e.at, person.seen_at or e.at)), token, e.zone_id,
+        seen_at = e.at if person.seen_at is None else max(e.at, person.seen_at)
+        person, moves = move(replace(person, seen_at=seen_at), token, e.zone_id,
                              e.venue_id if e.shelter else None, e.at)
         self.send_moves(moves, effects)
         if e.shelter and person.safety_code == "red":
