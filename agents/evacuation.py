@@ -22,7 +22,7 @@ import orjson
 
 from agents.alerts import as_json, send_alert, send_notice
 from agents.flood import LEVELS, colour_rank
-from schemas.cap import Alert, Area, Incident, bilingual, cap_id, polygon
+from schemas.cap import Alert, Incident, bilingual, cap_id, zone_area
 from schemas.contract import Rejected
 from schemas.records import EvacuationOrder, LotOrder, Notice, Whereabouts, ZoneFlood
 from schemas.reference import CityMap, Venue, Zone
@@ -99,7 +99,7 @@ def garage_message(incident: Incident, msg_type: str, zone: Zone, lots: list[str
     info = bilingual(texts, "Safety", "Underground car park closure", "AllClear" if cleared else "Execute",
                      "Past" if cleared else "Immediate", "Severe", "Likely",
                      [("zone_id", zone.zone_id), ("trigger", why), ("lots", " ".join(lots))],
-                     [Area(zone.name, [polygon(zone.polygon)] if zone.polygon else [])])
+                     [zone_area(zone)])
     return incident.message(s.alert_sender, msg_type, at, info)
 
 
@@ -120,7 +120,7 @@ def evacuation_message(incident: Incident, msg_type: str, zone: Zone, shelter: V
     parameters = [("zone_id", zone.zone_id), ("reason", why)] + ([("shelter_id", shelter.venue_id)] if shelter else [])
     info = bilingual(texts, "Safety", "Flood evacuation", "AllClear" if cleared else "Evacuate",
                      "Past" if cleared else "Immediate", "Extreme", "Likely", parameters,
-                     [Area(zone.name, [polygon(zone.polygon)] if zone.polygon else [])])
+                     [zone_area(zone)])
     return incident.message(s.alert_sender, msg_type, at, info)
 
 

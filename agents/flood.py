@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import orjson
 
 from agents.alerts import send_alert
-from schemas.cap import COLOUR_SEVERITY, Alert, Area, Incident, Info, cap_id, cap_time, polygon
+from schemas.cap import COLOUR_SEVERITY, Alert, Area, Incident, Info, cap_id, cap_time, zone_area
 from schemas.contract import Rejected, encode, from_dict, iso
 from schemas.events import CitizenFloodReport, RainGaugeReading, WaterDepthReading
 from schemas.records import CellReport, GaugeRain, PointReport, RoadClosure, ZoneFlood
@@ -397,7 +397,7 @@ def _signal_message(
     info = [
         Info(lang, "Met", "Rainstorm", "AllClear" if cleared else "Prepare", "Past" if cleared else "Expected",
              COLOUR_SEVERITY[colour], "Observed", head, text, todo, parameters,
-             [Area(zone.name, [polygon(zone.polygon)] if zone.polygon else [])])
+             [zone_area(zone)])
         for lang, (head, text, todo) in texts.items()
     ]
     incident = watch.incident

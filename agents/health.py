@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from agents.alerts import as_json, send_alert, send_notice
-from schemas.cap import Alert, Area, Incident, bilingual, cap_id, polygon
+from schemas.cap import Alert, Incident, bilingual, cap_id, zone_area
 from schemas.contract import Rejected, iso
 from schemas.events import HealthCodeScan, HealthCodeStatusChange
 from schemas.records import Notice, PersonScan, PersonStatus, Whereabouts, ZoneScan
@@ -159,7 +159,7 @@ def _health_message(
     info = bilingual(texts, "Health", "Health-code risk", "AllClear" if cleared else "Monitor",
                      "Past" if cleared else "Expected", watch.severity or "Minor", "Observed",
                      [("zone_id", zone.zone_id), ("scans", str(scans)), ("yellow", str(yellow)), ("red", str(red))],
-                     [Area(zone.name, [polygon(zone.polygon)] if zone.polygon else [])])
+                     [zone_area(zone)])
     incident, alert = watch.incident.message(s.alert_sender, msg_type, at, info)
     return replace(watch, incident=incident), alert
 

@@ -86,8 +86,8 @@ def apply_event(watch: LotWatch, stays: dict[str, Stay], e: ParkingEvent, lot: L
     clock = max(e.event_time, watch.clock if watch.clock is not None else e.event_time)
     watch = replace(watch, clock=clock, seen={k: t for k, t in watch.seen.items() if t > clock - s.parking_dedupe_s}
                     | {e.event_id: e.event_time})
-    stay = stays.get(e.plate)
     if e.direction == "entry":
+        stay = stays.get(e.plate)
         anomalies = []
         if watch.closed_by is not None:
             anomalies.append("entry_while_closed")
@@ -97,12 +97,15 @@ def apply_event(watch: LotWatch, stays: dict[str, Stay], e: ParkingEvent, lot: L
             anomalies.append("over_capacity")
         watch = replace(watch, arrivals=[*watch.arrivals, e.event_time])
         return Outcome(watch, (e.plate, Stay(e.event_time, e.event_id)), None, tuple(anomalies))
-    if stay is None:
+    # A car that came in before a key rotation is parked under its token of the older key.
+    held = next((t for t in (e.plate, *getattr(e.plate, "earlier", ())) if t in stays), None)
+    if held is None:
         return Outcome(watch, anomalies=("exit_without_entry",))
+    stay = stays[held]
     watch = replace(watch, departures=[*watch.departures, e.event_time])
     if e.event_time < stay.entry_at:
-        return Outcome(watch, (e.plate, None), None, ("exit_before_entry",))
-    return Outcome(watch, (e.plate, None), bill_for(stay, e.event_time, e.plate, lot, s))
+        return Outcome(watch, (held, None), None, ("exit_before_entry",))
+    return Outcome(watch, (held, None), bill_for(stay, e.event_time, e.plate, lot, s))
 
 
 def recent(times: list[float], now: float, s: Settings) -> list[float]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal
 
+from schemas.reference import Zone
+
 NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
 
 MsgType = Literal["Alert", "Update", "Cancel"]
@@ -50,6 +52,11 @@ class Area:
     area_desc: str
     polygons: list[str] = field(default_factory=list)
     circles: list[str] = field(default_factory=list)  # "lat,lon radius_km"
+
+
+def zone_area(zone: Zone) -> Area:
+    """A zone as a CAP area: its name and, when it has one, its polygon."""
+    return Area(zone.name, [polygon(zone.polygon)] if zone.polygon else [])
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,11 @@ A token is `<key id>.<HMAC-SHA256 of the identifier, base32>`: the same person o
 gives the same token under one key, so state joins on it, and without the key it cannot be
 reversed or recomputed from a guess. The key lives only in the worker's settings.
 
-Rotation: list the new key first and keep the old one while stays and codes from before the
-rotation are still open; tokens carry their key id, so old and new never mix unnoticed.
+Rotation: list the new key first and keep the old one listed for a while. New tokens use the new
+key; each token read also knows the same identifier's tokens under the older keys still listed
+(`Token.earlier`, in memory only), so a car that parked before the rotation still pays when it
+leaves after it. People are re-keyed by their token, so their state starts afresh under the new
+key and the old one expires (`person_ttl_s`); see the README for the rotation steps.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ import dataclasses
 import hashlib
 import hmac
 from typing import Any
+
+
+class Token(str):
+    """A token as a string, and the same identifier's tokens under the older keys of the ring."""
+
+    earlier: tuple[str, ...] = ()
 
 
 class Keyring:
@@ -44,7 +53,12 @@ class Keyring:
 
     def pseudonymise(self, value: Any, fields: tuple[str, ...]) -> Any:
         """The record with each of its personal fields replaced by its current token."""
-        changes = {f: self.token(f, getattr(value, f)) for f in fields if getattr(value, f, None) is not None}
+        changes = {}
+        for f in fields:
+            if getattr(value, f, None) is not None:
+                current, *earlier = self.tokens(f, getattr(value, f))
+                changes[f] = token = Token(current)
+                token.earlier = tuple(earlier)
         return dataclasses.replace(value, **changes) if changes else value
 
 

@@ -8,6 +8,7 @@ from agents.parking import LotWatch, Stay, apply_event, bill_for, lot_status, mi
 from schemas.cap import reference_to
 from schemas.events import ParkingEvent
 from schemas.reference import Lot
+from streams.privacy import Keyring
 from streams.settings import Settings
 
 S = Settings()
@@ -382,3 +383,14 @@ def test_messages_are_sent_by_the_configured_sender():
     _, alerts = run_alerts([95])
     assert alerts[0].sender == S.alert_sender
     assert alerts[0].parameter("lot_id") == "L1" and alerts[0].parameter("zone_id") == "Z1"
+
+
+def test_a_car_parked_before_a_key_rotation_is_billed_when_it_leaves_after_it():
+    before, after = Keyring(("k1:" + "a" * 32,)), Keyring(("k2:" + "b" * 32, "k1:" + "a" * 32))
+    plate = "浙A12345"
+    parked_as = before.pseudonymise(entry("e1", T0, plate), ("plate",)).plate
+    leaving = after.pseudonymise(exit_("e2", T0 + 2 * HOUR + 10 * MINUTE, plate), ("plate",))
+    assert leaving.plate != parked_as and leaving.plate.earlier == (parked_as,)
+    out = apply_event(LotWatch(clock=T0), {parked_as: Stay(T0, "e1")}, leaving, LOT, S)
+    assert out.stay == (parked_as, None) and out.anomalies == ()
+    assert out.bill.plate_token == leaving.plate and out.bill.billed_units == 2
