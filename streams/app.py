@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import faust
 
 from streams.settings import settings
@@ -34,5 +36,11 @@ def main() -> None:
     import agents.parking  # noqa: F401  registers the car park agents
     import agents.traffic  # noqa: F401  registers the traffic agents
     import streams.commands  # noqa: F401  registers simulate, replay, topics, bench, watch
+    from streams.privacy import Keyring
 
+    if sys.argv[1:2] == ["worker"]:
+        try:  # a worker reads personal identifiers: without a key it must not start at all
+            Keyring(_s.privacy_keys)
+        except ValueError as exc:
+            raise SystemExit(f"citybrain worker: {exc}") from None
     app.main()

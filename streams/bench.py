@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -101,10 +102,17 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def worker_env(s: Settings) -> dict[str, str]:
+    """The environment of a benchmark's worker: its own topics, keys and group, and a privacy key
+    of its own when none is set (benchmarks carry no personal data)."""
+    return {**os.environ, "CITYBRAIN_TOPIC_PREFIX": s.topic_prefix, "CITYBRAIN_APP_ID": s.app_id,
+            "CITYBRAIN_KEY_PREFIX": s.key_prefix, "CITYBRAIN_WEB_PORT": str(_free_port()),
+            "CITYBRAIN_PRIVACY_KEYS": os.environ.get("CITYBRAIN_PRIVACY_KEYS") or f"bench:{secrets.token_hex(16)}"}
+
+
 async def drain_pipeline(s: Settings, events: int, say: Callable[[str], None]) -> tuple[float, int, int]:
     """(seconds, events measured, peak RSS bytes) for a worker to apply the topic to Redis."""
-    env = {**os.environ, "CITYBRAIN_TOPIC_PREFIX": s.topic_prefix, "CITYBRAIN_APP_ID": s.app_id,
-           "CITYBRAIN_KEY_PREFIX": s.key_prefix, "CITYBRAIN_WEB_PORT": str(_free_port())}
+    env = worker_env(s)
     citybrain = Path(sys.executable).parent / "citybrain"
     client = aioredis.from_url(s.redis_url)
     parts = partitions_of("traffic_readings", s)
@@ -203,8 +211,7 @@ async def bench_flood_latency(
               for i in range(probes)]
     now = time.time()
     log = tempfile.NamedTemporaryFile(prefix="citybrain-latency-worker-", suffix=".log", delete=False)
-    env = {**os.environ, "CITYBRAIN_TOPIC_PREFIX": s.topic_prefix, "CITYBRAIN_APP_ID": s.app_id,
-           "CITYBRAIN_KEY_PREFIX": s.key_prefix, "CITYBRAIN_WEB_PORT": str(_free_port())}
+    env = worker_env(s)
     worker = None
     consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
     try:
