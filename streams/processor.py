@@ -371,7 +371,7 @@ class WindowedStage(Stage):
         # time goes on. A replay of the past only closes what is open, so that events for later
         # windows are not made late.
         w = self.windows
-        if w.watermark >= wall_now - self.settings.window_s - self.settings.grace_s:
+        if w.watermark >= wall_now - w.size_s - w.grace_s:
             w.advance(wall_now)
         elif w.open:
             w.advance(w.closes_at(max(start for _, start in w.open)))

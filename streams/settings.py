@@ -112,7 +112,7 @@ class Settings:
     parking_free_s: float = 900.0  # free stay before billing starts
     parking_billing_unit_s: float = 3600.0  # billed per started unit
     parking_stay_max_s: float = 7 * 86_400.0  # an open stay this old is a missed exit
-    parking_dedupe_s: float = 86_400.0  # event ids remembered this long to drop duplicates
+    parking_dedupe_s: float = 3600.0  # event ids remembered this long to drop a gateway's resends
 
     # Floods and what they set off in a zone: `kind:level` (rain signal colour or waterlogging
     # level) reached by any gauge or point of the zone; `zone_id=kind:level` entries replace the

@@ -112,3 +112,20 @@ def test_windows_past_revision_stay_closed_when_a_new_partition_reports_low():
     stage.flush(e)
     assert sent_to(e, topics.signal_plans) == []
     assert len(sent_to(e, topics.late_events)) == 1
+
+
+def test_a_live_zone_quiet_for_a_few_minutes_keeps_its_15_minute_window_open():
+    from agents.health import ZoneHealthStage
+    from schemas.records import ZoneScan
+
+    stage, e = ZoneHealthStage(0, S, reference()), effects("zone_health")
+    stage.restore({})
+    t = 1_800_000_000.0  # the start of a window
+    stage.on_event(ZoneScan("Z1", "scan-1", "red", t + 60), source(), e)
+    stage.on_idle(wall_now=t + 300, effects=e)  # five minutes without a scan, well inside the window
+    stage.flush(e)
+    assert list(stage.windows.open) == [("Z1", t)]
+    assert not stage.windows.is_late(t + 400)
+    stage.on_idle(wall_now=t + S.health_window_s + S.health_grace_s, effects=e)  # the window's time is up
+    stage.flush(e)
+    assert stage.windows.open == {} and stage.watch["Z1"].run == 0  # one red scan is no risk
