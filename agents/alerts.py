@@ -15,6 +15,7 @@ from streams.processor import Effects
 def send_alert(alert: Alert, effects: Effects) -> None:
     """An alert goes out as CAP JSON on `alerts` and as CAP XML on `alerts.cap`, keyed by incident."""
     metrics.ALERTS.labels(alert.info[0].category, alert.info[0].severity, alert.msg_type).inc()
+    effects.alert_set_off(alert.info[0].category)
     effects.send(topics.alerts, alert.incidents, alert)
     effects.send_raw(topics.alerts_cap, alert.incidents, to_xml(alert).encode())
 

@@ -26,7 +26,7 @@ from schemas.cap import Alert, Incident, bilingual, cap_id, zone_area
 from schemas.contract import Rejected
 from schemas.records import EvacuationOrder, LotOrder, Notice, Whereabouts, ZoneFlood
 from schemas.reference import CityMap, Venue, Zone
-from streams import runtime, topics
+from streams import metrics, runtime, topics
 from streams.app import app
 from streams.processor import Effects, Source, Stage
 from streams.settings import Settings
@@ -212,6 +212,9 @@ class FloodZoneStage(Stage):
         self.zones[zone.zone_id] = watch
         self.changed.add(zone.zone_id)
 
+    def gauges(self) -> metrics.Gauges:
+        return metrics.gauge("citybrain_active_incidents", sum(1 for w in self.zones.values() if w.garages_incident), "Safety")
+
     def flush(self, effects: Effects) -> None:
         if self.changed:
             effects.batch.hset("zones", {z: as_json(self.zones[z]) for z in self.changed})
@@ -256,6 +259,11 @@ class EvacuationStage(Stage):
             zone_id, token = key.split("|", 1)
             self.notified.setdefault(zone_id, set()).add(token)
         self.changed: set[str] = set()
+
+    def gauges(self) -> metrics.Gauges:
+        under = sum(len(self.notified.get(z, ())) for z in self.orders)
+        return metrics.merge(metrics.gauge("citybrain_people_under_evacuation_orders", under),
+                             metrics.gauge("citybrain_active_incidents", len(self.orders), "Safety"))
 
     def knows(self, e: Whereabouts | EvacuationOrder) -> bool:
         return e.zone_id in self.reference.city.zones

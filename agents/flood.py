@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter as Tally
 from dataclasses import dataclass, field, replace
 
 
@@ -22,7 +23,7 @@ from schemas.contract import Rejected, encode, from_dict, iso
 from schemas.events import CitizenFloodReport, RainGaugeReading, WaterDepthReading
 from schemas.records import CellReport, GaugeRain, PointReport, RoadClosure, ZoneFlood
 from schemas.reference import WaterloggingPoint, Zone
-from streams import runtime, topics
+from streams import metrics, runtime, topics
 from streams.app import app
 from streams.processor import Effects, Source, Stage
 from streams.settings import Settings
@@ -270,6 +271,14 @@ class PointStage(Stage):
         for alert in alerts:
             send_alert(alert, effects)
 
+    def gauges(self) -> metrics.Gauges:
+        levels = Tally((w.level,) for w in self.watch.values() if w.level)
+        return metrics.merge(
+            {"citybrain_waterlogging_points": levels},
+            metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.incident), "Met"),
+            metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.health_incident), "Infra"),
+        )
+
     def clock(self) -> float:
         """The partition's event time: the newest reading of any of its points."""
         return max((w.updated for w in self.watch.values() if w.updated is not None), default=float("-inf"))
@@ -457,15 +466,21 @@ class ZoneRainStage(Stage):
     hashes = ("gauges", "signal")
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.gauges: dict[str, dict[str, GaugeRain]] = {}
+        self.rain_gauges: dict[str, dict[str, GaugeRain]] = {}
         for key, raw in hashes.get("gauges", {}).items():
             zone_id, gauge_id = key.split("|", 1)
-            self.gauges.setdefault(zone_id, {})[gauge_id] = from_dict(GaugeRain, orjson.loads(raw))
+            self.rain_gauges.setdefault(zone_id, {})[gauge_id] = from_dict(GaugeRain, orjson.loads(raw))
         self.signal = {z: _signal_from(v) for z, v in hashes.get("signal", {}).items()}
         self.changed: set[str] = set()
 
+    def gauges(self) -> metrics.Gauges:
+        return metrics.merge(
+            {"citybrain_rainstorm_zones": Tally((w.colour,) for w in self.signal.values() if w.colour)},
+            metrics.gauge("citybrain_active_incidents", sum(1 for w in self.signal.values() if w.incident), "Met"),
+        )
+
     def on_event(self, g: GaugeRain, source: Source, effects: Effects) -> None:
-        gauges = self.gauges.setdefault(g.zone_id, {})
+        gauges = self.rain_gauges.setdefault(g.zone_id, {})
         known = gauges.get(g.gauge_id)
         if known is not None and (g.as_of < known.as_of or (g.as_of == known.as_of and g.totals_mm == known.totals_mm)):
             return  # a resent or older update (a late reading re-sends its gauge's totals, changed)
@@ -634,6 +649,9 @@ class CellStage(Stage):
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         self.cells = {k: _cell_from(v) for k, v in hashes.get("cells", {}).items()}
         self.changed: set[str] = set()
+
+    def gauges(self) -> metrics.Gauges:
+        return metrics.gauge("citybrain_active_incidents", sum(1 for w in self.cells.values() if w.incident), "Met")
 
     def on_event(self, c: CellReport, source: Source, effects: Effects) -> None:
         self.cells[c.cell_id], alert = step_cell(self.cells.get(c.cell_id, CellWatch()), c, self.settings)

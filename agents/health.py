@@ -26,7 +26,7 @@ from schemas.contract import Rejected, iso
 from schemas.events import HealthCodeScan, HealthCodeStatusChange
 from schemas.records import Notice, PersonScan, PersonStatus, Whereabouts, ZoneScan
 from schemas.reference import Venue, Zone
-from streams import runtime, topics
+from streams import metrics, runtime, topics
 from streams.app import app
 from streams.processor import Effects, Source, Stage, WindowedStage
 from streams.settings import Settings
@@ -291,6 +291,10 @@ class ZoneHealthStage(WindowedStage):
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         super().restore(hashes)
         self.watch = {z: _zone_health_from(v) for z, v in hashes.get("watch", {}).items()}
+
+    def gauges(self) -> metrics.Gauges:
+        incidents = sum(1 for w in self.watch.values() if w.incident)
+        return metrics.merge(super().gauges(), metrics.gauge("citybrain_active_incidents", incidents, "Health"))
 
     def on_event(self, scan: ZoneScan, source: Source, effects: Effects) -> None:
         colour = ("green", "yellow", "red").index(scan.colour)

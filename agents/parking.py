@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter as Tally
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -245,6 +246,13 @@ class ParkingStage(Stage):
         if outcome.bill is not None:
             metrics.BILLS.inc()
             effects.send(topics.bills, lot.lot_id, outcome.bill)
+
+    def gauges(self) -> metrics.Gauges:
+        lots = self.reference.city.lots
+        statuses = Tally((lot_status(len(self.stays.get(lot_id, ())), lots[lot_id], w.closed_by is not None, self.settings),)
+                         for lot_id, w in self.watch.items() if lot_id in lots)
+        return metrics.merge({"citybrain_lots": statuses},
+                             metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.incident), "Transport"))
 
     def on_order(self, order: LotOrder, watch: LotWatch, stays: dict[str, Stay], lot: Lot, effects: Effects) -> None:
         if order.closed and watch.closed_by != order.order_id:

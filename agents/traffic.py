@@ -35,7 +35,7 @@ from schemas.records import (
 from agents.alerts import as_json, send_alert
 from schemas.cap import Alert, Area, Incident, Info, cap_id, cap_time, polygon
 from schemas.reference import Intersection, Segment, Zone
-from streams import runtime, topics
+from streams import metrics, runtime, topics
 from streams.topics import partitions_of
 from streams.app import app
 from streams.processor import Effects, Source, Stage, WindowedStage
@@ -343,6 +343,10 @@ class SegmentStage(WindowedStage):
             effects.batch.hset("watch", {k: as_json(v) for k, v in watch_changes.items()})
 
 
+    def gauges(self) -> metrics.Gauges:
+        incidents = sum(1 for w in self.watch.values() if w.incident) + sum(1 for c in self.closed.values() if c.incident)
+        return metrics.merge(super().gauges(), metrics.gauge("citybrain_active_incidents", incidents, "Transport"))
+
     def is_closed(self, segment_id: str) -> bool:
         closure = self.closed.get(segment_id)
         return closure is not None and bool(closure.points)
@@ -415,6 +419,10 @@ class CityStage(Stage):
     def horizon(self) -> float:
         newest = max(self.parts, default=-math.inf)
         return newest - self.settings.city_history_windows * self.settings.window_s
+
+    def gauges(self) -> metrics.Gauges:
+        newest = max(self.parts, default=None)
+        return {} if newest is None else metrics.gauge("citybrain_city_tpi", city_index(newest, self.parts[newest].values()).tpi)
 
     def on_event(self, part: CityIndexPart, source: Source, effects: Effects) -> None:
         if part.window_start < self.horizon():

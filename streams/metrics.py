@@ -1,8 +1,23 @@
-"""Prometheus metrics of the stream stages, in base units, without per-entity labels."""
+"""Prometheus metrics of the stream stages, in base units, without per-person, per-plate or
+per-sensor labels. Every worker serves them on `/metrics` of its web port (streams/app.py).
+
+Counters and histograms are updated as things happen; the city's gauges (TPI, points at each
+waterlogging level, zones under each signal, lots by status, people under evacuation orders,
+open incidents, lags) are read at scrape time from the partitions this worker holds, so a
+rebalance never leaves a stale value behind: the dashboards sum them over workers.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import math
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 EVENTS_PROCESSED = Counter("citybrain_events_processed_total", "Events applied to the city state", ["stage"])
 EVENTS_REJECTED = Counter(
@@ -23,6 +38,93 @@ REDIS_COMMIT_SECONDS = Histogram(
     "citybrain_redis_commit_seconds", "Time to commit a batch's state to Redis", ["stage"]
 )
 ALERTS = Counter("citybrain_alert_messages_total", "Alert messages emitted", ["category", "severity", "msg_type"])
+ALERT_LATENCY = Histogram(
+    "citybrain_alert_latency_seconds", "From the event that set an alert off reaching Kafka to the alert on Kafka",
+    ["category"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 NOTICES = Counter("citybrain_notices_total", "Notices sent to people, plates and venues", ["kind"])
 PARKING_ANOMALIES = Counter("citybrain_parking_anomalies_total", "Dirty parking events, by what was wrong", ["kind"])
 BILLS = Counter("citybrain_parking_bills_total", "Stays billed after the vehicle left")
+WEBHOOK_DELIVERIES = Counter(
+    "citybrain_webhook_deliveries_total", "Webhook delivery attempts, by outcome", ["outcome"]
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "citybrain_webhook_attempt_seconds", "Time an endpoint took to answer a delivery attempt",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WEBHOOK_DELAY = Histogram(
+    "citybrain_webhook_delivery_delay_seconds", "From a message reaching Kafka to its successful delivery",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+
+# The city's gauges: name -> (help, label names, how partitions combine).
+GAUGES: dict[str, tuple[str, tuple[str, ...], Callable[[float, float], float]]] = {
+    "citybrain_city_tpi": ("City traffic performance index (0-10) of the newest window", (), max),
+    "citybrain_waterlogging_points": ("Monitored points under a waterlogging alert, by level", ("level",), float.__add__),
+    "citybrain_rainstorm_zones": ("Zones under a rainstorm signal, by colour", ("signal",), float.__add__),
+    "citybrain_lots": ("Car parks by FIWARE OffStreetParking status", ("status",), float.__add__),
+    "citybrain_people_under_evacuation_orders": ("People told to evacuate whose order stands", (), float.__add__),
+    "citybrain_active_incidents": ("Incidents with an alert out and no Cancel yet, by CAP category", ("category",),
+                                   float.__add__),
+    "citybrain_window_lag_seconds": ("How far a stage's event-time watermark trails the wall clock, worst partition",
+                                     ("stage",), max),
+    "citybrain_consumer_lag_records": ("Records on a stage's source topics not yet applied", ("stage",), float.__add__),
+    "citybrain_webhook_pending_deliveries": ("Webhook deliveries waiting for their next attempt", (), float.__add__),
+}
+
+# Label values every worker reports, at 0 when nothing is there: a board shows 0, not "no data".
+KNOWN_LABELS: dict[str, list[tuple[str, ...]]] = {
+    "citybrain_waterlogging_points": [("watch",), ("warning",), ("closure",), ("severe",)],
+    "citybrain_rainstorm_zones": [("blue",), ("yellow",), ("orange",), ("red",)],
+    "citybrain_lots": [("spacesAvailable",), ("almostFull",), ("full",), ("closed",)],
+    "citybrain_active_incidents": [(c,) for c in ("Met", "Transport", "Safety", "Health", "Infra")],
+}
+
+Gauges = dict[str, Tally]  # gauge name -> {label values: value}
+
+
+def gauge(name: str, value: float, *labels: str) -> Gauges:
+    """One gauge value, as a stage reports it."""
+    return {name: Tally({labels: float(value)})}
+
+
+def merge(*parts: Gauges) -> Gauges:
+    """Gauges of one stage from several sources, added together."""
+    out: Gauges = {}
+    for part in parts:
+        for name, values in part.items():
+            out.setdefault(name, Tally()).update(values)
+    return out
+
+
+def window_lag(stage: str, watermark: float) -> Gauges:
+    return gauge("citybrain_window_lag_seconds", max(0.0, time.time() - watermark), stage) if math.isfinite(watermark) else {}
+
+
+class CityCollector(Collector):
+    """Collects the gauges the sources report (each an iterable of Gauges) at scrape time."""
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Iterator[Gauges]]] = []
+
+    def collect(self) -> Iterator[Any]:
+        combined: dict[str, dict[tuple[str, ...], float]] = {
+            name: dict.fromkeys(KNOWN_LABELS.get(name, [()] if not labels else []), 0.0)
+            for name, (_, labels, _) in GAUGES.items()
+        }
+        for source in self.sources:
+            for gauges in source():
+                for name, values in gauges.items():
+                    how = GAUGES[name][2]
+                    series = combined[name]
+                    for labels, value in values.items():
+                        series[labels] = how(series[labels], value) if series.get(labels) else value
+        for name, (doc, labels, _) in GAUGES.items():
+            family = GaugeMetricFamily(name, doc, labels=list(labels))
+            for values, value in sorted(combined[name].items()):
+                family.add_metric(list(values), value)
+            yield family
+
+
+CITY = CityCollector()
+REGISTRY.register(CITY)

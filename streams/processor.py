@@ -54,6 +54,13 @@ class Effects:
     stage: str
     batch: Batch
     sends: list[tuple[TopicT, bytes | None, bytes, int | None]] = field(default_factory=list)
+    trigger_time: float | None = None  # broker time of the event being applied
+    alerts_set_off: list[tuple[str, float]] = field(default_factory=list)  # (category, trigger time)
+
+    def alert_set_off(self, category: str) -> None:
+        """Note that the event being applied set an alert off, to time the alert's latency."""
+        if self.trigger_time:
+            self.alerts_set_off.append((category, self.trigger_time))
 
     def send(self, topic: TopicT, key: str | None, record: Any, partition: int | None = None) -> None:
         self.sends.append((topic, key.encode() if key is not None else None, encode(record), partition))
@@ -151,6 +158,10 @@ class Stage(ABC):
     def on_idle(self, wall_now: float, effects: Effects) -> None:
         """The partition has been silent for `idle_close_s`; close what silence completes."""
 
+    def gauges(self) -> metrics.Gauges:
+        """The city's gauges as this partition sees them (streams/metrics.py), read at scrape time."""
+        return {}
+
 
 @dataclass
 class Owned:
@@ -190,6 +201,16 @@ class Processor:
             stage.restore(snapshot.hashes)
             self.stages[partition] = Owned(stage, snapshot.offsets, snapshot.commits)
         return self.stages[partition]
+
+    def lag(self, highwater: Callable[[str, int], int | None]) -> metrics.Gauges:
+        """Records on the source topics of the partitions held here, not yet applied."""
+        behind = 0
+        for p, owned in list(self.stages.items()):
+            for topic, name in self.offset_names.items():
+                end = highwater(topic, p)
+                if end is not None:
+                    behind += max(0, end - owned.offsets[name] - 1)
+        return metrics.gauge("citybrain_consumer_lag_records", behind, self.name)
 
     def forget(self, revoked: Sequence[Any]) -> None:
         """Drop in-memory state of the topic partitions this worker no longer owns."""
@@ -272,6 +293,7 @@ class Processor:
                 offsets[self.offset_names[source.topic]] = source.offset
             effects = Effects(self.name, Batch(self.base(p), owned.commits, offsets))
             for source, value in decoded:
+                effects.trigger_time = source.timestamp
                 try:
                     if isinstance(value, Rejected):
                         raise value
@@ -314,6 +336,10 @@ class Processor:
                 futures.append(await topic.send(key=key, value=value, partition=partition, force=True))
         if futures:
             await asyncio.gather(*futures)
+        now = time.time()
+        for _, effects in work:
+            for category, t in effects.alerts_set_off:
+                metrics.ALERT_LATENCY.labels(category).observe(max(0.0, now - t))
         started = time.perf_counter()
         applied = await self.state.commit([e.batch for _, e in work])
         metrics.REDIS_COMMIT_SECONDS.labels(self.name).observe(time.perf_counter() - started)
@@ -375,6 +401,9 @@ class WindowedStage(Stage):
             w.advance(wall_now)
         elif w.open:
             w.advance(w.closes_at(max(start for _, start in w.open)))
+
+    def gauges(self) -> metrics.Gauges:
+        return metrics.window_lag(self.name, self.windows.watermark)
 
     @abstractmethod
     def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:

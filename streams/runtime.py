@@ -1,12 +1,16 @@
 """What every worker shares: the Redis connection, the state store, the city map, and the
-hooks that keep the stages' partitions in step with the consumer group."""
+hooks that keep the stages' partitions in step with the consumer group, and `/metrics`."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import redis.asyncio as aioredis
+from faust.types import TP
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams import metrics
 from streams.app import app
 from streams.processor import Processor, Stage
 from streams.reference import Reference
@@ -31,6 +35,29 @@ def processor(stage: type[Stage], topic: str) -> Processor:
     p = Processor(stage, topic, state, reference, settings())
     processors.append(p)
     return p
+
+
+def highwater(topic: str, partition: int) -> int | None:
+    """The end offset of a partition this worker is assigned, as its consumer last saw it."""
+    tp = TP(topic, partition)
+    return app.consumer.highwater(tp) if tp in app.consumer.assignment() else None
+
+
+def partition_gauges() -> Iterator[metrics.Gauges]:
+    """The gauges of every partition held here, and how far each stage is behind."""
+    for p in processors:
+        for owned in list(p.stages.values()):
+            yield owned.stage.gauges()
+        yield p.lag(highwater)
+
+
+metrics.CITY.sources.append(partition_gauges)
+
+
+@app.page("/metrics")
+async def serve_metrics(web, request):  # noqa: ARG001
+    """The worker's Prometheus metrics, on its web port."""
+    return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @app.timer(interval=1.0)
