@@ -35,12 +35,14 @@ def main() -> None:
     import agents.health  # noqa: F401  registers the health-code agents
     import agents.parking  # noqa: F401  registers the car park agents
     import agents.traffic  # noqa: F401  registers the traffic agents
+    import agents.webhooks  # noqa: F401  registers the webhook dispatcher
     import streams.commands  # noqa: F401  registers simulate, replay, topics, bench, watch
     from streams.privacy import Keyring
 
     if sys.argv[1:2] == ["worker"]:
         try:  # a worker reads personal identifiers: without a key it must not start at all
             Keyring(_s.privacy_keys)
+            agents.webhooks.subscriptions()  # nor with subscriptions it cannot deliver to
         except ValueError as exc:
             raise SystemExit(f"citybrain worker: {exc}") from None
     app.main()

@@ -120,6 +120,16 @@ class Settings:
     garage_closure_on: tuple[str, ...] = ("rain:orange", "waterlogging:severe")
     evacuation_on: tuple[str, ...] = ("rain:red",)
 
+    # Webhooks (Standard Webhooks): subscriptions in a JSON file (a list of schemas/webhooks.py
+    # Subscription objects); each attempt times out, failures back off exponentially with jitter
+    # up to a cap, and after `webhook_max_attempts` the delivery becomes a dead letter.
+    webhooks_file: str = ""
+    webhook_timeout_s: float = 15.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_s: float = 2.0
+    webhook_backoff_max_s: float = 600.0
+    webhook_concurrency: int = 8  # attempts in flight per endpoint
+
 
 def _parse(tp: typing.Any, text: str) -> typing.Any:
     if typing.get_origin(tp) is tuple:

@@ -59,6 +59,9 @@ SPECS = {
     "bills": TopicSpec("parking.bills", "lot_id", "Bill"),
     "parking_anomalies": TopicSpec("parking.anomalies", "lot_id", "ParkingAnomaly"),
     "notices": TopicSpec("notices", "addressee: a token or a venue_id", "Notice"),
+    "webhook_outcomes": TopicSpec("webhooks.outcomes", "none: sent to the partition holding the delivery",
+                                  "DeliveryOutcome (joined as a table)"),
+    "webhook_dead_letters": TopicSpec("webhooks.dead_letters", "subscription_id", "DeadDelivery"),
     "alerts": TopicSpec("alerts", "incident", "CAP 1.2 Alert as JSON (schemas/cap.py)"),
     "alerts_cap": TopicSpec("alerts.cap", "incident", "the same CAP 1.2 Alert as XML"),
     "dead_letters": TopicSpec("dead_letters", "source topic", "DeadLetter"),
@@ -121,6 +124,10 @@ whereabouts = app.topic(topic_name("whereabouts"))
 evacuation_orders = app.topic(topic_name("evacuation_orders"))
 whereabouts_with_orders = app.topic(topic_name("whereabouts"), topic_name("evacuation_orders"))
 notices = app.topic(topic_name("notices"))
+# Webhooks: alerts and notices to deliver, with the outcomes of attempts read alongside.
+webhook_outcomes = app.topic(topic_name("webhook_outcomes"))
+webhook_dead_letters = app.topic(topic_name("webhook_dead_letters"))
+messages_to_deliver = app.topic(topic_name("alerts"), topic_name("notices"), topic_name("webhook_outcomes"))
 approach_flows = app.topic(topic_name("approach_flows"))
 city_parts = app.topic(topic_name("city_parts"))
 signal_plans = app.topic(topic_name("signal_plans"))

@@ -1,0 +1,372 @@
+"""Alert and notice delivery over webhooks (Standard Webhooks).
+
+  alerts + notices (by incident, by addressee) + webhooks.outcomes (read alongside) -> dispatch_webhooks
+      -> per partition: the deliveries still to make, in Redis, fenced like every stage's state
+  deliver_webhooks (a task of every worker)
+      -> attempts the due deliveries of the partitions this worker holds, one queue per endpoint,
+         and sends each attempt's outcome back to the delivery's partition
+
+A message matching a subscription becomes a `Delivery` whose id is the `webhook-id` of every
+attempt, so a receiver drops what it has already taken. Deliveries live in Redis until they are
+delivered, given up on or their endpoint is gone, so a restarted worker picks up the retries of
+the one before. Messages with one order key (an incident's, or one addressee's) reach an endpoint
+in order: an Update never overtakes its Alert. Each endpoint has its own attempts in flight, so a
+slow or dead one never holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import hashlib
+import hmac
+import ipaddress
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from agents.alerts import as_json
+from schemas.cap import Alert, to_xml
+from schemas.contract import encode, from_dict, iso, to_dict
+from schemas.records import Notice
+from schemas.webhooks import DeadDelivery, Delivery, DeliveryOutcome, Subscription
+from streams import metrics, runtime, topics
+from streams.app import app
+from streams.processor import Effects, Source, Stage
+from streams.settings import Settings, settings
+from streams.topics import partitions_of
+
+log = logging.getLogger(__name__)
+
+SEVERITY_RANK = {"Unknown": 0, "Minor": 1, "Moderate": 2, "Severe": 3, "Extreme": 4}
+
+# ---------------------------------------------------------------------------------------------
+# Subscriptions
+
+
+def check_subscription(sub: Subscription) -> Subscription:
+    """A subscription fit to deliver to, or ValueError saying what is wrong with it."""
+    url = urlsplit(sub.url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"{sub.subscription_id}: url must be http(s)://host/...")
+    if not sub.secrets:
+        raise ValueError(f"{sub.subscription_id}: needs at least one secret")
+    for secret in sub.secrets:
+        if not secret.startswith("whsec_") or not _secret_bytes(secret):
+            raise ValueError(f"{sub.subscription_id}: a secret is whsec_ followed by base64")
+    if not sub.allow_private and refused_address(url.hostname):
+        raise ValueError(f"{sub.subscription_id}: {url.hostname} is a private or loopback address; "
+                         "set allow_private to deliver there")
+    return sub
+
+
+def load_subscriptions(path: str) -> dict[str, Subscription]:
+    """The subscriptions in a JSON file (a list of Subscription objects), checked; none without a file."""
+    if not path:
+        return {}
+    try:
+        entries = orjson.loads(Path(path).read_bytes())
+        subs = [check_subscription(from_dict(Subscription, e)) for e in entries]
+    except (OSError, orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ValueError(f"webhook subscriptions in {path}: {getattr(exc, 'reason', exc)}") from None
+    by_id = {s.subscription_id: s for s in subs}
+    if len(by_id) != len(subs):
+        raise ValueError(f"webhook subscriptions in {path}: subscription ids must be unique")
+    return by_id
+
+
+@cache
+def subscriptions() -> dict[str, Subscription]:
+    return load_subscriptions(settings().webhooks_file)
+
+
+def refused_address(host: str) -> str | None:
+    """Why deliveries to this address are refused by default (private, loopback, ...), or None."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return "localhost" if host.lower() == "localhost" or host.lower().endswith(".localhost") else None
+    for reason in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+        if getattr(ip, f"is_{reason}"):
+            return reason.replace("_", "-")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules (pure)
+
+
+def matches(sub: Subscription, role: str, record: Alert | Notice) -> bool:
+    """Whether a message is one the subscription wants."""
+    if role not in sub.sources:
+        return False
+    if isinstance(record, Notice):
+        return (not sub.events or record.kind in sub.events) and (not sub.zones or record.zone_id in sub.zones) \
+            and not (sub.categories or sub.msg_types or sub.min_severity)
+    info = record.info[0]
+    return ((not sub.categories or info.category in sub.categories)
+            and (not sub.events or info.event in sub.events)
+            and (not sub.msg_types or record.msg_type in sub.msg_types)
+            and (not sub.min_severity or SEVERITY_RANK[info.severity] >= SEVERITY_RANK[sub.min_severity])
+            and (not sub.zones or record.parameter("zone_id") in sub.zones))
+
+
+def payload(record: Alert | Notice, queued_at: float, sub: Subscription) -> str:
+    """The body of every attempt: the event type, when it happened, and the message itself."""
+    if isinstance(record, Notice):
+        kind, data = f"notice.{record.kind}", to_dict(record)
+    else:
+        kind, data = f"alert.{record.msg_type.lower()}", to_dict(record)
+        if sub.include_cap_xml:
+            data["cap_xml"] = to_xml(record)
+    return orjson.dumps({"type": kind, "timestamp": iso(queued_at), "data": data}).decode()
+
+
+def _secret_bytes(secret: str) -> bytes:
+    try:
+        return base64.b64decode(secret.removeprefix("whsec_") + "==")
+    except ValueError:
+        return b""
+
+
+def signature(secrets: list[str], delivery_id: str, timestamp: int, body: str) -> str:
+    """`webhook-signature`: one `v1,<base64 HMAC-SHA256 of id.timestamp.body>` per secret."""
+    signed = f"{delivery_id}.{timestamp}.{body}".encode()
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(_secret_bytes(s), signed, hashlib.sha256).digest()).decode() for s in secrets
+    )
+
+
+def retry_after_s(value: str | None, now: float) -> float | None:
+    """Seconds a `Retry-After` header asks to wait (delta seconds or an HTTP date), if any."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+def next_step(d: Delivery, status: int | None, error: str | None, retry_after: float | None, now: float, s: Settings,
+              rng: random.Random) -> DeliveryOutcome:
+    """What an attempt comes to: delivered on 2xx, the endpoint gone on 410, else a retry after
+    exponential backoff with full jitter (or the endpoint's Retry-After, if longer), until the
+    attempts run out."""
+    attempt = d.attempt + 1
+    if status is not None and 200 <= status < 300:
+        return DeliveryOutcome(d.delivery_id, d.subscription_id, attempt, "delivered", now, status)
+    error = error or f"HTTP {status}"
+    if status == 410:
+        return DeliveryOutcome(d.delivery_id, d.subscription_id, attempt, "gone", now, status, error)
+    if attempt >= s.webhook_max_attempts:
+        return DeliveryOutcome(d.delivery_id, d.subscription_id, attempt, "exhausted", now, status, error)
+    wait = rng.uniform(0, min(s.webhook_backoff_max_s, s.webhook_backoff_s * 2 ** (attempt - 1)))
+    if retry_after is not None:
+        wait = max(wait, min(retry_after, s.webhook_backoff_max_s))
+    return DeliveryOutcome(d.delivery_id, d.subscription_id, attempt, "retry", now, status, error, now + wait)
+
+
+def due(pending: dict[str, Delivery], now: float, disabled: set[str]) -> list[Delivery]:
+    """The deliveries to attempt now: the first of each order key, once its time has come."""
+    heads: dict[tuple[str, str], Delivery] = {}
+    for d in pending.values():
+        group = (d.subscription_id, d.order_key)
+        if group not in heads or (d.seq, d.delivery_id) < (heads[group].seq, heads[group].delivery_id):
+            heads[group] = d
+    return sorted((d for d in heads.values() if d.next_at <= now and d.subscription_id not in disabled),
+                  key=lambda d: (d.next_at, d.seq))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage: the deliveries still to make, per partition
+
+
+delivery_due = asyncio.Event()  # set when a partition has new deliveries: the courier need not wait
+
+
+class DispatchStage(Stage):
+    """Per partition of the alerts and notices: deliveries queued, retried, done or given up."""
+
+    name = "webhooks"
+    contract = Alert
+    tables = {"notices": Notice, "webhook_outcomes": DeliveryOutcome}  # read alongside the alerts
+    hashes = ("pending", "disabled")
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        self.pending = {k: from_dict(Delivery, orjson.loads(v)) for k, v in hashes.get("pending", {}).items()}
+        self.disabled = set(hashes.get("disabled", {}))
+        self.queued = False
+
+    def on_event(self, m: Alert | Notice | DeliveryOutcome, source: Source, effects: Effects) -> None:
+        if isinstance(m, DeliveryOutcome):
+            self.on_outcome(m, effects)
+            return
+        role, message_id, order_key = (("notices", m.notice_id, m.to) if isinstance(m, Notice)
+                                       else ("alerts", m.identifier, m.incidents))
+        queued_at = source.timestamp or time.time()
+        for sub in subscriptions().values():
+            if sub.subscription_id in self.disabled or not matches(sub, role, m):
+                continue
+            d = Delivery(f"{sub.subscription_id}.{message_id}", sub.subscription_id, order_key, source.offset,
+                         payload(m, queued_at, sub), queued_at, 0, queued_at)
+            self.pending[d.delivery_id] = d
+            effects.batch.hset("pending", {d.delivery_id: as_json(d)})
+            self.queued = True
+
+    def on_outcome(self, o: DeliveryOutcome, effects: Effects) -> None:
+        if o.outcome == "gone" and o.subscription_id not in self.disabled:
+            # Every partition hears of it: the endpoint takes nothing more from any of them.
+            log.warning("webhook endpoint of %s answered 410 Gone: disabled", o.subscription_id)
+            self.disabled.add(o.subscription_id)
+            effects.batch.hset("disabled", {o.subscription_id: iso(o.at)})
+            for d in [d for d in self.pending.values() if d.subscription_id == o.subscription_id]:
+                self.give_up(d, d.attempt + (d.delivery_id == o.delivery_id), "endpoint gone (HTTP 410)", o, effects)
+            return
+        d = self.pending.get(o.delivery_id)
+        if d is None or o.attempt <= d.attempt:
+            return  # an outcome already applied, or of a delivery already done
+        if o.outcome == "delivered":
+            del self.pending[d.delivery_id]
+            effects.batch.hdel("pending", [d.delivery_id])
+        elif o.outcome == "exhausted":
+            self.give_up(d, o.attempt, o.error or "attempts exhausted", o, effects)
+        else:
+            d = replace(d, attempt=o.attempt, next_at=o.next_at or o.at, last_error=o.error)
+            self.pending[d.delivery_id] = d
+            effects.batch.hset("pending", {d.delivery_id: as_json(d)})
+
+    def give_up(self, d: Delivery, attempts: int, reason: str, o: DeliveryOutcome, effects: Effects) -> None:
+        del self.pending[d.delivery_id]
+        effects.batch.hdel("pending", [d.delivery_id])
+        effects.send(topics.webhook_dead_letters, d.subscription_id,
+                     DeadDelivery(d.delivery_id, d.subscription_id, attempts, reason, o.status, d.body, o.at))
+
+    def gauges(self) -> metrics.Gauges:
+        return metrics.gauge("citybrain_webhook_pending_deliveries", len(self.pending))
+
+    def flush(self, effects: Effects) -> None:
+        if self.queued:
+            delivery_due.set()
+            self.queued = False
+
+
+dispatch = runtime.processor(DispatchStage, topics.alerts.get_topic_name())
+
+
+@app.agent(topics.messages_to_deliver)
+async def dispatch_webhooks(stream):
+    async for events in runtime.batches(stream):
+        await dispatch.process(events)
+
+
+# ---------------------------------------------------------------------------------------------
+# Courier: the attempts themselves
+
+
+class Courier:
+    """Attempts the due deliveries of the partitions this worker holds."""
+
+    def __init__(self, s: Settings):
+        self.settings = s
+        self.attempted: set[tuple[str, int]] = set()  # (delivery, attempt) under way or awaiting its outcome
+        self.slots: dict[str, asyncio.Semaphore] = {}  # per endpoint: attempts in flight
+        self.rng = random.Random()
+
+    def due(self) -> Iterator[tuple[int, Delivery]]:
+        now = time.time()
+        alive = set()
+        for p, owned in list(dispatch.stages.items()):
+            stage = owned.stage
+            alive |= {(d.delivery_id, d.attempt) for d in stage.pending.values()}
+            for d in due(stage.pending, now, stage.disabled):
+                if (d.delivery_id, d.attempt) not in self.attempted:
+                    yield p, d
+        self.attempted &= alive
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession(headers={"User-Agent": "citybrain-webhooks"}) as session:
+            while True:
+                try:
+                    await asyncio.wait_for(delivery_due.wait(), 0.25)
+                except asyncio.TimeoutError:
+                    pass
+                delivery_due.clear()
+                for p, d in list(self.due()):
+                    self.attempted.add((d.delivery_id, d.attempt))
+                    asyncio.ensure_future(self.deliver(session, p, d))
+
+    async def deliver(self, session: aiohttp.ClientSession, partition: int, d: Delivery) -> None:
+        sub = subscriptions().get(d.subscription_id)
+        slot = self.slots.setdefault(d.subscription_id, asyncio.Semaphore(self.settings.webhook_concurrency))
+        async with slot:
+            status, error, retry_after = await self.attempt(session, sub, d) if sub else (None, "unsubscribed", None)
+        if sub is None or (error or "").startswith("refused"):
+            outcome = DeliveryOutcome(d.delivery_id, d.subscription_id, d.attempt + 1, "exhausted", time.time(), None, error)
+        else:
+            outcome = next_step(d, status, error, retry_after, time.time(), self.settings, self.rng)
+        metrics.WEBHOOK_DELIVERIES.labels(outcome.outcome).inc()
+        if outcome.outcome == "delivered":
+            metrics.WEBHOOK_DELAY.observe(max(0.0, outcome.at - d.queued_at))
+        elif outcome.outcome != "retry":
+            log.warning("webhook delivery %s: %s after %d attempts (%s)", d.delivery_id, outcome.outcome,
+                        outcome.attempt, outcome.error)
+        partitions = range(partitions_of("webhook_outcomes")) if outcome.outcome == "gone" else [partition]
+        try:
+            for p in partitions:
+                await topics.webhook_outcomes.send(key=d.delivery_id.encode(), value=encode(outcome), partition=p)
+        except Exception:  # Kafka unreachable: forget the attempt, so it is made again (same webhook-id)
+            log.exception("webhook delivery %s: outcome could not be recorded; will attempt again", d.delivery_id)
+            self.attempted.discard((d.delivery_id, d.attempt))
+
+    async def attempt(self, session: aiohttp.ClientSession, sub: Subscription, d: Delivery
+                      ) -> tuple[int | None, str | None, float | None]:
+        """(HTTP status, error, Retry-After seconds) of one POST."""
+        host = urlsplit(sub.url).hostname or ""
+        if not sub.allow_private:
+            refused = await resolves_to_refused(host)
+            if refused:
+                return None, f"refused: {host} resolves to a {refused} address", None
+        timestamp = int(time.time())
+        headers = {"Content-Type": "application/json", "webhook-id": d.delivery_id,
+                   "webhook-timestamp": str(timestamp), "webhook-signature": signature(sub.secrets, d.delivery_id, timestamp, d.body)}
+        started = time.perf_counter()
+        try:
+            async with session.post(sub.url, data=d.body.encode(), headers=headers, allow_redirects=False,
+                                    timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_s)) as resp:
+                await resp.read()
+                return resp.status, None, retry_after_s(resp.headers.get("Retry-After"), time.time())
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return None, f"{type(exc).__name__}: {exc}".strip(": "), None
+        finally:
+            metrics.WEBHOOK_ATTEMPT_SECONDS.observe(time.perf_counter() - started)
+
+
+async def resolves_to_refused(host: str) -> str | None:
+    """Why a host's addresses are refused (checked at each attempt: DNS may change), or None."""
+    if refused_address(host):
+        return refused_address(host)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+    except OSError:
+        return None  # the attempt itself reports the failure
+    return next((r for info in infos if (r := refused_address(str(info[4][0])))), None)
+
+
+courier = Courier(settings())
+
+
+@app.task
+async def deliver_webhooks() -> None:
+    await courier.run()
+

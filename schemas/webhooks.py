@@ -1,0 +1,77 @@
+"""Webhook contracts: the subscriptions operators configure, and the records of their deliveries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from schemas.cap import Severity
+from schemas.contract import EventTime
+
+Source = Literal["alerts", "notices"]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """An endpoint and what it wants. Empty filters match everything.
+
+    `events` are CAP event names for alerts (`Flood evacuation`) and kinds for notices
+    (`evacuate`); `categories`, `min_severity` and `msg_types` apply to alerts; `zones` to both.
+    """
+
+    subscription_id: str
+    url: str
+    secrets: list[str]  # `whsec_<base64>`; several while one is being rotated
+    sources: list[Source] = field(default_factory=lambda: ["alerts"])
+    categories: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    zones: list[str] = field(default_factory=list)
+    min_severity: Severity | None = None
+    msg_types: list[str] = field(default_factory=list)
+    include_cap_xml: bool = False  # the alert's CAP 1.2 XML in `data.cap_xml` too
+    allow_private: bool = False  # deliver to private or loopback addresses (off: refused)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message on its way to one endpoint, kept until it is delivered, gone or given up."""
+
+    delivery_id: str  # the `webhook-id`: the same on every attempt
+    subscription_id: str
+    order_key: str  # messages with one order key reach the endpoint in order (an incident's, an addressee's)
+    seq: int  # order within the key: the message's offset
+    body: str
+    queued_at: EventTime  # when the message reached Kafka
+    attempt: int = 0  # attempts made so far
+    next_at: EventTime = 0.0
+    last_error: str | None = None
+
+
+Outcome = Literal["delivered", "retry", "gone", "exhausted"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    """What one attempt came to, sent back to the partition that holds the delivery."""
+
+    delivery_id: str
+    subscription_id: str
+    attempt: int  # the attempt this outcome is of (1 for the first)
+    outcome: Outcome
+    at: EventTime
+    status: int | None = None  # the endpoint's HTTP status, if it answered
+    error: str | None = None
+    next_at: EventTime | None = None  # for a retry
+
+
+@dataclass(frozen=True, slots=True)
+class DeadDelivery:
+    """A delivery given up on: attempts exhausted, the endpoint gone, or its address refused."""
+
+    delivery_id: str
+    subscription_id: str
+    attempts: int
+    reason: str
+    last_status: int | None
+    body: str
+    at: EventTime
