@@ -315,7 +315,7 @@ class Courier:
             outcome = DeliveryOutcome(d.delivery_id, d.subscription_id, d.attempt + 1, "exhausted", time.time(), None, error)
         else:
             outcome = next_step(d, status, error, retry_after, time.time(), self.settings, self.rng)
-        metrics.WEBHOOK_DELIVERIES.labels(outcome.outcome).inc()
+        metrics.WEBHOOK_DELIVERIES.labels(d.subscription_id, outcome.outcome).inc()
         if outcome.outcome == "delivered":
             metrics.WEBHOOK_DELAY.observe(max(0.0, outcome.at - d.queued_at))
         elif outcome.outcome != "retry":

@@ -10,6 +10,7 @@ rebalance never leaves a stale value behind: the dashboards sum them over worker
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
@@ -46,7 +47,7 @@ NOTICES = Counter("citybrain_notices_total", "Notices sent to people, plates and
 PARKING_ANOMALIES = Counter("citybrain_parking_anomalies_total", "Dirty parking events, by what was wrong", ["kind"])
 BILLS = Counter("citybrain_parking_bills_total", "Stays billed after the vehicle left")
 WEBHOOK_DELIVERIES = Counter(
-    "citybrain_webhook_deliveries_total", "Webhook delivery attempts, by outcome", ["outcome"]
+    "citybrain_webhook_deliveries_total", "Webhook delivery attempts, by subscription and outcome", ["subscription", "outcome"]
 )
 WEBHOOK_ATTEMPT_SECONDS = Histogram(
     "citybrain_webhook_attempt_seconds", "Time an endpoint took to answer a delivery attempt",
@@ -60,16 +61,16 @@ WEBHOOK_DELAY = Histogram(
 # The city's gauges: name -> (help, label names, how partitions combine).
 GAUGES: dict[str, tuple[str, tuple[str, ...], Callable[[float, float], float]]] = {
     "citybrain_city_tpi": ("City traffic performance index (0-10) of the newest window", (), max),
-    "citybrain_waterlogging_points": ("Monitored points under a waterlogging alert, by level", ("level",), float.__add__),
-    "citybrain_rainstorm_zones": ("Zones under a rainstorm signal, by colour", ("signal",), float.__add__),
-    "citybrain_lots": ("Car parks by FIWARE OffStreetParking status", ("status",), float.__add__),
-    "citybrain_people_under_evacuation_orders": ("People told to evacuate whose order stands", (), float.__add__),
+    "citybrain_waterlogging_points": ("Monitored points under a waterlogging alert, by level", ("level",), operator.add),
+    "citybrain_rainstorm_zones": ("Zones under a rainstorm signal, by colour", ("signal",), operator.add),
+    "citybrain_lots": ("Car parks by FIWARE OffStreetParking status", ("status",), operator.add),
+    "citybrain_people_under_evacuation_orders": ("People told to evacuate whose order stands", (), operator.add),
     "citybrain_active_incidents": ("Incidents with an alert out and no Cancel yet, by CAP category", ("category",),
-                                   float.__add__),
+                                   operator.add),
     "citybrain_window_lag_seconds": ("How far a stage's event-time watermark trails the wall clock, worst partition",
                                      ("stage",), max),
-    "citybrain_consumer_lag_records": ("Records on a stage's source topics not yet applied", ("stage",), float.__add__),
-    "citybrain_webhook_pending_deliveries": ("Webhook deliveries waiting for their next attempt", (), float.__add__),
+    "citybrain_consumer_lag_records": ("Records on a stage's source topics not yet applied", ("stage",), operator.add),
+    "citybrain_webhook_pending_deliveries": ("Webhook deliveries waiting for their next attempt", (), operator.add),
 }
 
 # Label values every worker reports, at 0 when nothing is there: a board shows 0, not "no data".

@@ -67,8 +67,9 @@ class CityRun:
     # -- workers
     def start_worker(self) -> subprocess.Popen:
         log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")
+        self.web_port = free_port()  # the latest worker's: its /metrics
         proc = subprocess.Popen(
-            [str(CITYBRAIN), "worker", "-l", "info", "--web-port", str(free_port())],
+            [str(CITYBRAIN), "worker", "-l", "info", "--web-port", str(self.web_port)],
             env=self.env, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
         )
         self.workers.append(proc)
