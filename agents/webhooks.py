@@ -150,8 +150,9 @@ def retry_after_s(value: str | None, now: float) -> float | None:
     """Seconds a `Retry-After` header asks to wait (delta seconds or an HTTP date), if any."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    value = value.strip()
+    if value.isascii() and value.isdigit():  # RFC 9110: ASCII digits only
+        return float(value)
     try:
         return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
     except (TypeError, ValueError):

@@ -9,6 +9,7 @@ state to Redis). The ratios say what the city brain costs on top of reading Kafk
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import socket
@@ -20,13 +21,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import aiohttp
+import orjson
 import redis.asyncio as aioredis
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaAdminClient
 
-import orjson
-
+from schemas.cap import Alert, Area, Incident, bilingual
 from schemas.events import TrafficReading, WaterDepthReading
+from schemas.contract import parse_time
 from schemas.reference import Segment, WaterloggingPoint
 from streams.admin import ensure_topics
 from streams.feed import Publisher
@@ -281,4 +285,137 @@ async def bench_flood_latency(
         if worker is not None:
             worker.terminate()
             worker.wait(30)
+        await _clean_up(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Webhook dispatcher: deliveries per second to a local receiver, and the latency it adds
+
+
+class _Receiver:
+    """A loopback HTTP endpoint that answers 204 and notes when each delivery arrived."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.arrivals: dict[str, list[tuple[float, bytes]]] = {}
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{name}", self._take)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def _take(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.arrivals.setdefault(request.path, []).append((time.time(), body))
+        return web.Response(status=204)
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.arrivals.values())
+
+
+def bench_alerts(count: int, tag: str) -> list[Alert]:
+    """`count` alerts of distinct incidents, as the flood brain words them."""
+    out = []
+    for i in range(count):
+        info = bilingual({"zh-CN": ("暴雨橙色预警", "累计雨量已达标准。", "避免前往低洼地带。"),
+                          "en-US": ("Orange rainstorm warning", "Rainfall meets the orange signal.", "Keep away from low roads.")},
+                         "Met", "Rainstorm", "Prepare", "Expected", "Severe", "Observed", [("zone_id", f"Z{i % 9}")],
+                         [Area(f"District Z{i % 9}", ["30.2,120.1 30.2,120.2 30.3,120.2 30.2,120.1"])])
+        _, alert = Incident(f"bench.{tag}.{i}").message("citybrain", "Alert", time.time(), info)
+        out.append(alert)
+    return out
+
+
+async def post_directly(url: str, secret: str, alerts: list[Alert], concurrency: int) -> float:
+    """Seconds a bare aiohttp client takes to POST the same signed bodies: the reference."""
+    from agents.webhooks import payload, signature
+    from schemas.webhooks import Subscription
+
+    sub = Subscription("reference", url, [secret])
+    bodies = [(f"reference.{a.identifier}", payload(a, time.time(), sub)) for a in alerts]
+    slots = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession() as session:
+
+        async def post(delivery_id: str, body: str) -> None:
+            async with slots:
+                ts = int(time.time())
+                headers = {"Content-Type": "application/json", "webhook-id": delivery_id, "webhook-timestamp": str(ts),
+                           "webhook-signature": signature([secret], delivery_id, ts, body)}
+                async with session.post(url, data=body.encode(), headers=headers) as resp:
+                    await resp.read()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(post(i, b) for i, b in bodies))
+        return time.perf_counter() - started
+
+
+async def bench_webhooks(settings: Settings, messages: int, endpoints: int, rate: float, probes: int,
+                         say: Callable[[str], None]) -> dict:
+    """Deliveries per second of a worker's dispatcher to `endpoints` loopback endpoints, against a
+    bare client posting the same bodies; then the latency it adds at `rate` alerts a second."""
+    run_id = f"bench{int(time.time())}"
+    s = replace(settings, topic_prefix=f"{run_id}.", app_id=run_id, key_prefix=run_id)
+    ensure_topics(s)
+    receiver = _Receiver()
+    await receiver.start()
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    subs = tempfile.NamedTemporaryFile("wb", prefix="citybrain-bench-webhooks-", suffix=".json", delete=False)
+    subs.write(orjson.dumps([{"subscription_id": f"e{i}", "url": f"http://127.0.0.1:{receiver.port}/e{i}",
+                              "secrets": [secret], "allow_private": True} for i in range(endpoints)]))
+    subs.close()
+    env = {**worker_env(s), "CITYBRAIN_WEBHOOKS_FILE": subs.name}
+    log = tempfile.NamedTemporaryFile(prefix="citybrain-webhooks-worker-", suffix=".log", delete=False)
+    worker = None
+    try:
+        alerts = bench_alerts(messages, "load")
+        reference_s = await post_directly(f"http://127.0.0.1:{receiver.port}/reference", secret, alerts,
+                                          settings.webhook_concurrency * endpoints)
+        receiver.arrivals.clear()
+        async with Publisher(s) as pub:
+            for a in alerts:
+                await pub.send("alerts", a.incidents, a)
+        say(f"preloaded {messages} alerts for {endpoints} endpoint(s)")
+        worker = subprocess.Popen([str(Path(sys.executable).parent / "citybrain"), "worker", "-l", "warn"],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+        expected = messages * endpoints
+        while receiver.count() < expected:
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker exited with {worker.returncode}; see {log.name}")
+            await asyncio.sleep(0.05)
+        times = sorted(t for arrivals in receiver.arrivals.values() for t, _ in arrivals)
+        dispatch_s = times[-1] - times[0]
+
+        # Latency: alerts at a steady rate into the running worker, each timed from the moment Kafka
+        # has it (the payload's timestamp) to its arrival.
+        receiver.arrivals.clear()
+        await asyncio.sleep(3)  # the outcomes of the load drain first: latency is timed in a steady state
+        async with Publisher(s, in_flight=1) as pub:
+            for a in bench_alerts(probes, "probe"):
+                await pub.send("alerts", a.incidents, a)
+                await pub.flush()
+                await asyncio.sleep(1.0 / rate)
+        while receiver.count() < probes * endpoints:
+            await asyncio.sleep(0.05)
+        added = sorted(t - parse_time(orjson.loads(body)["timestamp"])
+                       for arrivals in receiver.arrivals.values() for t, body in arrivals)
+        figures = {
+            "deliveries": expected, "reference_dps": messages / reference_s, "dispatcher_dps": expected / dispatch_s,
+            "p50_ms": 1000 * added[len(added) // 2], "p90_ms": 1000 * added[int(len(added) * 0.9)],
+            "p99_ms": 1000 * added[min(len(added) - 1, int(len(added) * 0.99))],
+        }
+        say(f"bare aiohttp client    : {figures['reference_dps']:>8,.0f} deliveries/s (the same bodies, signed, {reference_s:.2f} s)")
+        say(f"webhook dispatcher     : {figures['dispatcher_dps']:>8,.0f} deliveries/s ({expected} in {dispatch_s:.2f} s)")
+        say(f"ratio dispatcher / bare: {figures['dispatcher_dps'] / figures['reference_dps']:.2f}")
+        say(f"added latency at {rate:g} alerts/s: p50 {figures['p50_ms']:.0f} ms, p90 {figures['p90_ms']:.0f} ms, "
+            f"p99 {figures['p99_ms']:.0f} ms "
+            f"(alert on Kafka to delivery, {len(added)} deliveries)")
+        return figures
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
+        await receiver.runner.cleanup()
+        os.unlink(subs.name)
         await _clean_up(s)

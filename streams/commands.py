@@ -68,19 +68,25 @@ async def watch(self, seconds: float, quiet_after: float) -> None:
     option("--events", default=500_000, type=int, help="Readings to preload."),
     option("--segments", default=2_000, type=int, help="Road segments the readings spread over."),
     option("--background-rate", default=10_000.0, type=float, help="flood-latency: traffic readings per second."),
-    option("--probes", default=200, type=int, help="flood-latency: closure crossings timed."),
+    option("--probes", default=200, type=int, help="flood-latency, webhooks: messages timed."),
+    option("--endpoints", default=4, type=int, help="webhooks: endpoints each message goes to."),
+    option("--rate", default=20.0, type=float, help="webhooks: alerts per second while timing latency."),
 )
-async def bench(self, pipeline: str, events: int, segments: int, background_rate: float, probes: int) -> None:
-    """traffic: pipeline throughput against a bare consumer; flood-latency: closure to CAP alert."""
-    from streams.bench import bench_flood_latency, bench_traffic
+async def bench(self, pipeline: str, events: int, segments: int, background_rate: float, probes: int,
+                endpoints: int, rate: float) -> None:
+    """traffic: pipeline throughput against a bare consumer; flood-latency: closure to CAP alert;
+    webhooks: dispatcher deliveries per second against a bare client, and the latency it adds."""
+    from streams.bench import bench_flood_latency, bench_traffic, bench_webhooks
 
     started = time.time()
     if pipeline == "traffic":
         await bench_traffic(settings(), events, segments, self.say)
     elif pipeline == "flood-latency":
         await bench_flood_latency(settings(), background_rate, probes, self.say)
+    elif pipeline == "webhooks":
+        await bench_webhooks(settings(), min(events, 20_000), endpoints, rate, probes, self.say)
     else:
-        raise SystemExit(f"no benchmark named {pipeline!r}; try: traffic, flood-latency")
+        raise SystemExit(f"no benchmark named {pipeline!r}; try: traffic, flood-latency, webhooks")
     self.say(f"bench took {time.time() - started:.0f} s")
 
 

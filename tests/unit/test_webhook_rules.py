@@ -246,6 +246,11 @@ def test_retry_after_that_is_missing_or_garbage_is_none(value):
     assert retry_after_s(value, T0) is None
 
 
+def test_retry_after_with_non_ascii_digit_characters_is_garbage_not_an_error():
+    # "²".isdigit() is True in Python, but it is no delta-seconds (RFC 9110: ASCII digits only).
+    assert retry_after_s("\u00b2", T0) is None
+
+
 # ---------------------------------------------------------------------------------------------
 # next_step
 
