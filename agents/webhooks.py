@@ -20,12 +20,14 @@ import asyncio
 import base64
 import email.utils
 import hashlib
+import heapq
 import hmac
 import ipaddress
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -178,15 +180,61 @@ def next_step(d: Delivery, status: int | None, error: str | None, retry_after: f
     return DeliveryOutcome(d.delivery_id, d.subscription_id, attempt, "retry", now, status, error, now + wait)
 
 
+class DeliveryQueue:
+    """A partition's pending deliveries: each order key's in sequence, and the first of each
+    scheduled by its next attempt, so finding what is due never scans the whole backlog."""
+
+    def __init__(self, deliveries: Iterable[Delivery] = ()):
+        self.pending: dict[str, Delivery] = {}
+        self.lines: dict[tuple[str, str], deque[str]] = {}  # (subscription, order key) -> ids by seq
+        self.schedule: list[tuple[float, int, str]] = []  # (next attempt, seq, id) of first deliveries
+        for d in sorted(deliveries, key=lambda d: (d.seq, d.delivery_id)):
+            self.add(d)
+
+    def add(self, d: Delivery) -> None:
+        self.pending[d.delivery_id] = d
+        line = self.lines.setdefault((d.subscription_id, d.order_key), deque())
+        line.append(d.delivery_id)
+        if len(line) == 1:
+            heapq.heappush(self.schedule, (d.next_at, d.seq, d.delivery_id))
+
+    def remove(self, delivery_id: str) -> Delivery | None:
+        """Take a delivery out; the next of its order key becomes due in its turn."""
+        d = self.pending.pop(delivery_id, None)
+        line = self.lines.get((d.subscription_id, d.order_key)) if d else None
+        if d is None or line is None or delivery_id not in line:
+            return d
+        was_first = line[0] == delivery_id
+        line.remove(delivery_id)
+        if not line:
+            del self.lines[(d.subscription_id, d.order_key)]
+        elif was_first:
+            head = self.pending[line[0]]
+            heapq.heappush(self.schedule, (head.next_at, head.seq, head.delivery_id))
+        return d
+
+    def reschedule(self, d: Delivery) -> None:
+        """A first delivery after an attempt: kept, and due again at `next_at`."""
+        self.pending[d.delivery_id] = d
+        heapq.heappush(self.schedule, (d.next_at, d.seq, d.delivery_id))
+
+    def take_due(self, now: float, disabled: set[str] | frozenset[str] = frozenset()) -> list[Delivery]:
+        """The first delivery of each order key whose time has come, oldest appointment first;
+        each is handed out once, until it is rescheduled."""
+        out = []
+        while self.schedule and self.schedule[0][0] <= now:
+            at, _, delivery_id = heapq.heappop(self.schedule)
+            d = self.pending.get(delivery_id)
+            line = self.lines.get((d.subscription_id, d.order_key)) if d else None
+            if d is None or d.next_at != at or not line or line[0] != delivery_id or d.subscription_id in disabled:
+                continue  # done, moved on, not first in line, or its endpoint is gone
+            out.append(d)
+        return out
+
+
 def due(pending: dict[str, Delivery], now: float, disabled: set[str]) -> list[Delivery]:
     """The deliveries to attempt now: the first of each order key, once its time has come."""
-    heads: dict[tuple[str, str], Delivery] = {}
-    for d in pending.values():
-        group = (d.subscription_id, d.order_key)
-        if group not in heads or (d.seq, d.delivery_id) < (heads[group].seq, heads[group].delivery_id):
-            heads[group] = d
-    return sorted((d for d in heads.values() if d.next_at <= now and d.subscription_id not in disabled),
-                  key=lambda d: (d.next_at, d.seq))
+    return DeliveryQueue(pending.values()).take_due(now, disabled)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +253,8 @@ class DispatchStage(Stage):
     hashes = ("pending", "disabled")
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.pending = {k: from_dict(Delivery, orjson.loads(v)) for k, v in hashes.get("pending", {}).items()}
+        self.queue = DeliveryQueue(from_dict(Delivery, orjson.loads(v)) for v in hashes.get("pending", {}).values())
+        self.pending = self.queue.pending
         self.disabled = set(hashes.get("disabled", {}))
         self.queued = False
 
@@ -221,7 +270,7 @@ class DispatchStage(Stage):
                 continue
             d = Delivery(f"{sub.subscription_id}.{message_id}", sub.subscription_id, order_key, source.offset,
                          payload(m, queued_at, sub), queued_at, 0, queued_at)
-            self.pending[d.delivery_id] = d
+            self.queue.add(d)
             effects.batch.hset("pending", {d.delivery_id: as_json(d)})
             self.queued = True
 
@@ -238,17 +287,19 @@ class DispatchStage(Stage):
         if d is None or o.attempt <= d.attempt:
             return  # an outcome already applied, or of a delivery already done
         if o.outcome == "delivered":
-            del self.pending[d.delivery_id]
+            self.queue.remove(d.delivery_id)
             effects.batch.hdel("pending", [d.delivery_id])
+            self.queued = True  # the next of its order key may go
         elif o.outcome == "exhausted":
             self.give_up(d, o.attempt, o.error or "attempts exhausted", o, effects)
         else:
             d = replace(d, attempt=o.attempt, next_at=o.next_at or o.at, last_error=o.error)
-            self.pending[d.delivery_id] = d
+            self.queue.reschedule(d)
             effects.batch.hset("pending", {d.delivery_id: as_json(d)})
 
     def give_up(self, d: Delivery, attempts: int, reason: str, o: DeliveryOutcome, effects: Effects) -> None:
-        del self.pending[d.delivery_id]
+        self.queue.remove(d.delivery_id)
+        self.queued = True
         effects.batch.hdel("pending", [d.delivery_id])
         effects.send(topics.webhook_dead_letters, d.subscription_id,
                      DeadDelivery(d.delivery_id, d.subscription_id, attempts, reason, o.status, d.body, o.at))
@@ -280,20 +331,14 @@ class Courier:
 
     def __init__(self, s: Settings):
         self.settings = s
-        self.attempted: set[tuple[str, int]] = set()  # (delivery, attempt) under way or awaiting its outcome
         self.slots: dict[str, asyncio.Semaphore] = {}  # per endpoint: attempts in flight
         self.rng = random.Random()
 
     def due(self) -> Iterator[tuple[int, Delivery]]:
         now = time.time()
-        alive = set()
         for p, owned in list(dispatch.stages.items()):
-            stage = owned.stage
-            alive |= {(d.delivery_id, d.attempt) for d in stage.pending.values()}
-            for d in due(stage.pending, now, stage.disabled):
-                if (d.delivery_id, d.attempt) not in self.attempted:
-                    yield p, d
-        self.attempted &= alive
+            for d in owned.stage.queue.take_due(now, owned.stage.disabled):
+                yield p, d
 
     async def run(self) -> None:
         async with aiohttp.ClientSession(headers={"User-Agent": "citybrain-webhooks"}) as session:
@@ -304,7 +349,6 @@ class Courier:
                     pass
                 delivery_due.clear()
                 for p, d in list(self.due()):
-                    self.attempted.add((d.delivery_id, d.attempt))
                     asyncio.ensure_future(self.deliver(session, p, d))
 
     async def deliver(self, session: aiohttp.ClientSession, partition: int, d: Delivery) -> None:
@@ -326,9 +370,11 @@ class Courier:
         try:
             for p in partitions:
                 await topics.webhook_outcomes.send(key=d.delivery_id.encode(), value=encode(outcome), partition=p)
-        except Exception:  # Kafka unreachable: forget the attempt, so it is made again (same webhook-id)
+        except Exception:  # Kafka unreachable: the attempt is made again later (same webhook-id)
             log.exception("webhook delivery %s: outcome could not be recorded; will attempt again", d.delivery_id)
-            self.attempted.discard((d.delivery_id, d.attempt))
+            owned = dispatch.stages.get(partition)
+            if owned is not None and owned.stage.pending.get(d.delivery_id) == d:
+                owned.stage.queue.reschedule(replace(d, next_at=time.time() + self.settings.webhook_backoff_s))
 
     async def attempt(self, session: aiohttp.ClientSession, sub: Subscription, d: Delivery
                       ) -> tuple[int | None, str | None, float | None]:

@@ -9,6 +9,7 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
+command -v promtool >/dev/null || need+=(prometheus)  # the monitoring tests run a real Prometheus
 if [ ${#need[@]} -gt 0 ]; then
   echo "[setup] installing ${need[*]}" >&2
   apt-get update -qq

@@ -390,7 +390,12 @@ async def bench_webhooks(settings: Settings, messages: int, endpoints: int, rate
         # Latency: alerts at a steady rate into the running worker, each timed from the moment Kafka
         # has it (the payload's timestamp) to its arrival.
         receiver.arrivals.clear()
-        await asyncio.sleep(3)  # the outcomes of the load drain first: latency is timed in a steady state
+        # Latency is timed in a steady state: the load's outcomes are applied first.
+        client = aioredis.from_url(s.redis_url)
+        pending = [f"{partition_key(s.key_prefix, 'webhooks', p)}:pending" for p in range(partitions_of("alerts", s))]
+        while sum([await client.hlen(k) for k in pending]):
+            await asyncio.sleep(0.1)
+        await client.aclose()
         async with Publisher(s, in_flight=1) as pub:
             for a in bench_alerts(probes, "probe"):
                 await pub.send("alerts", a.incidents, a)
