@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from agents.alerts import as_json
 from agents.webhooks import (
-    DispatchStage, check_subscription, due, load_subscriptions, matches, next_step, payload, refused_address,
+    DeliveryQueue, DispatchStage, check_subscription, due, load_subscriptions, matches, next_step, payload, refused_address,
     retry_after_s, signature,
 )
 from schemas.cap import Alert, Area, Incident, bilingual, to_xml
@@ -600,3 +600,24 @@ def test_gone_heard_twice_gives_up_nothing_more():
     again = effects()
     stage.on_outcome(outcome("gone", attempt=2, status=410), again)
     assert again.sends == [] and again.batch.commands == []
+
+
+def test_the_queue_hands_a_delivery_out_once_and_the_next_in_line_after_it_is_done():
+    first = delivery("s1.alert", order_key="I1", seq=10)
+    update = delivery("s1.update", order_key="I1", seq=11)
+    queue = DeliveryQueue([update, first])
+    assert queue.take_due(T0) == [first]
+    assert queue.take_due(T0 + 1) == []  # under way: not handed out again
+    queue.remove(first.delivery_id)
+    assert queue.take_due(T0 + 1) == [update]
+
+
+def test_a_rescheduled_delivery_is_due_again_at_its_new_time_and_still_holds_its_line():
+    first = delivery("s1.alert", order_key="I1", seq=10)
+    update = delivery("s1.update", order_key="I1", seq=11)
+    queue = DeliveryQueue([first, update])
+    queue.take_due(T0)
+    retry = replace(first, attempt=1, next_at=T0 + 30)
+    queue.reschedule(retry)
+    assert queue.take_due(T0 + 29) == []
+    assert queue.take_due(T0 + 30) == [retry]
