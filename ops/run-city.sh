@@ -30,6 +30,7 @@ cd "$run_dir"
 
 "$citybrain" worker -l warn > "$run_dir/$run_id-worker.log" 2>&1 &
 worker=$!
+echo "worker metrics: http://127.0.0.1:${CITYBRAIN_WEB_PORT:-6066}/metrics (ops/prometheus scrapes them)"
 trap 'kill $worker 2>/dev/null || true; wait $worker 2>/dev/null || true' EXIT
 "$citybrain" watch --quiet-after 20 &
 watcher=$!
