@@ -352,6 +352,22 @@ class Courier:
                     asyncio.ensure_future(self.deliver(session, p, d))
 
     async def deliver(self, session: aiohttp.ClientSession, partition: int, d: Delivery) -> None:
+        """One attempt, and its outcome sent back to the partition; if that fails, the attempt is
+        made again later (with the same webhook-id)."""
+        try:
+            outcome = await self.try_once(session, d)
+            partitions = range(partitions_of("webhook_outcomes")) if outcome.outcome == "gone" else [partition]
+            for p in partitions:
+                await topics.webhook_outcomes.send(key=d.delivery_id.encode(), value=encode(outcome), partition=p)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # Kafka unreachable, or anything unforeseen: never strand the delivery
+            log.exception("webhook delivery %s: outcome could not be recorded; will attempt again", d.delivery_id)
+            owned = dispatch.stages.get(partition)
+            if owned is not None and owned.stage.pending.get(d.delivery_id) == d:
+                owned.stage.queue.reschedule(replace(d, next_at=time.time() + self.settings.webhook_backoff_s))
+
+    async def try_once(self, session: aiohttp.ClientSession, d: Delivery) -> DeliveryOutcome:
         sub = subscriptions().get(d.subscription_id)
         slot = self.slots.setdefault(d.subscription_id, asyncio.Semaphore(self.settings.webhook_concurrency))
         async with slot:
@@ -366,15 +382,7 @@ class Courier:
         elif outcome.outcome != "retry":
             log.warning("webhook delivery %s: %s after %d attempts (%s)", d.delivery_id, outcome.outcome,
                         outcome.attempt, outcome.error)
-        partitions = range(partitions_of("webhook_outcomes")) if outcome.outcome == "gone" else [partition]
-        try:
-            for p in partitions:
-                await topics.webhook_outcomes.send(key=d.delivery_id.encode(), value=encode(outcome), partition=p)
-        except Exception:  # Kafka unreachable: the attempt is made again later (same webhook-id)
-            log.exception("webhook delivery %s: outcome could not be recorded; will attempt again", d.delivery_id)
-            owned = dispatch.stages.get(partition)
-            if owned is not None and owned.stage.pending.get(d.delivery_id) == d:
-                owned.stage.queue.reschedule(replace(d, next_at=time.time() + self.settings.webhook_backoff_s))
+        return outcome
 
     async def attempt(self, session: aiohttp.ClientSession, sub: Subscription, d: Delivery
                       ) -> tuple[int | None, str | None, float | None]:
