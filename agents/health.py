@@ -15,7 +15,7 @@ count people and never name them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -50,6 +50,17 @@ class Person:
     safety_code: str = "green"  # red while under an evacuation order and not yet at a shelter
     order_id: str | None = None  # the evacuation order that turned the safety code red
     seen_at: float | None = None
+    recent_scans: list[str] = field(default_factory=list)  # the last scan ids: a scan sent twice counts once
+
+
+RECENT_SCANS = 16
+
+
+def seen_scan(person: Person, scan_id: str) -> tuple[Person, bool]:
+    """The person with the scan noted, and whether it had been seen before (a venue's resend)."""
+    if scan_id in person.recent_scans:
+        return person, True
+    return replace(person, recent_scans=[*person.recent_scans[-(RECENT_SCANS - 1):], scan_id]), False
 
 
 def step_status(person: Person, st: PersonStatus) -> Person:
@@ -229,6 +240,9 @@ class PersonStage(Stage):
                 person, moves = move(person, token, e.zone_id, None, e.at)
                 self.send_moves(moves, effects)
             self.people[token] = person
+            return
+        person, again = seen_scan(person, e.scan_id)
+        if again:
             return
         venue = self.reference.city.venues.get(e.venue_id) or Venue(e.venue_id, e.venue_id, e.zone_id)
         notice = venue_notice(e, person.colour, venue)

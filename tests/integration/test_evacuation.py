@@ -67,7 +67,8 @@ def everyday_life():
     """Who goes where, which cars are parked where; before any rain."""
     return [
         scan("B", "Z2-SHOP", 5),  # B is now last seen in Hill Town
-        scan("E", "Z1-SHOP", 6), scan("C", "Z1-SHOP", 7), scan("F", "Z1-SHOP", 8),  # F: no status yet, green
+        scan("E", "Z1-SHOP", 6), scan("E", "Z1-SHOP", 6),  # the venue's gateway sends E's red scan twice
+        scan("C", "Z1-SHOP", 7), scan("F", "Z1-SHOP", 8),  # F: no status yet, green
         parking("e1", "Z1-UG", PLATES["P1"], "entry", 0), parking("e1", "Z1-UG", PLATES["P1"], "entry", 0),  # resent
         parking("e2", "Z1-UG", PLATES["P2"], "entry", 2), parking("e3", "Z1-UG", PLATES["P3"], "entry", 3),
         parking("e4", "Z1-SURF", PLATES["P4"], "entry", 4), parking("e5", "Z2-UG", PLATES["P5"], "entry", 5),
@@ -122,6 +123,9 @@ def test_a_flooded_zone_closes_its_garages_and_is_evacuated_to_an_open_shelter(c
     assert sorted((n["to"], n["kind"]) for n in by_kind["deny_entry"] + by_kind["check_entry"]) == sorted(
         [("Z1-SHOP", "deny_entry"), ("Z1-SHOP", "check_entry"), ("Z2-SHELTER", "check_entry")])  # E red; C yellow twice
     assert shelters["Z2-SHELTER"]["occupancy"] == 2
+    lower_town = run.merged("zone_health", "zones")["Z1"]  # E's resent scan counted once
+    assert (lower_town["window_start"], lower_town["scans"], lower_town["yellow"], lower_town["red"]) == (
+        "2026-07-20T06:00:00.000Z", 3, 1, 1)
 
     alerts = run.records("alerts")
     garage = [(a["msg_type"], a["info"][0]["response_type"]) for a in alerts if a["info"][0]["event"] == "Underground car park closure"]

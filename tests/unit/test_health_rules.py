@@ -2,7 +2,9 @@
 
 import pytest
 
-from agents.health import Person, ZoneHealth, expired, move, step_status, step_zone_health, venue_notice, zone_risk
+from agents.health import (
+    RECENT_SCANS, Person, ZoneHealth, expired, move, seen_scan, step_status, step_zone_health, venue_notice, zone_risk,
+)
 from schemas.cap import reference_to
 from schemas.records import PersonScan, PersonStatus, Whereabouts
 from schemas.reference import Venue, Zone
@@ -312,3 +314,18 @@ def test_zone_health_messages_are_deterministic_on_replay():
     _, first = run_zone([MODERATE, SEVERE, CALM, CALM])
     _, second = run_zone([MODERATE, SEVERE, CALM, CALM])
     assert [(a.identifier, a.sent) for a in first] == [(a.identifier, a.sent) for a in second]
+
+
+def test_a_scan_sent_twice_counts_once():
+    person, again = seen_scan(Person(), "scan-1")
+    assert not again and person.recent_scans == ["scan-1"]
+    person, again = seen_scan(person, "scan-1")
+    assert again and person.recent_scans == ["scan-1"]
+
+
+def test_only_the_last_scans_are_remembered():
+    person = Person()
+    for i in range(RECENT_SCANS + 4):
+        person, _ = seen_scan(person, f"scan-{i}")
+    assert len(person.recent_scans) == RECENT_SCANS
+    assert person.recent_scans[-1] == f"scan-{RECENT_SCANS + 3}" and "scan-0" not in person.recent_scans
