@@ -23,7 +23,7 @@ import orjson
 from agents.alerts import as_json, send_alert, send_notice
 from agents.flood import LEVELS, colour_rank
 from schemas.cap import Alert, Incident, bilingual, cap_id, zone_area
-from schemas.contract import Rejected
+from schemas.contract import Rejected, from_dict
 from schemas.records import EvacuationOrder, LotOrder, Notice, Whereabouts, ZoneFlood
 from schemas.reference import CityMap, Venue, Zone
 from streams import metrics, runtime, topics
@@ -79,8 +79,7 @@ class ZoneFloodWatch:
     """A zone's flood sources and the orders they have set off."""
 
     levels: dict[str, tuple[str, str]] = field(default_factory=dict)  # source -> (kind, level)
-    garages_order: str | None = None
-    garages_incident: Incident | None = None
+    garages_incident: Incident | None = None  # while the garages are closed; its id is the lot orders' id
     evacuation_order: str | None = None
 
 
@@ -149,13 +148,6 @@ def _zone(city: CityMap, zone_id: str) -> Zone:
     return city.zones.get(zone_id) or Zone(zone_id, zone_id, [])
 
 
-def _flood_watch_from(raw: bytes) -> ZoneFloodWatch:
-    d = orjson.loads(raw)
-    d["levels"] = {k: tuple(v) for k, v in d["levels"].items()}
-    d["garages_incident"] = Incident(**d["garages_incident"]) if d["garages_incident"] else None
-    return ZoneFloodWatch(**d)
-
-
 class FloodZoneStage(Stage):
     """All zones on one partition: each zone's flood sources, and the orders they set off.
 
@@ -168,7 +160,7 @@ class FloodZoneStage(Stage):
     hashes = ("zones",)
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.zones = {z: _flood_watch_from(v) for z, v in hashes.get("zones", {}).items()}
+        self.zones = {z: from_dict(ZoneFloodWatch, orjson.loads(v)) for z, v in hashes.get("zones", {}).items()}
         self.changed: set[str] = set()
 
     def knows(self, f: ZoneFlood) -> bool:
@@ -187,16 +179,16 @@ class FloodZoneStage(Stage):
         underground = sorted(lot.lot_id for lot in city.lots.values() if lot.zone_id == zone.zone_id and lot.underground)
 
         why = reached(levels, triggers_for(zone.zone_id, s.garage_closure_on), s)
-        if (why is not None) != (watch.garages_order is not None):
-            order_id = watch.garages_order or cap_id(f"garages.{zone.zone_id}.{int(f.at)}")
+        if (why is not None) != (watch.garages_incident is not None):
+            incident = watch.garages_incident or Incident(cap_id(f"garages.{zone.zone_id}.{int(f.at)}"))
+            order_id = incident.id
             for lot_id in underground:
                 effects.send(topics.lot_orders, lot_id, LotOrder(order_id, lot_id, zone.zone_id, why is not None, f.at,
                                                                  why or "flood risk eased"))
-            incident = watch.garages_incident or Incident(order_id)
             incident, alert = garage_message(incident, "Alert" if why else "Cancel", zone, underground,
                                              why or "eased", f.at, s)
             send_alert(alert, effects)
-            watch = replace(watch, garages_order=order_id if why else None, garages_incident=incident if why else None)
+            watch = replace(watch, garages_incident=incident if why else None)
 
         why = reached(levels, triggers_for(zone.zone_id, s.evacuation_on), s)
         if (why is not None) != (watch.evacuation_order is not None):
@@ -230,11 +222,6 @@ class ZoneOrder:
     incident: Incident
 
 
-def _order_from(raw: bytes) -> ZoneOrder:
-    d = orjson.loads(raw)
-    return ZoneOrder(d["order_id"], d["shelter_id"], Incident(**d["incident"]))
-
-
 class EvacuationStage(Stage):
     """Per zone: who is in it (by token) and at which of its shelters, and the order it is under."""
 
@@ -253,7 +240,7 @@ class EvacuationStage(Stage):
             for shelter in residents.values():
                 if shelter:
                     self.sheltered[shelter] = self.sheltered.get(shelter, 0) + 1
-        self.orders = {z: _order_from(v) for z, v in hashes.get("orders", {}).items()}
+        self.orders = {z: from_dict(ZoneOrder, orjson.loads(v)) for z, v in hashes.get("orders", {}).items()}
         self.notified: dict[str, set[str]] = {}  # zone -> tokens told to evacuate under its order
         for key in hashes.get("notified", {}):
             zone_id, token = key.split("|", 1)

@@ -22,13 +22,14 @@ import orjson
 
 from agents.alerts import as_json, send_alert, send_notice
 from schemas.cap import Alert, Incident, bilingual, cap_id, zone_area
-from schemas.contract import Rejected, iso
+from schemas.contract import Rejected, from_dict, iso
 from schemas.events import HealthCodeScan, HealthCodeStatusChange
 from schemas.records import Notice, PersonScan, PersonStatus, Whereabouts, ZoneScan
 from schemas.reference import Venue, Zone
 from streams import metrics, runtime, topics
 from streams.app import app
 from streams.processor import Effects, Source, Stage, WindowedStage
+from streams.reference import Reference
 from streams.settings import Settings
 from streams.windows import TumblingWindows
 
@@ -221,7 +222,7 @@ class PersonStage(Stage):
     hashes = ("people", "meta")
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.people = {k: Person(**orjson.loads(v)) for k, v in hashes.get("people", {}).items()}
+        self.people = {k: from_dict(Person, orjson.loads(v)) for k, v in hashes.get("people", {}).items()}
         self.swept_at = float(hashes.get("meta", {}).get("swept_at", "-inf"))
         self.clock = max((p.seen_at for p in self.people.values() if p.seen_at is not None), default=float("-inf"))
         self.changed: set[str] = set()
@@ -298,13 +299,13 @@ class ZoneHealthStage(WindowedStage):
     contract = ZoneScan
     hashes = ("meta", "open", "watch")
 
-    def __init__(self, partition: int, settings: Settings, reference: Any):
+    def __init__(self, partition: int, settings: Settings, reference: Reference):
         super().__init__(partition, settings, reference)
         self.windows = TumblingWindows(settings.health_window_s, settings.health_grace_s)
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         super().restore(hashes)
-        self.watch = {z: _zone_health_from(v) for z, v in hashes.get("watch", {}).items()}
+        self.watch = {z: from_dict(ZoneHealth, orjson.loads(v)) for z, v in hashes.get("watch", {}).items()}
 
     def gauges(self) -> metrics.Gauges:
         incidents = sum(1 for w in self.watch.values() if w.incident)
@@ -338,12 +339,6 @@ class ZoneHealthStage(WindowedStage):
             }).decode()})
         if changed:
             effects.batch.hset("watch", {z: as_json(w) for z, w in changed.items()})
-
-
-def _zone_health_from(raw: bytes) -> ZoneHealth:
-    d = orjson.loads(raw)
-    d["incident"] = Incident(**d["incident"]) if d["incident"] else None
-    return ZoneHealth(**d)
 
 
 intake = runtime.processor(HealthIntakeStage, topics.health_scans.get_topic_name())

@@ -22,7 +22,7 @@ import orjson
 
 from agents.alerts import as_json, send_alert, send_notice
 from schemas.cap import Alert, Area, Incident, bilingual, cap_id
-from schemas.contract import Rejected, iso
+from schemas.contract import Rejected, from_dict, iso
 from schemas.events import ParkingEvent
 from schemas.records import Bill, LotOrder, Notice, ParkingAnomaly
 from schemas.reference import Lot
@@ -192,12 +192,6 @@ def move_vehicle_notice(order_id: str, at: float, plate_token: str, lot: Lot) ->
 # Stage
 
 
-def _watch_from(raw: bytes) -> LotWatch:
-    d = orjson.loads(raw)
-    d["incident"] = Incident(**d["incident"]) if d["incident"] else None
-    return LotWatch(**d)
-
-
 class ParkingStage(Stage):
     """Per car park: its stays, occupancy and status, bills, anomalies and alerts."""
 
@@ -207,7 +201,7 @@ class ParkingStage(Stage):
     hashes = ("watch", "stays")
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.watch = {k: _watch_from(v) for k, v in hashes.get("watch", {}).items()}
+        self.watch = {k: from_dict(LotWatch, orjson.loads(v)) for k, v in hashes.get("watch", {}).items()}
         self.stays: dict[str, dict[str, Stay]] = {}
         for key, raw in hashes.get("stays", {}).items():
             lot_id, token = key.split("|", 1)

@@ -25,16 +25,19 @@ import hmac
 import ipaddress
 import logging
 import random
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from aiohttp.resolver import ThreadedResolver
 
 from agents.alerts import as_json
 from schemas.cap import Alert, to_xml
@@ -198,12 +201,12 @@ class DeliveryQueue:
         if len(line) == 1:
             heapq.heappush(self.schedule, (d.next_at, d.seq, d.delivery_id))
 
-    def remove(self, delivery_id: str) -> Delivery | None:
+    def remove(self, delivery_id: str) -> None:
         """Take a delivery out; the next of its order key becomes due in its turn."""
         d = self.pending.pop(delivery_id, None)
         line = self.lines.get((d.subscription_id, d.order_key)) if d else None
         if d is None or line is None or delivery_id not in line:
-            return d
+            return
         was_first = line[0] == delivery_id
         line.remove(delivery_id)
         if not line:
@@ -211,7 +214,6 @@ class DeliveryQueue:
         elif was_first:
             head = self.pending[line[0]]
             heapq.heappush(self.schedule, (head.next_at, head.seq, head.delivery_id))
-        return d
 
     def reschedule(self, d: Delivery) -> None:
         """A first delivery after an attempt: kept, and due again at `next_at`."""
@@ -230,11 +232,6 @@ class DeliveryQueue:
                 continue  # done, moved on, not first in line, or its endpoint is gone
             out.append(d)
         return out
-
-
-def due(pending: dict[str, Delivery], now: float, disabled: set[str]) -> list[Delivery]:
-    """The deliveries to attempt now: the first of each order key, once its time has come."""
-    return DeliveryQueue(pending.values()).take_due(now, disabled)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +338,10 @@ class Courier:
                 yield p, d
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession(headers={"User-Agent": "citybrain-webhooks"}) as session:
+        headers = {"User-Agent": "citybrain-webhooks"}
+        # Subscriptions that allow private addresses connect through a resolver that does not refuse them.
+        async with (aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(resolver=PublicResolver())) as public,
+                    aiohttp.ClientSession(headers=headers) as private):
             while True:
                 try:
                     await asyncio.wait_for(delivery_due.wait(), 0.25)
@@ -349,7 +349,8 @@ class Courier:
                     pass
                 delivery_due.clear()
                 for p, d in list(self.due()):
-                    asyncio.ensure_future(self.deliver(session, p, d))
+                    sub = subscriptions().get(d.subscription_id)
+                    asyncio.ensure_future(self.deliver(private if sub and sub.allow_private else public, p, d))
 
     async def deliver(self, session: aiohttp.ClientSession, partition: int, d: Delivery) -> None:
         """One attempt, and its outcome sent back to the partition; if that fails, the attempt is
@@ -371,8 +372,9 @@ class Courier:
         sub = subscriptions().get(d.subscription_id)
         slot = self.slots.setdefault(d.subscription_id, asyncio.Semaphore(self.settings.webhook_concurrency))
         async with slot:
-            status, error, retry_after = await self.attempt(session, sub, d) if sub else (None, "unsubscribed", None)
-        if sub is None or (error or "").startswith("refused"):
+            status, error, retry_after, refused = (await self.attempt(session, sub, d) if sub
+                                                   else (None, "unsubscribed", None, True))
+        if refused:  # no later attempt would fare better
             outcome = DeliveryOutcome(d.delivery_id, d.subscription_id, d.attempt + 1, "exhausted", time.time(), None, error)
         else:
             outcome = next_step(d, status, error, retry_after, time.time(), self.settings, self.rng)
@@ -385,13 +387,8 @@ class Courier:
         return outcome
 
     async def attempt(self, session: aiohttp.ClientSession, sub: Subscription, d: Delivery
-                      ) -> tuple[int | None, str | None, float | None]:
-        """(HTTP status, error, Retry-After seconds) of one POST."""
-        host = urlsplit(sub.url).hostname or ""
-        if not sub.allow_private:
-            refused = await resolves_to_refused(host)
-            if refused:
-                return None, f"refused: {host} resolves to a {refused} address", None
+                      ) -> tuple[int | None, str | None, float | None, bool]:
+        """(HTTP status, error, Retry-After seconds, whether the address was refused) of one POST."""
         timestamp = int(time.time())
         headers = {"Content-Type": "application/json", "webhook-id": d.delivery_id,
                    "webhook-timestamp": str(timestamp), "webhook-signature": signature(sub.secrets, d.delivery_id, timestamp, d.body)}
@@ -400,22 +397,33 @@ class Courier:
             async with session.post(sub.url, data=d.body.encode(), headers=headers, allow_redirects=False,
                                     timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_s)) as resp:
                 await resp.read()
-                return resp.status, None, retry_after_s(resp.headers.get("Retry-After"), time.time())
+                return resp.status, None, retry_after_s(resp.headers.get("Retry-After"), time.time()), False
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedAddress):
+                return None, f"refused: {exc.os_error}", None, True
+            return None, f"{type(exc).__name__}: {exc}", None, False
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            return None, f"{type(exc).__name__}: {exc}".strip(": "), None
+            return None, f"{type(exc).__name__}: {exc}".strip(": "), None, False
         finally:
             metrics.WEBHOOK_ATTEMPT_SECONDS.observe(time.perf_counter() - started)
 
 
-async def resolves_to_refused(host: str) -> str | None:
-    """Why a host's addresses are refused (checked at each attempt: DNS may change), or None."""
-    if refused_address(host):
-        return refused_address(host)
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
-    except OSError:
-        return None  # the attempt itself reports the failure
-    return next((r for info in infos if (r := refused_address(str(info[4][0])))), None)
+class RefusedAddress(OSError):
+    """A host that resolves to an address deliveries are refused to."""
+
+
+class PublicResolver(ThreadedResolver):
+    """Resolves as usual, and refuses a host with any private or loopback address. The address
+    checked is the one connected to (and cached by the connector), so DNS cannot swap it after
+    the check. IP literals never reach a resolver; subscriptions are checked for those when loaded."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
+        addresses = await super().resolve(host, port, family)
+        for a in addresses:
+            reason = refused_address(str(a["host"]))
+            if reason:
+                raise RefusedAddress(f"{host} resolves to a {reason} address")
+        return addresses
 
 
 courier = Courier(settings())

@@ -94,6 +94,16 @@ def _checker(tp: Any, lo: float | None, hi: float | None):
             return tuple(item(x) for x in v)
 
         return listing
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        key, value = _checker(key_tp, None, None), _checker(value_tp, None, None)
+
+        def mapping(v):
+            if not isinstance(v, dict):
+                raise ValueError("expected an object")
+            return {key(k): value(x) for k, x in v.items()}
+
+        return mapping
     if origin is tuple:
         items = [_checker(a, None, None) for a in typing.get_args(tp)]
 

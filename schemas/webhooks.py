@@ -8,7 +8,7 @@ from typing import Literal
 from schemas.cap import Severity
 from schemas.contract import EventTime
 
-Source = Literal["alerts", "notices"]
+Feed = Literal["alerts", "notices"]  # the topics a subscription takes messages from
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,7 @@ class Subscription:
     subscription_id: str
     url: str
     secrets: list[str]  # `whsec_<base64>`; several while one is being rotated
-    sources: list[Source] = field(default_factory=lambda: ["alerts"])
+    sources: list[Feed] = field(default_factory=lambda: ["alerts"])
     categories: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     zones: list[str] = field(default_factory=list)

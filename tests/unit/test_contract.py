@@ -131,3 +131,17 @@ def test_nested_records_travel_with_iso_times():
 @pytest.mark.parametrize("when", ["0001-01-01T00:00:10+00:01", "9999-12-31T23:59:30Z", "1969-12-31T23:59:59Z"])
 def test_event_times_outside_the_representable_years_are_rejected(when):
     assert "is outside 1970-2199" in reason_for(TrafficReading, reading(event_time=when))
+
+
+def test_dict_fields_are_checked_key_by_key_and_value_by_value():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Tally:
+        counts: dict[str, int]
+
+    assert from_dict(Tally, {"counts": {"a": 1, "b": 2}}) == Tally({"a": 1, "b": 2})
+    with pytest.raises(Rejected, match="counts: expected a whole number"):
+        from_dict(Tally, {"counts": {"a": 1.5}})
+    with pytest.raises(Rejected, match="counts: expected an object"):
+        from_dict(Tally, {"counts": [1, 2]})

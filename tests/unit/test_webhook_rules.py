@@ -3,6 +3,7 @@ address checks, the subscriptions file, and the dispatch stage's bookkeeping of 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import time
@@ -15,7 +16,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from agents.alerts import as_json
 from agents.webhooks import (
-    DeliveryQueue, DispatchStage, check_subscription, due, load_subscriptions, matches, next_step, payload, refused_address,
+    DeliveryQueue, DispatchStage, check_subscription, load_subscriptions, matches, next_step, payload, refused_address,
     retry_after_s, signature,
 )
 from schemas.cap import Alert, Area, Incident, bilingual, to_xml
@@ -343,21 +344,22 @@ def test_attempt_numbers_count_up_from_the_deliverys_attempt():
 # due
 
 
-def pending_of(*ds: Delivery) -> dict[str, Delivery]:
-    return {d.delivery_id: d for d in ds}
+def due(now: float, *ds: Delivery, disabled: frozenset[str] = frozenset()) -> list[Delivery]:
+    """What a fresh queue of these deliveries hands out at `now`."""
+    return DeliveryQueue(ds).take_due(now, disabled)
 
 
 def test_only_the_first_message_of_an_order_key_is_due():
     first = delivery("s1.alert", order_key="I1", seq=10)
     update = delivery("s1.update", order_key="I1", seq=11)
-    assert due(pending_of(update, first), T0, set()) == [first]
+    assert due(T0, update, first) == [first]
 
 
 def test_an_update_does_not_overtake_its_alert_waiting_for_a_retry():
     first = delivery("s1.alert", order_key="I1", seq=10, attempt=1, next_at=T0 + 60)
     update = delivery("s1.update", order_key="I1", seq=11, next_at=T0)
-    assert due(pending_of(first, update), T0, set()) == []
-    assert due(pending_of(first, update), T0 + 60, set()) == [first]
+    assert due(T0, first, update) == []
+    assert due(T0 + 60, first, update) == [first]
 
 
 def test_order_keys_and_subscriptions_are_independent():
@@ -365,26 +367,26 @@ def test_order_keys_and_subscriptions_are_independent():
     i1_later = delivery("s1.b", order_key="I1", seq=6)
     i2 = delivery("s1.c", order_key="I2", seq=7)
     other_sub = delivery("s2.b", subscription_id="s2", order_key="I1", seq=6)
-    got = due(pending_of(i1, i1_later, i2, other_sub), T0, set())
+    got = due(T0, i1, i1_later, i2, other_sub)
     assert {d.delivery_id for d in got} == {"s1.a", "s1.c", "s2.b"}
 
 
 def test_a_delivery_is_not_due_before_its_next_attempt_time():
     d = delivery(next_at=T0 + 30)
-    assert due(pending_of(d), T0 + 29.9, set()) == []
-    assert due(pending_of(d), T0 + 30, set()) == [d]
+    assert due(T0 + 29.9, d) == []
+    assert due(T0 + 30, d) == [d]
 
 
 def test_deliveries_of_disabled_subscriptions_are_never_due():
     gone = delivery("s1.a", subscription_id="s1")
     alive = delivery("s2.a", subscription_id="s2")
-    assert due(pending_of(gone, alive), T0, {"s1"}) == [alive]
+    assert due(T0, gone, alive, disabled=frozenset({"s1"})) == [alive]
 
 
 def test_due_deliveries_come_oldest_appointment_first():
     late = delivery("s1.a", order_key="K1", next_at=T0 - 1)
     early = delivery("s1.b", order_key="K2", next_at=T0 - 100)
-    assert due(pending_of(late, early), T0, set()) == [early, late]
+    assert due(T0, late, early) == [early, late]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +499,8 @@ def test_a_subscription_with_a_bad_secret_in_the_file_is_refused(tmp_path):
 def stage_with(*ds: Delivery) -> DispatchStage:
     stage = DispatchStage(0, Settings(), Reference(Settings()))
     stage.restore({})
-    stage.pending.update(pending_of(*ds))
+    for d in ds:
+        stage.queue.add(d)
     return stage
 
 
@@ -621,3 +624,20 @@ def test_a_rescheduled_delivery_is_due_again_at_its_new_time_and_still_holds_its
     queue.reschedule(retry)
     assert queue.take_due(T0 + 29) == []
     assert queue.take_due(T0 + 30) == [retry]
+
+
+def test_a_name_resolving_to_loopback_is_refused_where_the_connection_is_made():
+    import aiohttp
+
+    from agents.webhooks import PublicResolver, RefusedAddress
+
+    async def post() -> BaseException:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=PublicResolver())) as session:
+            try:
+                await session.post("http://localhost:9/hook")
+            except aiohttp.ClientConnectorError as exc:
+                return exc.os_error
+        raise AssertionError("the request went through")
+
+    refused = asyncio.run(post())
+    assert isinstance(refused, RefusedAddress) and "loopback" in str(refused)
