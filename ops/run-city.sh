@@ -16,7 +16,6 @@ mkdir -p "$run_dir"
 # Each run is a city of its own: fresh topics, keys and consumer group.
 run_id=city$(date +%Y%m%d%H%M%S)
 export CITYBRAIN_TOPIC_PREFIX="$run_id." CITYBRAIN_APP_ID="$run_id" CITYBRAIN_KEY_PREFIX="$run_id"
-export CITYBRAIN_IDLE_CLOSE_S=${CITYBRAIN_IDLE_CLOSE_S:-3}
 # The key that turns personal identifiers into tokens: kept outside Kafka and Redis, readable by
 # this user only, and made once on a machine that has none.
 if [ -z "${CITYBRAIN_PRIVACY_KEYS:-}" ]; then

@@ -238,7 +238,7 @@ class Rainstorm:
                 t = self.start + 10.0
                 out.append((t, "health_status", person, HealthCodeStatusChange(person, colour, t, "registered", zone_id)))
                 for m in range(1, int(self.duration_s // 600) + 1):  # now and then, a scan at a venue nearby
-                    t = self.start + 600.0 * m - rng.uniform(0, 300)
+                    t = self.start + 600.0 * m - rng.uniform(0, 600)
                     if rng.random() < 0.15 and (red_at is None or t < red_at):
                         venue = rng.choice([v for v in venues[zone_id] if v.kind != "shelter"])
                         out.append((t, "health_scans", venue.venue_id,
