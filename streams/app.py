@@ -6,20 +6,21 @@ import sys
 
 import faust
 
+from streams import batching
 from streams.settings import settings
 
 _s = settings()
 
 app = faust.App(
     _s.app_id,
-    broker=f"kafka://{_s.kafka_bootstrap}",
+    broker=f"{batching.SCHEME}://{_s.kafka_bootstrap}",  # every topic is read in batches
     value_serializer="raw",
     key_serializer="raw",
     store="memory://",
     topic_partitions=_s.partitions,
     topic_allow_declare=False,  # topics are created by `citybrain topics`, with their configs
     web_port=_s.web_port,
-    stream_buffer_maxsize=max(4096, 2 * _s.batch_max),
+    stream_buffer_maxsize=16,  # batches, not events: a partition pauses while its stream catches up
     broker_commit_every=_s.batch_max,
     consumer_auto_offset_reset="earliest",
     # A worker that dies is replaced in the group within seconds, not a minute.

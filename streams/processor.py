@@ -14,17 +14,17 @@ import base64
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
-from faust.types import EventT, TopicT
+from faust.types import TopicT
 
 from schemas.contract import Rejected, decode, encode, iso
 from schemas.records import DeadLetter
 from streams import metrics, topics
+from streams.batching import RecordBatch
 from streams.privacy import Keyring
 from streams.reference import Reference
 from streams.settings import Settings
@@ -218,16 +218,16 @@ class Processor:
             if tp.topic in self.offset_names:
                 self.stages.pop(tp.partition, None)
 
-    async def process(self, events: Sequence[EventT]) -> None:
-        """Apply one batch of events taken from the stream.
+    async def process(self, batch: RecordBatch) -> None:
+        """Apply one fetched batch of a topic partition.
 
-        Faust acknowledges a batch once this returns or raises, so a failure (Redis or Kafka
-        unreachable) is retried here until it succeeds: the stage stalls rather than skips.
+        The batch is acked once this returns, so a failure (Redis or Kafka unreachable) is
+        retried here until it succeeds: the stage stalls rather than skips.
         """
-        by_partition: dict[int, list[Source]] = defaultdict(list)
-        for event in events:
-            m = event.message
-            by_partition[m.partition].append(Source(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp))
+        partition = batch.tp.partition
+        sources = [Source(r.topic, partition, r.offset, r.key, r.value,
+                          r.timestamp / 1000.0 if r.timestamp is not None else None) for r in batch]
+        by_partition = {partition: sources}
         delay = 0.5
         while True:
             try:
@@ -235,7 +235,7 @@ class Processor:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("%s: batch of %d events failed; retrying in %.1f s", self.name, len(events), delay)
+                log.exception("%s: batch of %d events failed; retrying in %.1f s", self.name, len(sources), delay)
                 self.stages.clear()  # in-memory state may be half-applied: reload from Redis
                 await asyncio.sleep(delay)
                 delay = min(30.0, delay * 2)

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams import metrics
+from streams import batching, metrics
 from streams.app import app
 from streams.processor import Processor, Stage
 from streams.reference import Reference
@@ -26,8 +26,8 @@ processors: list[Processor] = []
 
 
 def batches(stream):
-    """A stream's events, many per await, as every stage takes them."""
-    return stream.take_events(settings().batch_max, settings().batch_within_s)
+    """A stream's fetched partition batches (streams/batching.py), as every stage takes them."""
+    return stream
 
 
 def processor(stage: type[Stage], topic: str) -> Processor:
@@ -52,6 +52,25 @@ def partition_gauges() -> Iterator[metrics.Gauges]:
 
 
 metrics.CITY.sources.append(partition_gauges)
+
+
+async def applied_positions(assigned: set[TP]) -> dict[TP, int]:
+    """Where each assigned partition resumes: after the offset its stages' state has applied
+    (the start when none has), the lowest where several stages read one topic."""
+    wanted = [(tp, f"{p.base(tp.partition)}:{p.offset_names[tp.topic]}")
+              for p in processors for tp in assigned if tp.topic in p.offset_names]
+    async with redis.pipeline(transaction=False) as pipe:  # keys of many slots: no MGET
+        for _, key in wanted:
+            pipe.get(key)
+        applied = await pipe.execute()
+    positions: dict[TP, int] = {}
+    for (tp, _), offset in zip(wanted, applied):
+        at = int(offset) + 1 if offset is not None else 0
+        positions[tp] = min(at, positions.get(tp, at))
+    return positions
+
+
+batching.resume_from(applied_positions)
 
 
 @app.page("/metrics")
