@@ -27,7 +27,6 @@ from schemas.contract import Rejected, from_dict
 from schemas.records import EvacuationOrder, LotOrder, Notice, Whereabouts, ZoneFlood
 from schemas.reference import CityMap, Venue, Zone
 from streams import metrics, runtime, topics
-from streams.app import app
 from streams.processor import Effects, Source, Stage
 from streams.settings import Settings
 
@@ -156,6 +155,7 @@ class FloodZoneStage(Stage):
     """
 
     name = "flood_zones"
+    source = "zone_floods"
     contract = ZoneFlood
     hashes = ("zones",)
 
@@ -226,6 +226,7 @@ class EvacuationStage(Stage):
     """Per zone: who is in it (by token) and at which of its shelters, and the order it is under."""
 
     name = "evacuation"
+    source = "whereabouts"
     contract = Whereabouts
     tables = {"evacuation_orders": EvacuationOrder}
     hashes = ("residents", "orders", "notified")
@@ -328,17 +329,5 @@ class EvacuationStage(Stage):
         self.changed.clear()
 
 
-flood_zones = runtime.processor(FloodZoneStage, topics.zone_floods.get_topic_name())
-evacuation = runtime.processor(EvacuationStage, topics.whereabouts.get_topic_name())
-
-
-@app.agent(topics.zone_floods)
-async def watch_flood_zones(stream):
-    async for events in runtime.batches(stream):
-        await flood_zones.process(events)
-
-
-@app.agent(topics.whereabouts_with_orders)
-async def evacuate_zones(stream):
-    async for events in runtime.batches(stream):
-        await evacuation.process(events)
+flood_zones = runtime.stage(FloodZoneStage, "watch_flood_zones")
+evacuation = runtime.stage(EvacuationStage, "evacuate_zones")

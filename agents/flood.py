@@ -24,7 +24,6 @@ from schemas.events import CitizenFloodReport, RainGaugeReading, WaterDepthReadi
 from schemas.records import CellReport, GaugeRain, PointReport, RoadClosure, ZoneFlood
 from schemas.reference import WaterloggingPoint, Zone
 from streams import metrics, runtime, topics
-from streams.app import app
 from streams.processor import Effects, Source, Stage
 from streams.settings import Settings
 
@@ -233,6 +232,7 @@ class PointStage(Stage):
     """Per monitored point: depth, level, rise and sensor health; alerts on the way up and down."""
 
     name = "flood"
+    source = "water_depths"
     contract = WaterDepthReading
     tables = {"point_reports": PointReport}
     hashes = ("watch",)
@@ -313,13 +313,7 @@ def _point_view(point_id: str, w: PointWatch, s: Settings) -> str:
     }).decode()
 
 
-points = runtime.processor(PointStage, topics.water_depths.get_topic_name())
-
-
-@app.agent(topics.depths_with_reports)
-async def track_waterlogging(stream):
-    async for events in runtime.batches(stream):
-        await points.process(events)
+points = runtime.stage(PointStage, "track_waterlogging")
 
 
 
@@ -420,6 +414,7 @@ class GaugeStage(Stage):
     after every reading, so that signals step exactly as the rain fell however it was batched."""
 
     name = "rain"
+    source = "rain_readings"
     contract = RainGaugeReading
     hashes = ("history",)
 
@@ -462,6 +457,7 @@ class ZoneRainStage(Stage):
     """
 
     name = "zone_rain"
+    source = "gauge_rain"
     contract = GaugeRain
     hashes = ("gauges", "signal")
 
@@ -516,20 +512,8 @@ def _signal_from(raw: bytes) -> ZoneSignal:
     return ZoneSignal(**d)
 
 
-gauges = runtime.processor(GaugeStage, topics.rain_readings.get_topic_name())
-zone_rain = runtime.processor(ZoneRainStage, topics.gauge_rain.get_topic_name())
-
-
-@app.agent(topics.rain_readings)
-async def track_rain(stream):
-    async for events in runtime.batches(stream):
-        await gauges.process(events)
-
-
-@app.agent(topics.gauge_rain)
-async def signal_rainstorms(stream):
-    async for events in runtime.batches(stream):
-        await zone_rain.process(events)
+gauges = runtime.stage(GaugeStage, "track_rain")
+zone_rain = runtime.stage(ZoneRainStage, "signal_rainstorms")
 
 
 
@@ -562,6 +546,7 @@ class ReportStage(Stage):
     phone number goes no further than this stage."""
 
     name = "reports"
+    source = "flood_reports"
     contract = CitizenFloodReport
     hashes = ()
 
@@ -643,6 +628,7 @@ class CellStage(Stage):
     """Per grid cell without a monitored point: clusters of residents' reports."""
 
     name = "report_cells"
+    source = "report_cells"
     contract = CellReport
     hashes = ("cells",)
 
@@ -670,17 +656,5 @@ class CellStage(Stage):
         self.changed.clear()
 
 
-reports = runtime.processor(ReportStage, topics.flood_reports.get_topic_name())
-cells = runtime.processor(CellStage, topics.report_cells.get_topic_name())
-
-
-@app.agent(topics.flood_reports)
-async def locate_reports(stream):
-    async for events in runtime.batches(stream):
-        await reports.process(events)
-
-
-@app.agent(topics.report_cells)
-async def cluster_reports(stream):
-    async for events in runtime.batches(stream):
-        await cells.process(events)
+reports = runtime.stage(ReportStage, "locate_reports")
+cells = runtime.stage(CellStage, "cluster_reports")

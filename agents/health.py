@@ -27,7 +27,6 @@ from schemas.events import HealthCodeScan, HealthCodeStatusChange
 from schemas.records import Notice, PersonScan, PersonStatus, Whereabouts, ZoneScan
 from schemas.reference import Venue, Zone
 from streams import metrics, runtime, topics
-from streams.app import app
 from streams.processor import Effects, Source, Stage, WindowedStage
 from streams.reference import Reference
 from streams.settings import Settings
@@ -185,6 +184,7 @@ class HealthIntakeStage(Stage):
     that everything about one person meets on one partition. Keeps no state of its own."""
 
     name = "health_intake"
+    source = "health_scans"
     contract = HealthCodeScan
     tables = {"health_status": HealthCodeStatusChange}  # a second stream read alongside, not a table
     hashes = ()
@@ -217,6 +217,7 @@ class PersonStage(Stage):
     """Per person token: health colour, last known zone and safety code."""
 
     name = "people"
+    source = "person_scans"
     contract = PersonScan
     tables = {"person_status": PersonStatus, "notices": Notice}
     hashes = ("people", "meta")
@@ -296,6 +297,7 @@ class ZoneHealthStage(WindowedStage):
     """Per zone and window: scans by colour, and the zone's health-risk alert."""
 
     name = "zone_health"
+    source = "zone_scans"
     contract = ZoneScan
     hashes = ("meta", "open", "watch")
 
@@ -341,24 +343,6 @@ class ZoneHealthStage(WindowedStage):
             effects.batch.hset("watch", {z: as_json(w) for z, w in changed.items()})
 
 
-intake = runtime.processor(HealthIntakeStage, topics.health_scans.get_topic_name())
-people = runtime.processor(PersonStage, topics.person_scans.get_topic_name())
-zone_health = runtime.processor(ZoneHealthStage, topics.zone_scans.get_topic_name())
-
-
-@app.agent(topics.health_intake)
-async def admit_health_events(stream):
-    async for events in runtime.batches(stream):
-        await intake.process(events)
-
-
-@app.agent(topics.people_events)
-async def track_people(stream):
-    async for events in runtime.batches(stream):
-        await people.process(events)
-
-
-@app.agent(topics.zone_scans)
-async def watch_zone_health(stream):
-    async for events in runtime.batches(stream):
-        await zone_health.process(events)
+intake = runtime.stage(HealthIntakeStage, "admit_health_events")
+people = runtime.stage(PersonStage, "track_people")
+zone_health = runtime.stage(ZoneHealthStage, "watch_zone_health")

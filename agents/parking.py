@@ -27,7 +27,6 @@ from schemas.events import ParkingEvent
 from schemas.records import Bill, LotOrder, Notice, ParkingAnomaly
 from schemas.reference import Lot
 from streams import metrics, runtime, topics
-from streams.app import app
 from streams.processor import Effects, Source, Stage
 from streams.settings import Settings
 
@@ -196,6 +195,7 @@ class ParkingStage(Stage):
     """Per car park: its stays, occupancy and status, bills, anomalies and alerts."""
 
     name = "parking"
+    source = "parking_events"
     contract = ParkingEvent
     tables = {"lot_orders": LotOrder}
     hashes = ("watch", "stays")
@@ -299,10 +299,4 @@ def lot_view(lot: Lot, watch: LotWatch, occupied: int, s: Settings) -> str:
     }).decode()
 
 
-lots = runtime.processor(ParkingStage, topics.parking_events.get_topic_name())
-
-
-@app.agent(topics.events_with_lot_orders)
-async def count_parking(stream):
-    async for events in runtime.batches(stream):
-        await lots.process(events)
+lots = runtime.stage(ParkingStage, "count_parking")

@@ -37,7 +37,6 @@ from schemas.cap import Alert, Area, Incident, Info, cap_id, cap_time, polygon
 from schemas.reference import Intersection, Segment, Zone
 from streams import metrics, runtime, topics
 from streams.topics import partitions_of
-from streams.app import app
 from streams.processor import Effects, Source, Stage, WindowedStage
 from streams.settings import Settings
 
@@ -129,7 +128,7 @@ def step_congestion(
     if watch.level is None:
         run = watch.run + 1 if level else 0
         if run < s.congestion_raise_windows:
-            return replace(watch, run=run), None
+            return CongestionWatch(run=run), None
         incident = Incident(cap_id(f"congestion.{segment.segment_id}.{int(w.window_start)}"))
         watch = CongestionWatch(level=level, incident=incident)
         return _message(watch, w, segment, zone, "Alert", s)
@@ -223,6 +222,7 @@ class SegmentStage(WindowedStage):
     """Per road segment: windowed indicators, latest state, ranking and congestion alerts."""
 
     name = "traffic"
+    source = "traffic_readings"
     contract = TrafficReading
     tables = {"closures": RoadClosure}
     hashes = ("meta", "open", "watch", "closed")
@@ -406,6 +406,7 @@ class CityStage(Stage):
     """
 
     name = "city"
+    source = "city_parts"
     contract = CityIndexPart
     hashes = ("parts",)
 
@@ -474,6 +475,7 @@ class SignalStage(Stage):
     """
 
     name = "signals"
+    source = "approach_flows"
     contract = FlowReport
     hashes = ("upstream", "windows", "plans")
 
@@ -561,25 +563,6 @@ class SignalStage(Stage):
 # ---------------------------------------------------------------------------------------------
 # Agents
 
-segments = runtime.processor(SegmentStage, topics.traffic_readings.get_topic_name())
-city = runtime.processor(CityStage, topics.city_parts.get_topic_name())
-signals = runtime.processor(SignalStage, topics.approach_flows.get_topic_name())
-
-
-@app.agent(topics.traffic_with_closures)
-async def track_traffic(stream):
-    async for events in runtime.batches(stream):
-        await segments.process(events)
-
-
-@app.agent(topics.city_parts)
-async def index_city(stream):
-    async for events in runtime.batches(stream):
-        await city.process(events)
-
-
-@app.agent(topics.approach_flows)
-async def plan_signals(stream):
-    async for events in runtime.batches(stream):
-        await signals.process(events)
-
+segments = runtime.stage(SegmentStage, "track_traffic")
+city = runtime.stage(CityStage, "index_city")
+signals = runtime.stage(SignalStage, "plan_signals")

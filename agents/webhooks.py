@@ -245,6 +245,7 @@ class DispatchStage(Stage):
     """Per partition of the alerts and notices: deliveries queued, retried, done or given up."""
 
     name = "webhooks"
+    source = "alerts"
     contract = Alert
     tables = {"notices": Notice, "webhook_outcomes": DeliveryOutcome}  # read alongside the alerts
     hashes = ("pending", "disabled")
@@ -310,13 +311,7 @@ class DispatchStage(Stage):
             self.queued = False
 
 
-dispatch = runtime.processor(DispatchStage, topics.alerts.get_topic_name())
-
-
-@app.agent(topics.messages_to_deliver)
-async def dispatch_webhooks(stream):
-    async for events in runtime.batches(stream):
-        await dispatch.process(events)
+dispatch = runtime.stage(DispatchStage, "dispatch_webhooks")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,4 +427,3 @@ courier = Courier(settings())
 @app.task
 async def deliver_webhooks() -> None:
     await courier.run()
-

@@ -16,7 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 from faust.types import TopicT
@@ -35,8 +35,7 @@ from streams.windows import TumblingWindows
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(NamedTuple):
     """Where an event came from."""
 
     topic: str
@@ -127,6 +126,7 @@ class Stage(ABC):
     """One stage's state and rules for one partition, restored from and saved to Redis."""
 
     name: ClassVar[str]  # names the stage's keys: `<prefix>:{<name>.<partition>}:...`
+    source: ClassVar[str]  # the role (streams/topics.py) of the topic it reads
     contract: ClassVar[type]  # what its source topic carries
     # Co-partitioned topics joined in as tables (topic role -> contract): keyed like the source
     # topic, so partition n of each lands on the worker that holds partition n of the stage.
@@ -175,9 +175,9 @@ class Owned:
 class Processor:
     """Drives one stage over its source topic's partitions."""
 
-    def __init__(self, stage: type[Stage], topic: str, state: StateStore, reference: Reference, settings: Settings):
+    def __init__(self, stage: type[Stage], state: StateStore, reference: Reference, settings: Settings):
         self.stage = stage
-        self.topic = topic
+        self.topic = topic = topic_name(stage.source, settings)
         # Each source topic's applied offset has a key of its own: `offset` for the stream,
         # `offset.<role>` for a table joined in.
         self.offset_names = {topic: "offset", **{topic_name(role, settings): f"offset.{role}" for role in stage.tables}}
@@ -224,14 +224,18 @@ class Processor:
         The batch is acked once this returns, so a failure (Redis or Kafka unreachable) is
         retried here until it succeeds: the stage stalls rather than skips.
         """
-        partition = batch.tp.partition
-        sources = [Source(r.topic, partition, r.offset, r.key, r.value,
+        topic, partition = batch.tp
+        sources = [Source(topic, partition, r.offset, r.key, r.value,
                           r.timestamp / 1000.0 if r.timestamp is not None else None) for r in batch]
-        by_partition = {partition: sources}
         delay = 0.5
         while True:
             try:
-                return await self._process(by_partition)
+                async with self._lock:
+                    await self.reference.start()
+                    for _attempt in range(5):
+                        if await self._apply(partition, topic, sources):
+                            return
+                    raise RuntimeError(f"{self.name}: partition {partition} kept moving under us")
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -239,16 +243,6 @@ class Processor:
                 self.stages.clear()  # in-memory state may be half-applied: reload from Redis
                 await asyncio.sleep(delay)
                 delay = min(30.0, delay * 2)
-
-    async def _process(self, by_partition: dict[int, list[Source]]) -> None:
-        async with self._lock:
-            await self.reference.start()
-            pending = dict(by_partition)
-            for _attempt in range(5):
-                if not pending:
-                    return
-                pending = await self._apply(pending)
-            raise RuntimeError(f"{self.name}: partitions {sorted(pending)} kept moving under us")
 
     async def tick(self) -> None:
         """Close the windows of partitions that have gone silent."""
@@ -269,56 +263,54 @@ class Processor:
                 log.exception("%s: closing silent windows failed", self.name)
                 self.stages.clear()
 
-    async def _apply(self, by_partition: dict[int, list[Source]]) -> dict[int, list[Source]]:
-        """Apply each partition's events; returns those of partitions to retry after a conflict."""
-        work = []
-        for p, sources in by_partition.items():
-            owned = await self._loaded(p)
-            stage = owned.stage
-            fresh = [s for s in sources if s.offset > owned.offsets[self.offset_names[s.topic]]]
-            if len(fresh) < len(sources):
-                metrics.EVENTS_REDELIVERED.labels(self.name).inc(len(sources) - len(fresh))
-            if not fresh:
-                continue
-            decoded = []
-            for source in fresh:
-                try:
-                    decoded.append((source, self._decode(stage, source)))
-                except Rejected as exc:
-                    decoded.append((source, exc))
-            if not all(stage.knows(v) for _, v in decoded if not isinstance(v, Rejected)):
-                await self.reference.catch_up()
-            offsets = dict(owned.offsets)
-            for source in fresh:
-                offsets[self.offset_names[source.topic]] = source.offset
-            effects = Effects(self.name, Batch(self.base(p), owned.commits, offsets))
-            for source, value in decoded:
-                effects.trigger_time = source.timestamp
-                try:
-                    if isinstance(value, Rejected):
-                        raise value
-                    stage.on_event(value, source, effects)
-                except Rejected as exc:
-                    effects.reject(source, exc)
-            stage.flush(effects)
-            stage.last_event_wall = time.monotonic()
-            metrics.BATCH_SIZE.labels(self.name).observe(len(fresh))
-            metrics.EVENTS_PROCESSED.labels(self.name).inc(len(fresh))
-            work.append((p, effects))
-        conflicts = await self._emit_and_commit(work)
-        return {p: by_partition[p] for p in conflicts}
+    async def _apply(self, partition: int, topic: str, sources: list[Source]) -> bool:
+        """Apply one partition's events of one topic; False when its state moved on elsewhere."""
+        owned = await self._loaded(partition)
+        stage = owned.stage
+        offset_name = self.offset_names[topic]
+        applied = owned.offsets[offset_name]
+        fresh = sources if sources[0].offset > applied else [s for s in sources if s.offset > applied]
+        if len(fresh) < len(sources):
+            metrics.EVENTS_REDELIVERED.labels(self.name).inc(len(sources) - len(fresh))
+        if not fresh:
+            return True
+        decoded: list[Any] = []
+        for source in fresh:
+            try:
+                decoded.append(self._decode(topic, source))
+            except Rejected as exc:
+                decoded.append(exc)
+        knows = stage.knows
+        if not all(knows(v) for v in decoded if not isinstance(v, Rejected)):
+            await self.reference.catch_up()
+        effects = Effects(self.name, Batch(self.base(partition), owned.commits,
+                                           {**owned.offsets, offset_name: fresh[-1].offset}))
+        on_event = stage.on_event
+        for source, value in zip(fresh, decoded):
+            effects.trigger_time = source.timestamp
+            try:
+                if isinstance(value, Rejected):
+                    raise value
+                on_event(value, source, effects)
+            except Rejected as exc:
+                effects.reject(source, exc)
+        stage.flush(effects)
+        stage.last_event_wall = time.monotonic()
+        metrics.BATCH_SIZE.labels(self.name).observe(len(fresh))
+        metrics.EVENTS_PROCESSED.labels(self.name).inc(len(fresh))
+        return not await self._emit_and_commit([(partition, effects)])
 
     def keyring(self) -> Keyring:
         if self._keyring is None:
             self._keyring = Keyring(self.settings.privacy_keys)  # refuses to go on without a key
         return self._keyring
 
-    def _decode(self, stage: Stage, source: Source) -> Any:
-        value = decode(self.contracts[source.topic], source.value)
-        if self.personal[source.topic]:
+    def _decode(self, topic: str, source: Source) -> Any:
+        value = decode(self.contracts[topic], source.value)
+        if self.personal[topic]:
             # From here on the stage sees tokens only: a raw identifier never reaches its state,
             # its records, its logs or its alerts.
-            value = self.keyring().pseudonymise(value, self.personal[source.topic])
+            value = self.keyring().pseudonymise(value, self.personal[topic])
         t = getattr(value, "event_time", None)
         # One reading from a clock far in the future would make every later one late.
         if t is not None and source.timestamp and t > source.timestamp + self.settings.max_ahead_s:
@@ -328,14 +320,16 @@ class Processor:
             )
         return value
 
-    async def _emit_and_commit(self, work: list[tuple[int, Effects]]) -> list[int]:
-        """Send every record and wait for Kafka to take them, then commit Redis; returns conflicts."""
-        futures = []
-        for _, effects in work:
-            for topic, key, value, partition in effects.sends:
-                futures.append(await topic.send(key=key, value=value, partition=partition, force=True))
+    async def send(self, sends: list[tuple[TopicT, bytes | None, bytes, int | None]]) -> None:
+        """Send records and wait until Kafka has taken every one."""
+        futures = [await topic.send(key=key, value=value, partition=partition, force=True)
+                   for topic, key, value, partition in sends]
         if futures:
             await asyncio.gather(*futures)
+
+    async def _emit_and_commit(self, work: list[tuple[int, Effects]]) -> list[int]:
+        """Send every record and wait for Kafka to take them, then commit Redis; returns conflicts."""
+        await self.send([send for _, effects in work for send in effects.sends])
         now = time.time()
         for _, effects in work:
             for category, t in effects.alerts_set_off:
@@ -376,7 +370,7 @@ class WindowedStage(Stage):
         self._saved_watermark = self.windows.watermark
         for name, acc in hashes.get("open", {}).items():
             start, key = name.split("|", 1)
-            self.windows.open[(key, float(start))] = orjson.loads(acc)
+            self.windows.open.setdefault(float(start), {})[key] = orjson.loads(acc)
 
     def fold(self, key: str, t: float, fold: Callable[[Any], Any], source: Source, effects: Effects) -> bool:
         """Fold into the window of `t`; a late event is routed to the late-events topic instead."""
@@ -400,7 +394,7 @@ class WindowedStage(Stage):
         if w.watermark >= wall_now - w.size_s - w.grace_s:
             w.advance(wall_now)
         elif w.open:
-            w.advance(w.closes_at(max(start for _, start in w.open)))
+            w.advance(w.closes_at(max(w.open)))
 
     def gauges(self) -> metrics.Gauges:
         return metrics.window_lag(self.name, self.windows.watermark)
@@ -414,9 +408,13 @@ class WindowedStage(Stage):
         if closed:
             self.on_close(closed, effects)
             effects.batch.hdel("open", (_slot_field(key, start) for key, start, _ in closed))
-        still_open = {s: self.windows.open[s] for s in self._touched if s in self.windows.open}
+        still_open = {}
+        for key, start in self._touched:
+            acc = self.windows.get(key, start)
+            if acc is not None:
+                still_open[_slot_field(key, start)] = orjson.dumps(acc).decode()
         if still_open:
-            effects.batch.hset("open", {_slot_field(k, start): orjson.dumps(acc).decode() for (k, start), acc in still_open.items()})
+            effects.batch.hset("open", still_open)
         # The watermark is kept whenever it moves: a restarted worker must judge lateness as the
         # first one did, and stages downstream may already have been told of it.
         if self.windows.watermark != self._saved_watermark:

@@ -16,6 +16,7 @@ from streams.processor import Processor, Stage
 from streams.reference import Reference
 from streams.settings import settings
 from streams.state import StateStore
+from streams.topics import topic_name
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +26,19 @@ reference = Reference(settings())
 processors: list[Processor] = []
 
 
-def batches(stream):
-    """A stream's fetched partition batches (streams/batching.py), as every stage takes them."""
-    return stream
-
-
-def processor(stage: type[Stage], topic: str) -> Processor:
-    """The processor of a stage reading `topic`, registered for the idle timer and rebalances."""
-    p = Processor(stage, topic, state, reference, settings())
+def stage(cls: type[Stage], agent: str) -> Processor:
+    """Register a stage: its processor, and the agent named `agent` that hands it the batches of
+    its source topic and of the topics it reads alongside (`cls.tables`)."""
+    s = settings()
+    p = Processor(cls, state, reference, s)
     processors.append(p)
+
+    async def run(stream) -> None:
+        async for batch in stream:
+            await p.process(batch)
+
+    run.__name__ = run.__qualname__ = agent
+    app.agent(app.topic(*(topic_name(role, s) for role in (cls.source, *cls.tables))), name=agent)(run)
     return p
 
 

@@ -91,46 +91,27 @@ def partitions_of(role: str, s: Settings | None = None) -> int:
     return SPECS[role].partitions or (s or settings()).partitions
 
 
-traffic_readings = app.topic(topic_name("traffic_readings"))
-water_depths = app.topic(topic_name("water_depths"))
-rain_readings = app.topic(topic_name("rain_readings"))
+# What the stages send to. What a stage reads is its own declaration (`Stage.source`, and
+# `Stage.tables` for the topics read alongside), subscribed by `runtime.stage`.
+city_parts = app.topic(topic_name("city_parts"))
+approach_flows = app.topic(topic_name("approach_flows"))
+signal_plans = app.topic(topic_name("signal_plans"))
 gauge_rain = app.topic(topic_name("gauge_rain"))
 closures = app.topic(topic_name("closures"))
-flood_reports = app.topic(topic_name("flood_reports"))
-report_cells = app.topic(topic_name("report_cells"))
 point_reports = app.topic(topic_name("point_reports"))
-# The waterlogging stage reads depths with residents' reports near its points joined in.
-depths_with_reports = app.topic(topic_name("water_depths"), topic_name("point_reports"))
-# The traffic stage reads its readings with the closures joined in (co-partitioned by segment).
-traffic_with_closures = app.topic(topic_name("traffic_readings"), topic_name("closures"))
-# Health codes: raw scans and status changes are tokenised and re-keyed by person; a person's
-# scans then read their status changes alongside.
-health_scans = app.topic(topic_name("health_scans"))
-health_intake = app.topic(topic_name("health_scans"), topic_name("health_status"))
+report_cells = app.topic(topic_name("report_cells"))
 person_scans = app.topic(topic_name("person_scans"))
 person_status = app.topic(topic_name("person_status"))
-# A person's evacuation notices come back as a table: the safety code lives with the person.
-people_events = app.topic(topic_name("person_scans"), topic_name("person_status"), topic_name("notices"))
 zone_scans = app.topic(topic_name("zone_scans"))
-# Parking: a lot's entries and exits with the flood's orders for the lot joined in.
-parking_events = app.topic(topic_name("parking_events"))
-events_with_lot_orders = app.topic(topic_name("parking_events"), topic_name("lot_orders"))
+whereabouts = app.topic(topic_name("whereabouts"))
+zone_floods = app.topic(topic_name("zone_floods"))
 lot_orders = app.topic(topic_name("lot_orders"))
+evacuation_orders = app.topic(topic_name("evacuation_orders"))
 bills = app.topic(topic_name("bills"))
 parking_anomalies = app.topic(topic_name("parking_anomalies"))
-# Evacuation: flood levels by zone decide orders; people's whereabouts by zone meet them.
-zone_floods = app.topic(topic_name("zone_floods"))
-whereabouts = app.topic(topic_name("whereabouts"))
-evacuation_orders = app.topic(topic_name("evacuation_orders"))
-whereabouts_with_orders = app.topic(topic_name("whereabouts"), topic_name("evacuation_orders"))
 notices = app.topic(topic_name("notices"))
-# Webhooks: alerts and notices to deliver, with the outcomes of attempts read alongside.
 webhook_outcomes = app.topic(topic_name("webhook_outcomes"))
 webhook_dead_letters = app.topic(topic_name("webhook_dead_letters"))
-messages_to_deliver = app.topic(topic_name("alerts"), topic_name("notices"), topic_name("webhook_outcomes"))
-approach_flows = app.topic(topic_name("approach_flows"))
-city_parts = app.topic(topic_name("city_parts"))
-signal_plans = app.topic(topic_name("signal_plans"))
 alerts = app.topic(topic_name("alerts"))
 alerts_cap = app.topic(topic_name("alerts_cap"))
 dead_letters = app.topic(topic_name("dead_letters"))

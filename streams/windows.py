@@ -19,12 +19,12 @@ A = TypeVar("A")
 
 @dataclass
 class TumblingWindows(Generic[K, A]):
-    """Open windows of one partition, keyed by (key, window start)."""
+    """Open windows of one partition: accumulators by window start, then by key."""
 
     size_s: float
     grace_s: float
     watermark: float = -math.inf
-    open: dict[tuple[K, float], A] = field(default_factory=dict)
+    open: dict[float, dict[K, A]] = field(default_factory=dict)
 
     def start_of(self, t: float) -> float:
         return math.floor(t / self.size_s) * self.size_s
@@ -38,13 +38,20 @@ class TumblingWindows(Generic[K, A]):
 
     def add(self, key: K, t: float, fold: Callable[[A | None], A]) -> tuple[K, float] | None:
         """Fold an event at time `t` into its window; None when the event is late."""
-        if self.is_late(t):
+        start = math.floor(t / self.size_s) * self.size_s
+        if start + self.size_s + self.grace_s <= self.watermark:
             return None
-        slot = (key, self.start_of(t))
-        self.open[slot] = fold(self.open.get(slot))
+        accumulators = self.open.get(start)
+        if accumulators is None:
+            accumulators = self.open[start] = {}
+        accumulators[key] = fold(accumulators.get(key))
         if t > self.watermark:
             self.watermark = t
-        return slot
+        return key, start
+
+    def get(self, key: K, start: float) -> A | None:
+        """The accumulator of an open window, or None."""
+        return self.open.get(start, {}).get(key)
 
     def advance(self, watermark: float) -> None:
         """Move the watermark forward without an event (a silent partition's timer)."""
@@ -52,6 +59,5 @@ class TumblingWindows(Generic[K, A]):
 
     def close_due(self) -> list[tuple[K, float, A]]:
         """Remove and return the windows the watermark has passed, oldest first."""
-        due = [slot for slot in self.open if self.closes_at(slot[1]) <= self.watermark]
-        due.sort(key=lambda slot: slot[1])
-        return [(key, start, self.open.pop((key, start))) for key, start in due]
+        due = sorted(start for start in self.open if self.closes_at(start) <= self.watermark)
+        return [(key, start, acc) for start in due for key, acc in self.open.pop(start).items()]

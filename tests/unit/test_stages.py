@@ -124,7 +124,7 @@ def test_a_live_zone_quiet_for_a_few_minutes_keeps_its_15_minute_window_open():
     stage.on_event(ZoneScan("Z1", "scan-1", "red", t + 60), source(), e)
     stage.on_idle(wall_now=t + 300, effects=e)  # five minutes without a scan, well inside the window
     stage.flush(e)
-    assert list(stage.windows.open) == [("Z1", t)]
+    assert stage.windows.get("Z1", t) == [1, 0, 1]
     assert not stage.windows.is_late(t + 400)
     stage.on_idle(wall_now=t + S.health_window_s + S.health_grace_s, effects=e)  # the window's time is up
     stage.flush(e)
