@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -102,6 +103,21 @@ class CityRun:
                     await pub.send_raw(role, key, value if isinstance(value, bytes) else encode(value))
 
         asyncio.run(go())
+
+    def publish_in_background(self, items: list[tuple[str, str, Any]], chunks: int = 40,
+                              pause_s: float = 0.1) -> threading.Thread:
+        """Publish in chunks with pauses, from a thread: a worker meets the items as a live feed,
+        batch after batch, so a test can kill it in the middle."""
+
+        def go() -> None:
+            size = max(1, len(items) // chunks)
+            for i in range(0, len(items), size):
+                self.publish(items[i : i + size])
+                time.sleep(pause_s)
+
+        thread = threading.Thread(target=go, daemon=True)
+        thread.start()
+        return thread
 
     # -- reading what came out
     def records(self, role: str) -> list[dict]:

@@ -65,11 +65,12 @@ def test_sigkill_while_billing_and_evacuating_loses_nothing_and_repeats_nothing(
 
     # Killed while scans are being checked and stays billed.
     worker = run.start_worker()
-    run.publish(scans_and_parking())
+    publishing = run.publish_in_background(scans_and_parking())
     total_scans = 2 * len(PEOPLE)
     scans_done = lambda: sum(o + 1 for o in run.applied_offsets("health_intake", 4).values())  # noqa: E731
     assert kill_when(run, worker, lambda: scans_done() >= 0.4 * total_scans)
     assert scans_done() < total_scans, "the kill must land in the middle of the scans"
+    publishing.join()
     run.start_worker()
     run.wait_quiet(stages=ALL_STAGES)
 
