@@ -442,7 +442,10 @@ class CityStage(Stage):
             if start == newest:
                 effects.batch.set("latest", as_json(index))
                 effects.batch.delete("ranking")
-                ranking = heapq.nlargest(self.settings.ranking_size, (x for p in parts for x in p.top), key=lambda x: x[1])
+                # Ties go by segment id, as in each partition's top: the parts' arrival order,
+                # which Kafka does not fix across partitions, must not pick the ranking.
+                ranking = heapq.nlargest(self.settings.ranking_size, (x for p in parts for x in p.top),
+                                         key=lambda x: (x[1], x[0]))
                 if ranking:
                     effects.batch.zadd("ranking", dict(ranking))
         self.changed.clear()

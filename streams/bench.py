@@ -1,9 +1,10 @@
 """Throughput of the traffic pipeline against a bare consumer, on one preloaded topic.
 
 All read the same N readings in the same run on the same machine: a bare aiokafka consumer
-that only drains the topic; a faust agent that only takes batches (the framework's floor); and
-a worker process running the whole traffic pipeline (decode, validate, window, alert, commit
-state to Redis). The ratios say what the city brain costs on top of reading Kafka at all.
+that only drains the topic; a faust agent that only takes events on faust's stock stream path;
+the same agent on the batch path the workers use; and a worker process running the whole
+traffic pipeline (decode, validate, window, alert, commit state to Redis). The ratios say what
+each path and the city brain's work cost on top of reading Kafka at all.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaAdminClient
 
 from schemas.cap import Alert, Area, Incident, bilingual
-from schemas.events import TrafficReading, WaterDepthReading
+from schemas.events import HealthCodeScan, HealthCodeStatusChange, ParkingEvent, TrafficReading, WaterDepthReading
 from schemas.contract import parse_time
-from schemas.reference import Segment, WaterloggingPoint
+from schemas.reference import Lot, Segment, Venue, WaterloggingPoint
 from streams.admin import ensure_topics
 from streams.feed import Publisher
 from streams.settings import Settings
@@ -64,13 +65,13 @@ def bench_readings(segments: list[Segment], events: int, start: float) -> list[T
     return out
 
 
-async def drain_bare(s: Settings, events: int) -> float:
-    """Seconds a bare consumer takes to read `events` messages from the readings topic."""
+async def drain_bare(s: Settings, events: int, roles: tuple[str, ...] = ("traffic_readings",)) -> float:
+    """Seconds a bare consumer takes to read `events` messages from the topics of `roles`."""
     consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
                                 max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic_name("traffic_readings", s), p) for p in range(partitions_of("traffic_readings", s))]
+        tps = [TopicPartition(topic_name(role, s), p) for role in roles for p in range(partitions_of(role, s))]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         seen, started = 0, time.perf_counter()
@@ -82,11 +83,13 @@ async def drain_bare(s: Settings, events: int) -> float:
         await consumer.stop()
 
 
-def drain_faust_floor(s: Settings, events: int) -> tuple[float, int]:
-    """(seconds, events) for a faust agent that only takes batches off the topic."""
+def drain_faust_floor(s: Settings, events: int, path: str = "stock") -> tuple[float, int]:
+    """(seconds, events) for a faust agent that only takes events off the topic, on faust's
+    stock stream path or on the batch path."""
+    group = f"{s.app_id}-{path}"
     env = {**os.environ, "BENCH_TOPIC": topic_name("traffic_readings", s), "BENCH_EVENTS": str(events),
-           "BENCH_GROUP": f"{s.app_id}-floor", "CITYBRAIN_WEB_PORT": str(_free_port())}
-    ensure_topics(replace(s, app_id=f"{s.app_id}-floor"))  # its leader topic
+           "BENCH_GROUP": group, "BENCH_PATH": path, "CITYBRAIN_WEB_PORT": str(_free_port())}
+    ensure_topics(replace(s, app_id=group))  # its leader topic
     worker = subprocess.Popen([sys.executable, "-m", "streams.bench_floor", "worker", "-l", "warn"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -114,13 +117,16 @@ def worker_env(s: Settings) -> dict[str, str]:
             "CITYBRAIN_PRIVACY_KEYS": os.environ.get("CITYBRAIN_PRIVACY_KEYS") or f"bench:{secrets.token_hex(16)}"}
 
 
-async def drain_pipeline(s: Settings, events: int, say: Callable[[str], None]) -> tuple[float, int, int]:
-    """(seconds, events measured, peak RSS bytes) for a worker to apply the topic to Redis."""
+async def drain_pipeline(s: Settings, events: int, say: Callable[[str], None],
+                         stages: tuple[tuple[str, str, str], ...] = (("traffic", "traffic_readings", "offset"),)
+                         ) -> tuple[float, int, int]:
+    """(seconds, events measured, peak RSS bytes) for a worker to apply topics to Redis:
+    `stages` are (stage, topic role, offset key), `offset.<role>` for a topic read alongside."""
     env = worker_env(s)
     citybrain = Path(sys.executable).parent / "citybrain"
     client = aioredis.from_url(s.redis_url)
-    parts = partitions_of("traffic_readings", s)
-    keys = [f"{partition_key(s.key_prefix, 'traffic', p)}:offset" for p in range(parts)]
+    keys = [f"{partition_key(s.key_prefix, stage, p)}:{name}" for stage, role, name in stages
+            for p in range(partitions_of(role, s))]
     log = tempfile.NamedTemporaryFile(prefix="citybrain-bench-worker-", suffix=".log", delete=False)
     worker = subprocess.Popen([str(citybrain), "worker", "-l", "warn"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -168,22 +174,88 @@ async def bench_traffic(settings: Settings, events: int, segment_count: int, say
                 await pub.send("traffic_readings", r.segment_id, r)
         say(f"preloaded {events} readings over {segment_count} segments in {time.perf_counter() - started:.1f} s")
         bare_s = await drain_bare(s, events)
-        floor_s, floor_measured = drain_faust_floor(s, events)
+        stock_s, stock_measured = drain_faust_floor(s, events, "stock")
+        batch_s, batch_measured = drain_faust_floor(s, events, "batch")
         pipe_s, measured, peak = await drain_pipeline(s, events, say)
         figures = {
             "events": events,
             "bare_consumer_eps": events / bare_s,
-            "faust_take_only_eps": floor_measured / floor_s,
+            "faust_take_only_eps": stock_measured / stock_s,
+            "batch_take_only_eps": batch_measured / batch_s,
             "pipeline_eps": measured / pipe_s,
             "peak_rss_mb": peak / 2**20,
         }
-        figures["ratio"] = figures["pipeline_eps"] / figures["bare_consumer_eps"]
-        say(f"bare aiokafka consumer : {figures['bare_consumer_eps']:>10,.0f} events/s ({bare_s:.2f} s)")
-        say(f"faust agent, take only : {figures['faust_take_only_eps']:>10,.0f} events/s (the framework's stream path)")
-        say(f"traffic pipeline       : {figures['pipeline_eps']:>10,.0f} events/s ({measured} events in {pipe_s:.2f} s)")
-        say(f"ratio pipeline / bare  : {figures['ratio']:.2f}   (target >= 0.5; pipeline target >= 50,000/s)")
-        say(f"ratio pipeline / faust : {figures['pipeline_eps'] / figures['faust_take_only_eps']:.2f}")
-        say(f"worker peak memory     : {figures['peak_rss_mb']:.0f} MiB")
+        bare = figures["bare_consumer_eps"]
+        figures["ratio"] = figures["pipeline_eps"] / bare
+        for label, name in (("bare aiokafka consumer", "bare_consumer_eps"),
+                            ("faust stock path, take only", "faust_take_only_eps"),
+                            ("batch path, take only", "batch_take_only_eps"),
+                            ("traffic pipeline (worker)", "pipeline_eps")):
+            say(f"{label:<28}: {figures[name]:>10,.0f} events/s   {figures[name] / bare:5.2f} of bare")
+        say(f"pipeline / batch path       : {figures['pipeline_eps'] / figures['batch_take_only_eps']:.2f}")
+        say(f"worker peak memory          : {figures['peak_rss_mb']:.0f} MiB")
+        say("targets: pipeline >= 100,000 events/s and >= 0.15 of bare; peak memory < 250 MiB at 1,000,000 over 50,000 segments")
+        return figures
+    finally:
+        await _clean_up(s)
+
+
+def people_events(people: int, cars: int, venues: list[Venue], lots: list[Lot], start: float) -> list[tuple[str, str, object]]:
+    """Status changes, two scans a person, and each car in and out of a lot two hours later."""
+    out: list[tuple[str, str, object]] = []
+    for i in range(people):
+        pid = f"3301061980{i:08d}"
+        out.append(("health_status", pid, HealthCodeStatusChange(pid, ("green", "yellow", "red")[i % 10 % 3], start,
+                                                                 None, venues[i % len(venues)].zone_id)))
+    for k in range(2):
+        for i in range(people):
+            venue = venues[(i + k) % len(venues)]
+            out.append(("health_scans", venue.venue_id, HealthCodeScan(f"s{k}.{i}", f"3301061980{i:08d}", venue.venue_id,
+                                                                       start + 60 + 1800 * k + i % 1800)))
+    for i in range(cars):
+        lot = lots[i % len(lots)]
+        out.append(("parking_events", lot.lot_id, ParkingEvent(f"in.{i}", lot.lot_id, f"浙A{i:06d}", "entry", start + i % 3600)))
+    for i in range(cars):
+        lot = lots[i % len(lots)]
+        out.append(("parking_events", lot.lot_id, ParkingEvent(f"out.{i}", lot.lot_id, f"浙A{i:06d}", "exit",
+                                                               start + 7200 + i % 3600)))
+    return out
+
+
+async def bench_people(settings: Settings, events: int, say: Callable[[str], None]) -> dict:
+    """Health scans (tokenised at ingestion) and car-park entries and exits (billed), against a
+    bare consumer of the same topics, in one run."""
+    run_id = f"people{int(time.time())}"
+    s = replace(settings, topic_prefix=f"{run_id}.", app_id=run_id, key_prefix=run_id)
+    ensure_topics(s)
+    zones = [f"Z{i:02d}" for i in range(16)]
+    venues = [Venue(f"V{i:04d}", f"Bench venue {i}", zones[i % 16], "shop", 0, 30.2, 120.1) for i in range(400)]
+    lots = [Lot(f"L{i:03d}", f"Bench car park {i}", zones[i % 16], 100_000, i % 2 == 0, 5.0, 30.2, 120.1)
+            for i in range(40)]
+    people = events // 6  # one status and two scans each: half the events
+    items = people_events(people, events // 4, venues, lots, (time.time() // 3600 - 48) * 3600)
+    try:
+        started = time.perf_counter()
+        async with Publisher(s) as pub:
+            for v in venues:
+                await pub.send("venues", v.venue_id, v)
+            for lot in lots:
+                await pub.send("lots", lot.lot_id, lot)
+            for role, key, record in items:
+                await pub.send(role, key, record)
+        say(f"preloaded {len(items)} events ({people} people: statuses and scans; {events // 4} cars in and out) "
+            f"in {time.perf_counter() - started:.1f} s")
+        roles = ("health_scans", "health_status", "parking_events")
+        bare_s = await drain_bare(s, len(items), roles)
+        stages = (("health_intake", "health_scans", "offset"), ("health_intake", "health_status", "offset.health_status"),
+                  ("parking", "parking_events", "offset"))
+        pipe_s, measured, peak = await drain_pipeline(s, len(items), say, stages)
+        figures = {"events": len(items), "bare_consumer_eps": len(items) / bare_s, "pipeline_eps": measured / pipe_s,
+                   "peak_rss_mb": peak / 2**20}
+        say(f"bare aiokafka consumer       : {figures['bare_consumer_eps']:>10,.0f} events/s")
+        say(f"people pipeline (worker)     : {figures['pipeline_eps']:>10,.0f} events/s   "
+            f"{figures['pipeline_eps'] / figures['bare_consumer_eps']:5.2f} of bare (tokenise, re-key, bill)")
+        say(f"worker peak memory           : {figures['peak_rss_mb']:.0f} MiB")
         return figures
     finally:
         await _clean_up(s)
@@ -192,7 +264,7 @@ async def bench_traffic(settings: Settings, events: int, segment_count: int, say
 async def _clean_up(s: Settings) -> None:
     admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
     try:
-        names = [topic_name(role, s) for role in SPECS] + [f"{s.app_id}{x}-__assignor-__leader" for x in ("", "-floor")]
+        names = [topic_name(role, s) for role in SPECS] + [f"{s.app_id}{x}-__assignor-__leader" for x in ("", "-stock", "-batch")]
         admin.delete_topics([n for n in names if n in set(admin.list_topics())])
     finally:
         admin.close()

@@ -75,18 +75,21 @@ async def watch(self, seconds: float, quiet_after: float) -> None:
 async def bench(self, pipeline: str, events: int, segments: int, background_rate: float, probes: int,
                 endpoints: int, rate: float) -> None:
     """traffic: pipeline throughput against a bare consumer; flood-latency: closure to CAP alert;
+    people: health scans and car-park events (tokenised, re-keyed, billed) against a bare consumer;
     webhooks: dispatcher deliveries per second against a bare client, and the latency it adds."""
-    from streams.bench import bench_flood_latency, bench_traffic, bench_webhooks
+    from streams.bench import bench_flood_latency, bench_people, bench_traffic, bench_webhooks
 
     started = time.time()
     if pipeline == "traffic":
         await bench_traffic(settings(), events, segments, self.say)
     elif pipeline == "flood-latency":
         await bench_flood_latency(settings(), background_rate, probes, self.say)
+    elif pipeline == "people":
+        await bench_people(settings(), events, self.say)
     elif pipeline == "webhooks":
         await bench_webhooks(settings(), min(events, 20_000), endpoints, rate, probes, self.say)
     else:
-        raise SystemExit(f"no benchmark named {pipeline!r}; try: traffic, flood-latency, webhooks")
+        raise SystemExit(f"no benchmark named {pipeline!r}; try: traffic, flood-latency, people, webhooks")
     self.say(f"bench took {time.time() - started:.0f} s")
 
 

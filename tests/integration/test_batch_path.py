@@ -1,0 +1,133 @@
+"""The batch path on the real broker: a consumer group rebalancing under a SIGKILL commits
+every offset once, and a Redis that lost its newest writes is refilled from Kafka."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import redis
+from kafka import KafkaConsumer, TopicPartition
+
+from streams.state import partition_key
+from streams.topics import partitions_of, topic_name
+from tests.integration.test_restart import comparable, rush_hour_items, unique
+
+pytestmark = pytest.mark.integration
+
+
+def committed(run, role: str) -> dict[int, int | None]:
+    """The consumer group's committed offsets on a topic."""
+    consumer = KafkaConsumer(bootstrap_servers=run.settings.kafka_bootstrap, group_id=run.settings.app_id,
+                             enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic_name(role, run.settings), p))
+                for p in range(partitions_of(role, run.settings))}
+    finally:
+        consumer.close()
+
+
+def readings_applied(run) -> int:
+    return sum(o + 1 for o in run.applied_offsets("traffic", 4).values())
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def rush_hour():
+    return rush_hour_items()
+
+
+@pytest.fixture(scope="module")
+def steady(stack, tmp_path_factory, rush_hour):
+    """One uninterrupted run of the rush hour: the state and alerts every other run must end with."""
+    from tests.integration.conftest import CityRun
+
+    reference, events = rush_hour
+    run = CityRun(stack, tmp_path_factory.mktemp("steady"))
+    run.publish(reference)
+    run.start_worker()
+    run.publish(events)
+    state = run.wait_quiet(timeout=300)
+    alerts = unique(run.records("alerts"), lambda a: a["identifier"])
+    yield state, alerts
+    run.stop()
+
+
+def test_two_workers_rebalancing_under_sigkill_commit_every_offset_once(city_run, rush_hour, steady):
+    reference, events = rush_hour
+    steady_state, steady_alerts = steady
+    run = city_run()
+    run.publish(reference)
+    first = run.start_worker()
+    feed = run.publish_in_background(events, chunks=60, pause_s=0.15)
+    total = len([e for e in events if e[0] == "traffic_readings"])
+    wait_for(lambda: readings_applied(run) >= 0.2 * total)
+    run.start_worker()  # joins the group: the partitions are shared out again mid-feed
+    wait_for(lambda: readings_applied(run) >= 0.5 * total)
+    run.kill_worker(first)  # its partitions move to the survivor after the session times out
+    assert readings_applied(run) < total, "the kill must land in the middle of the feed"
+    feed.join()
+    state = run.wait_quiet(timeout=300)
+
+    assert comparable(state) == comparable(steady_state)
+    assert unique(run.records("alerts"), lambda a: a["identifier"]) == steady_alerts
+    assert run.records("dead_letters") == [] and run.records("late_events") == []
+    # The survivor committed every partition to its end: no gap, nothing left behind.
+    ends = run.end_offsets("traffic_readings")
+    wait_for(lambda: committed(run, "traffic_readings") == ends, timeout=60)
+
+
+def test_a_redis_rolled_back_behind_the_committed_offsets_is_refilled_from_kafka(city_run, rush_hour, steady):
+    reference, events = rush_hour
+    steady_state, steady_alerts = steady
+    run = city_run()
+    run.publish(reference)
+    worker = run.start_worker()
+    feed = run.publish_in_background(events, chunks=60, pause_s=0.15)
+    total = len([e for e in events if e[0] == "traffic_readings"])
+    wait_for(lambda: readings_applied(run) >= 0.4 * total)
+    # A snapshot of the traffic stage's state, taken while the worker is frozen (so it is one
+    # consistent moment), as a Redis restarted from an old RDB file would bring back.
+    worker.send_signal(signal.SIGSTOP)
+    snapshot = dump_stage(run, "traffic")
+    at_snapshot = readings_applied(run)
+    worker.send_signal(signal.SIGCONT)
+    feed.join()
+    run.wait_quiet(timeout=300)
+    worker.terminate()  # a clean stop commits the group's offsets to the end
+    worker.wait(30)
+    run.workers.remove(worker)
+    assert sum(o or 0 for o in committed(run, "traffic_readings").values()) > at_snapshot
+
+    restore_stage(run, "traffic", snapshot)
+    assert readings_applied(run) == at_snapshot < total  # the state is now behind the group
+    run.start_worker()
+    state = run.wait_quiet(timeout=300)
+
+    traffic = lambda s: {k: v for k, v in comparable(s).items() if k.startswith("{traffic.")}  # noqa: E731
+    assert traffic(state) == traffic(steady_state)
+    assert unique(run.records("alerts"), lambda a: a["identifier"]) == steady_alerts
+
+
+def stage_keys(run, stage: str) -> list[bytes]:
+    prefix = run.settings.key_prefix
+    return [k for p in range(4) for k in run.redis.scan_iter(match=f"{partition_key(prefix, stage, p)}:*", count=1000)]
+
+
+def dump_stage(run, stage: str) -> dict[bytes, bytes]:
+    return {key: run.redis.dump(key) for key in stage_keys(run, stage)}
+
+
+def restore_stage(run, stage: str, snapshot: dict[bytes, bytes]) -> None:
+    client: redis.Redis = run.redis
+    for key in stage_keys(run, stage):
+        client.delete(key)
+    for key, value in snapshot.items():
+        client.restore(key, 0, value)
