@@ -232,9 +232,13 @@ class PersonStage(Stage):
         if isinstance(e, Notice):
             self.on_notice(e)
             return
+        if e.at > self.clock:
+            self.clock = e.at
+            # Forgetting people is swept once an hour of event time, not on every event.
+            if self.clock - self.swept_at >= 3600:
+                self.sweep(effects)
         token = e.person_token
         person = self.people.get(token, Person())
-        self.clock = max(self.clock, e.at)
         self.changed.add(token)
         if isinstance(e, PersonStatus):
             person = step_status(person, e)
@@ -277,17 +281,18 @@ class PersonStage(Stage):
         for w in moves:
             effects.send(topics.whereabouts, w.zone_id, w)
 
+    def sweep(self, effects: Effects) -> None:
+        """Forget the people whose state has expired at the partition's clock."""
+        for token in [t for t, p in self.people.items() if expired(p, self.clock, self.settings)]:
+            person = self.people.pop(token)
+            if person.zone_id is not None:
+                self.send_moves([Whereabouts(person.zone_id, token, False, self.clock)], effects)
+            effects.batch.hdel("people", [token])
+            self.changed.discard(token)
+        self.swept_at = self.clock
+        effects.batch.hset("meta", {"swept_at": repr(self.swept_at)})
+
     def flush(self, effects: Effects) -> None:
-        # Forgetting people is swept once an hour of event time, not on every batch.
-        if self.clock - self.swept_at >= 3600:
-            for token in [t for t, p in self.people.items() if expired(p, self.clock, self.settings)]:
-                person = self.people.pop(token)
-                if person.zone_id is not None:
-                    self.send_moves([Whereabouts(person.zone_id, token, False, self.clock)], effects)
-                effects.batch.hdel("people", [token])
-                self.changed.discard(token)
-            self.swept_at = self.clock
-            effects.batch.hset("meta", {"swept_at": repr(self.swept_at)})
         if self.changed:
             effects.batch.hset("people", {t: as_json(self.people[t]) for t in self.changed if t in self.people})
         self.changed.clear()

@@ -207,6 +207,9 @@ class ParkingStage(Stage):
             lot_id, token = key.split("|", 1)
             self.stays.setdefault(lot_id, {})[token] = Stay(*orjson.loads(raw))
         self.changed: set[str] = set()
+        # Per lot, no stay becomes a missed exit before this event time (a lower bound, so that
+        # the stays are not all looked at on every event).
+        self.no_missed_exit_before: dict[str, float] = {}
 
     def knows(self, e: ParkingEvent | LotOrder) -> bool:
         return e.lot_id in self.reference.city.lots
@@ -219,6 +222,7 @@ class ParkingStage(Stage):
         self.changed.add(lot.lot_id)
         if isinstance(e, LotOrder):
             self.on_order(e, watch, stays, lot, effects)
+            self.settle(lot, effects)
             return
         outcome = apply_event(watch, stays, e, lot, self.settings)
         self.watch[lot.lot_id] = outcome.watch
@@ -235,11 +239,38 @@ class ParkingStage(Stage):
             else:
                 stays[token] = stay
                 effects.batch.hset("stays", {f"{lot.lot_id}|{token}": orjson.dumps([stay.entry_at, stay.event_id]).decode()})
+                self.no_missed_exit_before[lot.lot_id] = min(self.no_missed_exit_before.get(lot.lot_id, math.inf),
+                                                             stay.entry_at + self.settings.parking_stay_max_s)
                 if outcome.watch.closed_by is not None:
                     send_notice(move_vehicle_notice(outcome.watch.closed_by, e.event_time, token, lot), effects)
         if outcome.bill is not None:
             metrics.BILLS.inc()
             effects.send(topics.bills, lot.lot_id, outcome.bill)
+        self.settle(lot, effects)
+
+    def settle(self, lot: Lot, effects: Effects) -> None:
+        """After every event, the rules that follow the lot's clock: stays past
+        `parking_stay_max_s` are exits the reader missed (they stop counting), arrival and
+        departure rates keep the last window, and the almost-full and full alert steps."""
+        s, lot_id = self.settings, lot.lot_id
+        watch, stays = self.watch.setdefault(lot_id, LotWatch()), self.stays.setdefault(lot_id, {})
+        if watch.clock is None:
+            return
+        if watch.clock > self.no_missed_exit_before.get(lot_id, -math.inf):
+            missed = sorted(t for t, stay in stays.items() if stay.entry_at < watch.clock - s.parking_stay_max_s)
+            for token in missed:
+                self.report(ParkingAnomaly(lot_id, "missed_exit", stays.pop(token).event_id, watch.clock), effects)
+            if missed:
+                effects.batch.hdel("stays", [f"{lot_id}|{t}" for t in missed])
+            self.no_missed_exit_before[lot_id] = min((stay.entry_at for stay in stays.values()), default=math.inf) \
+                + s.parking_stay_max_s
+            watch = self.watch[lot_id]
+        watch = replace(watch, arrivals=recent(watch.arrivals, watch.clock, s),
+                        departures=recent(watch.departures, watch.clock, s))
+        watch, alert = step_lot_alert(watch, len(stays), watch.clock, lot, s)
+        if alert is not None:
+            send_alert(alert, effects)
+        self.watch[lot_id] = watch
 
     def gauges(self) -> metrics.Gauges:
         lots = self.reference.city.lots
@@ -264,26 +295,10 @@ class ParkingStage(Stage):
         effects.send(topics.parking_anomalies, anomaly.lot_id, anomaly)
 
     def flush(self, effects: Effects) -> None:
-        s = self.settings
         for lot_id in sorted(self.changed):
-            lot, stays = self.reference.city.lots[lot_id], self.stays[lot_id]
-            watch = self.watch.setdefault(lot_id, LotWatch())
-            if watch.clock is not None:
-                # A stay older than `parking_stay_max_s` is an exit the reader missed: it stops counting.
-                missed = sorted(t for t, stay in stays.items() if stay.entry_at < watch.clock - s.parking_stay_max_s)
-                for token in missed:
-                    self.report(ParkingAnomaly(lot_id, "missed_exit", stays.pop(token).event_id, watch.clock), effects)
-                if missed:
-                    effects.batch.hdel("stays", [f"{lot_id}|{t}" for t in missed])
-                watch = self.watch[lot_id]
-                watch = replace(watch, arrivals=recent(watch.arrivals, watch.clock, s),
-                                departures=recent(watch.departures, watch.clock, s))
-                watch, alert = step_lot_alert(watch, len(stays), watch.clock, lot, s)
-                if alert is not None:
-                    send_alert(alert, effects)
-            self.watch[lot_id] = watch
+            lot, watch = self.reference.city.lots[lot_id], self.watch.setdefault(lot_id, LotWatch())
             effects.batch.hset("watch", {lot_id: as_json(watch)})
-            effects.batch.hset("lots", {lot_id: lot_view(lot, watch, len(stays), s)})
+            effects.batch.hset("lots", {lot_id: lot_view(lot, watch, len(self.stays.get(lot_id, {})), self.settings)})
         self.changed.clear()
 
 

@@ -234,17 +234,8 @@ class SegmentStage(WindowedStage):
         self.flows: list[ApproachFlow] = []  # closed approach windows not yet reported
         self.reported = -math.inf
 
-    def flush(self, effects: Effects) -> None:
-        super().flush(effects)
-        self.report_progress(effects)
-
-    def final_through(self, watermark: float) -> float:
-        """Windows starting at or before this can take no more readings."""
-        return watermark - self.settings.window_s - self.settings.grace_s
-
-    def report_progress(self, effects: Effects, watermark: float | None = None) -> None:
+    def on_final(self, final: float, effects: Effects) -> None:
         """Tell every signal partition how far this partition has closed windows, with the flows."""
-        final = self.final_through(self.windows.watermark if watermark is None else watermark)
         if final == -math.inf or (final == self.reported and not self.flows):
             return
         n = partitions_of("approach_flows", self.settings)
@@ -472,9 +463,9 @@ class SignalStage(Stage):
     """Per intersection: a window's approach flows, then a Webster plan.
 
     Approaches sit on segments of different traffic partitions, which report how far they have
-    closed windows. A window's plan goes out once every reporting partition has passed it, naming
-    approaches that sent nothing as missing; a flow that arrives later (a partition that started
-    late) revises the plan, for `signal_revision_windows` windows.
+    closed windows. A window's plan goes out at the report that makes every reporting partition
+    pass it, naming approaches that sent nothing as missing; a flow that arrives later (a
+    partition that started late) revises the plan, for `signal_revision_windows` windows.
     """
 
     name = "signals"
@@ -491,7 +482,9 @@ class SignalStage(Stage):
         for name, raw in hashes.get("windows", {}).items():
             start, junction = name.split("|", 1)
             self.windows[(junction, float(start))] = orjson.loads(raw)
+        self.unplanned = {slot for slot, acc in self.windows.items() if not acc["sent"]}
         self.latest = {j: parse_time(orjson.loads(raw)["window_start"]) for j, raw in hashes.get("plans", {}).items()}
+        self.latest_plans: dict[str, str] = {}  # changed since the last flush
         self.touched: set[tuple[str, float]] = set()
         self.upstream_moved = False
 
@@ -520,36 +513,42 @@ class SignalStage(Stage):
                 if acc["flows"].get(f.approach_id) != f.flow_vph:
                     acc["flows"][f.approach_id] = f.flow_vph
                     acc["sent"] = False  # (again) due once the window is final
+                    self.unplanned.add(slot)
                     self.touched.add(slot)
         if report.final_through > self.upstream.get(report.upstream_partition, -math.inf):
             self.upstream[report.upstream_partition] = report.final_through
             self.upstream_moved = True
+        if self.horizon() > self.pruned:
+            self.pruned = self.horizon()
+            self.upstream_moved = True
+        self.plan(effects)
 
-    def flush(self, effects: Effects) -> None:
-        final, horizon = self.final_through(), self.horizon()
-        latest = {}
-        for (junction_id, start) in sorted(self.windows, key=lambda slot: slot[1]):
+    def plan(self, effects: Effects) -> None:
+        """Send the plans of the windows that are now final on every reporting partition."""
+        final = self.final_through()
+        for junction_id, start in sorted((slot for slot in self.unplanned if slot[1] <= final), key=lambda slot: slot[1]):
+            self.unplanned.discard((junction_id, start))
             acc = self.windows[(junction_id, start)]
+            acc["sent"] = True
+            self.touched.add((junction_id, start))
             junction = self.reference.city.intersections.get(junction_id)
             if junction is None:
                 log.warning("plan of %s for %s dropped: removed from the reference data", junction_id, iso(start))
-                acc["sent"] = True
-            elif start <= final and not acc["sent"]:
-                plan = webster(junction, acc["flows"], start, self.settings)
-                effects.send(topics.signal_plans, junction_id, plan)
-                acc["sent"] = True
-                self.touched.add((junction_id, start))
-                if start >= self.latest.get(junction_id, -math.inf):
-                    self.latest[junction_id] = start
-                    latest[junction_id] = as_json(plan)
-        if latest:
-            effects.batch.hset("plans", latest)
-        if horizon > self.pruned:
-            self.pruned = horizon
-            self.upstream_moved = True
-        expired = [slot for slot in self.windows if slot[1] < horizon]
+                continue
+            plan = webster(junction, acc["flows"], start, self.settings)
+            effects.send(topics.signal_plans, junction_id, plan)
+            if start >= self.latest.get(junction_id, -math.inf):
+                self.latest[junction_id] = start
+                self.latest_plans[junction_id] = as_json(plan)
+
+    def flush(self, effects: Effects) -> None:
+        if self.latest_plans:
+            effects.batch.hset("plans", self.latest_plans)
+            self.latest_plans = {}
+        expired = [slot for slot in self.windows if slot[1] < self.pruned]
         for slot in expired:
             del self.windows[slot]
+            self.unplanned.discard(slot)
         if expired:
             effects.batch.hdel("windows", (f"{start!r}|{j}" for j, start in expired))
         kept = {slot: self.windows[slot] for slot in self.touched if slot in self.windows}

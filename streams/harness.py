@@ -1,13 +1,14 @@
 """Run a stage in process, without Kafka or Redis: events in, records out, state left behind.
 
     out = run_stage(SegmentStage, [("traffic_readings", "S1", reading), ...], city=city, batch=500)
-    out.sent("alerts")    # [(key, record as JSON), ...] in the order the stage sent them
+    out.sent("alerts")    # [(key, record as JSON), ...] as the stage sent them, partition by partition
     out.state             # {redis key: value}, as the commit script would leave it
 
 The stage runs through the real `Processor` (decoding, dead letters, privacy, fencing, windows);
 only the two ends are replaced: records are kept instead of sent, and each commit's commands are
 applied to a dict the way `streams/state.py`'s script applies them to Redis. Events are split
-into batches of `batch` per topic partition, in the order given, as the consumer would fetch them.
+into batches of `batch` per topic partition, as the consumer would fetch them; where the topic
+changes in the list, every batch pending is applied first, so topics arrive in the order given.
 """
 
 from __future__ import annotations
@@ -119,28 +120,40 @@ class FixedReference(Reference):
         """Nothing to read."""
 
 
+Sent = tuple[str, bytes | None, bytes, int | None]  # (topic name, key, value, partition or None)
+
+
 class HarnessProcessor(Processor):
-    """A processor that keeps what it would send."""
+    """A processor that keeps what it would send, by the partition whose events sent it."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.sends: list[tuple[str, bytes | None, bytes, int | None]] = []
+        self.sends: dict[int, list[Sent]] = defaultdict(list)
+        self._from = 0
+
+    async def _emit_and_commit(self, work: list) -> list[int]:
+        (self._from, _), = work
+        return await super()._emit_and_commit(work)
 
     async def send(self, sends: list) -> None:
-        self.sends.extend((topic.get_topic_name(), key, value, partition) for topic, key, value, partition in sends)
+        self.sends[self._from].extend((topic.get_topic_name(), key, value, partition)
+                                      for topic, key, value, partition in sends)
 
 
 @dataclasses.dataclass
 class Output:
-    """What a stage sent, by topic, and the state it left."""
+    """What a stage sent, by the source partition whose events sent it (Kafka orders records
+    within a partition, not across them), and the state it left."""
 
-    sends: list[tuple[str, bytes | None, bytes, int | None]]
+    sends: dict[int, list[Sent]]
     state: dict[str, Any]
     settings: Settings
 
     def sent(self, role: str) -> list[tuple[str | None, Any]]:
+        """(key, JSON record) sent to a topic, partition by partition."""
         name = topic_name(role, self.settings)
-        return [(k.decode() if k is not None else None, orjson.loads(v)) for t, k, v, _ in self.sends if t == name]
+        return [(k.decode() if k is not None else None, orjson.loads(v))
+                for p in sorted(self.sends) for t, k, v, _ in self.sends[p] if t == name]
 
 
 Event = tuple[str, str | None, Any]  # (topic role, key, record or raw bytes); partition by key hash
@@ -177,7 +190,12 @@ def run_stage(stage: type[Stage], events: Sequence[Event] | Sequence[PlacedEvent
         await processor.process(RecordBatch(TP(*tp), records))
 
     async def go() -> None:
+        topic = None
         for role, partition, key, value, at in placed:  # type: ignore[misc]
+            if role != topic:  # topics arrive in the order given: batches never reach across them
+                for tp in list(pending):
+                    await flush(tp)
+                topic = role
             tp = (topic_name(role, s), partition)
             raw = value if isinstance(value, bytes) or value is None else encode(value)
             pending[tp].append(Record(tp[0], partition, offsets[tp], key.encode() if key is not None else None,

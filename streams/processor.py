@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
@@ -117,7 +118,8 @@ def dead_letter(source: Source, reason: str) -> DeadLetter:
         reason=reason,
         raw=text,
         raw_encoding=encoding,
-        received_at=time.time(),
+        # When Kafka took the event, not when it was read: a resent dead letter is the same record.
+        received_at=source.timestamp if source.timestamp is not None else time.time(),
         key=WITHHELD if key is not None and spec and spec.personal_key else key,
     )
 
@@ -201,6 +203,15 @@ class Processor:
             stage.restore(snapshot.hashes)
             self.stages[partition] = Owned(stage, snapshot.offsets, snapshot.commits)
         return self.stages[partition]
+
+    async def load(self, partitions: Iterable[int]) -> None:
+        """Load the state of partitions just assigned here; one that fails loads at its next batch."""
+        async with self._lock:
+            for partition in partitions:
+                try:
+                    await self._loaded(partition)
+                except Exception:
+                    log.exception("%s: loading partition %d failed; it loads with its next batch", self.name, partition)
 
     def lag(self, highwater: Callable[[str, int], int | None]) -> metrics.Gauges:
         """Records on the source topics of the partitions held here, not yet applied."""
@@ -352,8 +363,11 @@ class Processor:
 class WindowedStage(Stage):
     """A stage that folds events into event-time tumbling windows and closes them in order.
 
-    Open windows and the watermark are part of the partition's Redis state, so a restarted
-    worker resumes the very windows it was filling. Keys are strings; accumulators are JSON.
+    Windows close at the event that moves the watermark past their end plus grace, before the
+    next event is applied, so what a stage says and when never depends on how events were
+    batched. Open windows and the watermark are part of the partition's Redis state, so a
+    restarted worker resumes the very windows it was filling. Keys are strings; accumulators
+    are JSON.
     """
 
     hashes: ClassVar[tuple[str, ...]] = ("meta", "open")
@@ -371,6 +385,19 @@ class WindowedStage(Stage):
         for name, acc in hashes.get("open", {}).items():
             start, key = name.split("|", 1)
             self.windows.open.setdefault(float(start), {})[key] = orjson.loads(acc)
+        self._final = self.final_window()
+        self._next_boundary = self._boundary_after(self._final)
+
+    def final_window(self) -> float:
+        """The newest window start that the watermark has closed (-inf before any event)."""
+        w = self.windows
+        lag = w.watermark - w.size_s - w.grace_s
+        return w.start_of(lag) if lag != -math.inf else -math.inf
+
+    def _boundary_after(self, final: float) -> float:
+        """The watermark at which the window after `final` closes."""
+        w = self.windows
+        return final + 2 * w.size_s + w.grace_s if final != -math.inf else -math.inf
 
     def fold(self, key: str, t: float, fold: Callable[[Any], Any], source: Source, effects: Effects) -> bool:
         """Fold into the window of `t`; a late event is routed to the late-events topic instead."""
@@ -383,7 +410,22 @@ class WindowedStage(Stage):
             )
             return False
         self._touched.add(slot)
+        if self.windows.watermark >= self._next_boundary:
+            self._pass_boundary(effects)
         return True
+
+    def _pass_boundary(self, effects: Effects) -> None:
+        """Event time has passed the end (plus grace) of a window: close what it completes."""
+        closed = self.windows.close_due()
+        if closed:
+            self.on_close(closed, effects)
+            effects.batch.hdel("open", (_slot_field(key, start) for key, start, _ in closed))
+        self._final = self.final_window()
+        self._next_boundary = self._boundary_after(self._final)
+        self.on_final(self._final, effects)
+
+    def on_final(self, final: float, effects: Effects) -> None:
+        """Windows starting at or before `final` are closed for good on this partition."""
 
     def on_idle(self, wall_now: float, effects: Effects) -> None:
         # Silence is event time passing. A live partition (watermark near the wall clock) moves
@@ -404,10 +446,8 @@ class WindowedStage(Stage):
         """Emit what the closed windows (key, start, accumulator) say, oldest first."""
 
     def flush(self, effects: Effects) -> None:
-        closed = self.windows.close_due()
-        if closed:
-            self.on_close(closed, effects)
-            effects.batch.hdel("open", (_slot_field(key, start) for key, start, _ in closed))
+        if self.windows.watermark >= self._next_boundary:  # moved by silence (on_idle), not by an event
+            self._pass_boundary(effects)
         still_open = {}
         for key, start in self._touched:
             acc = self.windows.get(key, start)

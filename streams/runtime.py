@@ -90,6 +90,14 @@ async def close_silent_windows() -> None:
         await p.tick()
 
 
+@app.on_partitions_assigned.connect
+async def load_assigned(app, assigned, **kwargs) -> None:  # noqa: ARG001
+    # A partition's state is loaded as soon as it is ours, not at its next event: a quiet
+    # partition's windows still close on the timer, and its webhook retries still go out.
+    for p in processors:
+        await p.load(tp.partition for tp in assigned if tp.topic == p.topic)
+
+
 @app.on_partitions_revoked.connect
 async def forget_revoked(app, revoked, **kwargs) -> None:  # noqa: ARG001
     # Another worker may take these over; state is reloaded from Redis if they come back.

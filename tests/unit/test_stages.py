@@ -83,10 +83,10 @@ def report(partition: int, final: float, *flows: ApproachFlow) -> FlowReport:
 
 def test_a_plan_waits_until_every_reporting_partition_has_passed_its_window():
     stage, e = signal_stage(), effects("signals")
-    stage.on_event(report(0, 0.0, ApproachFlow("J1", "J1-N", 0.0, 600.0)), source(), e)
     stage.on_event(report(1, -60.0), source(), e)
+    stage.on_event(report(0, 0.0, ApproachFlow("J1", "J1-N", 0.0, 600.0)), source(), e)
     stage.flush(e)
-    assert sent_to(e, topics.signal_plans) == []
+    assert sent_to(e, topics.signal_plans) == []  # partition 1 has not passed window 0
     stage.on_event(report(1, 0.0, ApproachFlow("J1", "J1-E", 0.0, 300.0)), source(), e)
     stage.flush(e)
     (plan,) = sent_to(e, topics.signal_plans)
