@@ -255,14 +255,18 @@ class Processor:
                 await asyncio.sleep(delay)
                 delay = min(30.0, delay * 2)
 
-    async def tick(self) -> None:
-        """Close the windows of partitions that have gone silent."""
+    async def tick(self, highwater: Callable[[str, int], int | None]) -> None:
+        """Close the windows of partitions that have gone silent.
+
+        Silent means nothing new to read, not merely nothing read: a partition with records
+        waiting (a backlog, a consumer cut off or rebalancing) is behind, not quiet.
+        """
         async with self._lock:
             try:
                 now = time.monotonic()
                 work = []
                 for p, owned in list(self.stages.items()):
-                    if now - owned.stage.last_event_wall >= self.settings.idle_close_s:
+                    if now - owned.stage.last_event_wall >= self.settings.idle_close_s and not self._behind(p, owned, highwater):
                         effects = Effects(self.name, Batch(self.base(p), owned.commits, dict(owned.offsets)))
                         owned.stage.on_idle(time.time(), effects)
                         owned.stage.flush(effects)
@@ -273,6 +277,14 @@ class Processor:
                 # The timer comes round again; the state is reloaded from Redis meanwhile.
                 log.exception("%s: closing silent windows failed", self.name)
                 self.stages.clear()
+
+    def _behind(self, partition: int, owned: Owned, highwater: Callable[[str, int], int | None]) -> bool:
+        """Whether a source topic of the partition has records this worker has not applied."""
+        for topic, name in self.offset_names.items():
+            end = highwater(topic, partition)
+            if end is not None and end > owned.offsets[name] + 1:
+                return True
+        return False
 
     async def _apply(self, partition: int, topic: str, sources: list[Source]) -> bool:
         """Apply one partition's events of one topic; False when its state moved on elsewhere."""

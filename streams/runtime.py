@@ -87,7 +87,7 @@ async def serve_metrics(web, request):  # noqa: ARG001
 @app.timer(interval=1.0)
 async def close_silent_windows() -> None:
     for p in processors:
-        await p.tick()
+        await p.tick(highwater)
 
 
 @app.on_partitions_assigned.connect

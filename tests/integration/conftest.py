@@ -109,13 +109,16 @@ class CityRun:
         """Publish in chunks with pauses, from a thread: a worker meets the items as a live feed,
         batch after batch, so a test can kill it in the middle."""
 
-        def go() -> None:
+        async def go() -> None:
             size = max(1, len(items) // chunks)
-            for i in range(0, len(items), size):
-                self.publish(items[i : i + size])
-                time.sleep(pause_s)
+            async with Publisher(self.settings) as pub:
+                for i in range(0, len(items), size):
+                    for role, key, value in items[i : i + size]:
+                        await pub.send_raw(role, key, value if isinstance(value, bytes) else encode(value))
+                    await pub.flush()
+                    await asyncio.sleep(pause_s)
 
-        thread = threading.Thread(target=go, daemon=True)
+        thread = threading.Thread(target=asyncio.run, args=(go(),), daemon=True)
         thread.start()
         return thread
 
