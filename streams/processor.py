@@ -36,6 +36,9 @@ from streams.windows import TumblingWindows
 log = logging.getLogger(__name__)
 
 
+YIELD_EVERY = 256  # events applied between two chances for other stages to run
+
+
 class Source(NamedTuple):
     """Where an event came from."""
 
@@ -309,7 +312,11 @@ class Processor:
         effects = Effects(self.name, Batch(self.base(partition), owned.commits,
                                            {**owned.offsets, offset_name: fresh[-1].offset}))
         on_event = stage.on_event
-        for source, value in zip(fresh, decoded):
+        for i, (source, value) in enumerate(zip(fresh, decoded), 1):
+            if i % YIELD_EVERY == 0:
+                # A long batch lets other stages' batches through now and then: a depth reading
+                # that closes a road must not wait behind thousands of traffic readings.
+                await asyncio.sleep(0)
             effects.trigger_time = source.timestamp
             try:
                 if isinstance(value, Rejected):
