@@ -1,8 +1,9 @@
 """Runs a stage's per-partition logic over batches of Kafka events, exactly once on Redis.
 
-For each batch: events are grouped by partition; those at or below the partition's applied
-offset are skipped (a redelivery); each is decoded against its contract, and a bad one becomes a
-dead-letter record; the stage folds the rest into its in-memory state. The batch's output records
+For each fetched batch of one topic partition (streams/batching.py): events at or below the
+partition's applied offset are skipped (a redelivery); each is decoded against its contract, and
+a bad one becomes a dead-letter record; the stage folds the rest into its in-memory state, one
+event at a time, deciding as it goes. The batch's output records
 are sent and acknowledged by Kafka first, then its Redis writes are committed together with the
 offset. A crash in between resends the same deterministic records and applies the state once.
 """

@@ -60,14 +60,20 @@ def steady(stack, tmp_path_factory, rush_hour):
     run.stop()
 
 
-def test_two_workers_rebalancing_under_sigkill_commit_every_offset_once(city_run, rush_hour, steady):
+def fed_city(city_run, rush_hour):
+    """A run with its map, a worker, and the rush hour arriving as a live feed:
+    (run, worker, feeding thread, readings in the feed)."""
     reference, events = rush_hour
-    steady_state, steady_alerts = steady
     run = city_run()
     run.publish(reference)
-    first = run.start_worker()
+    worker = run.start_worker()
     feed = run.publish_in_background(events, chunks=60, pause_s=0.15)
-    total = len([e for e in events if e[0] == "traffic_readings"])
+    return run, worker, feed, sum(1 for role, *_ in events if role == "traffic_readings")
+
+
+def test_two_workers_rebalancing_under_sigkill_commit_every_offset_once(city_run, rush_hour, steady):
+    steady_state, steady_alerts = steady
+    run, first, feed, total = fed_city(city_run, rush_hour)
     wait_for(lambda: readings_applied(run) >= 0.2 * total)
     run.start_worker()  # joins the group: the partitions are shared out again mid-feed
     wait_for(lambda: readings_applied(run) >= 0.5 * total)
@@ -85,13 +91,8 @@ def test_two_workers_rebalancing_under_sigkill_commit_every_offset_once(city_run
 
 
 def test_a_redis_rolled_back_behind_the_committed_offsets_is_refilled_from_kafka(city_run, rush_hour, steady):
-    reference, events = rush_hour
     steady_state, steady_alerts = steady
-    run = city_run()
-    run.publish(reference)
-    worker = run.start_worker()
-    feed = run.publish_in_background(events, chunks=60, pause_s=0.15)
-    total = len([e for e in events if e[0] == "traffic_readings"])
+    run, worker, feed, total = fed_city(city_run, rush_hour)
     wait_for(lambda: readings_applied(run) >= 0.4 * total)
     # A snapshot of the traffic stage's state, taken while the worker is frozen (so it is one
     # consistent moment), as a Redis restarted from an old RDB file would bring back.
