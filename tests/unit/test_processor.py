@@ -1,0 +1,91 @@
+"""The processor in process (streams/harness.py): redeliveries, dead letters, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+
+from faust.types import TP
+
+from schemas.contract import encode
+from schemas.events import TrafficReading
+from agents.traffic import SegmentStage
+from streams.batching import RecordBatch
+from streams.harness import FixedReference, HarnessProcessor, MemoryState, Record, place, run_stage
+from streams.settings import Settings
+from streams.simulate import build_city
+from streams.state import Batch
+from streams.topics import topic_name
+
+S = Settings(privacy_keys=("k1:processor-unit-test-key",))
+CITY = build_city(seed=7)
+SEGMENT = sorted(CITY.segments)[0]
+T0 = 1_780_000_020.0
+
+
+def readings(n: int, segment: str = SEGMENT) -> list:
+    return [("traffic_readings", segment, TrafficReading("D1", segment, T0 + 30 * i, 10, 30.0, 40.0, 0.2))
+            for i in range(n)]
+
+
+def test_a_redelivered_batch_is_skipped_and_changes_nothing():
+    store = MemoryState()
+    events = place(readings(20), S, T0 + 3600)
+    first = run_stage(SegmentStage, events, city=CITY, settings=S, state=store)
+    before = {k: v for k, v in store.data.items() if not k.endswith(":commits")}
+    again = run_stage(SegmentStage, events, city=CITY, settings=S, state=store)  # same offsets
+    assert sum(map(len, first.sends.values())) > 0
+    assert again.sends == {}
+    assert {k: v for k, v in store.data.items() if not k.endswith(":commits")} == before
+
+
+def test_a_bad_event_is_dead_lettered_where_it_came_from_and_the_rest_apply():
+    good = readings(6)
+    bad = ("traffic_readings", SEGMENT, b'{"sensor_id": "D1", "segment_id": "' + SEGMENT.encode() + b'"}')
+    out = run_stage(SegmentStage, [*good[:3], bad, *good[3:]], city=CITY, settings=S, broker_time=T0 + 3600)
+    (letter,) = [v for _, v in out.sent("dead_letters")]
+    assert letter["source_topic"] == topic_name("traffic_readings", S) and letter["offset"] == 3
+    assert letter["reason"] == "TrafficReading: missing field event_time"
+    applied = {k: int(v) for k, v in out.state.items() if k.endswith(":offset")}
+    assert list(applied.values()) == [6]  # every offset applied, the bad one included
+
+
+def test_a_commit_built_on_state_that_moved_on_is_refused():
+    store = MemoryState()
+    base = "cb:{traffic.0}"
+    assert asyncio.run(store.commit([Batch(base, 0, {"offset": 5}, [["SET", f"{base}:x", "a"]])])) == [1]
+    stale = Batch(base, 0, {"offset": 9}, [["SET", f"{base}:x", "b"]])  # built on commit 0, not 1
+    behind = Batch(base, 1, {"offset": 3}, [["SET", f"{base}:x", "c"]])  # would move the offset back
+    assert asyncio.run(store.commit([stale, behind])) == [None, None]
+    assert store.data[f"{base}:x"] == "a" and store.data[f"{base}:offset"] == "5"
+
+
+def test_two_processors_on_one_partition_end_where_one_would():
+    """A worker whose view is stale (the partition moved on under another) is refused, reloads,
+    and applies only what is new: the state is the state of one uninterrupted processor."""
+    reference = FixedReference(S, CITY)
+    (partition,) = {p for _, p, *_ in place(readings(1), S, T0)}
+    topic = topic_name("traffic_readings", S)
+    records = [Record(topic, partition, o, SEGMENT.encode(), encode(r), int((T0 + 3600) * 1000))
+               for o, (_, _, r) in enumerate(readings(30))]
+
+    def batch(lo: int, hi: int) -> RecordBatch:
+        return RecordBatch(TP(topic, partition), records[lo:hi])
+
+    shared, alone = MemoryState(), MemoryState()
+    a, b = HarnessProcessor(SegmentStage, shared, reference, S), HarnessProcessor(SegmentStage, shared, reference, S)
+    one = HarnessProcessor(SegmentStage, alone, reference, S)
+
+    async def go() -> None:
+        await a.process(batch(0, 10))  # a holds the partition
+        await b.process(batch(0, 20))  # the partition moved to b, which skips 0-9 and applies 10-19
+        await a.process(batch(10, 30))  # a's view is stale: refused, reloaded, 20-29 applied
+        await one.process(batch(0, 30))
+
+    asyncio.run(go())
+    assert without_commits(shared.data) == without_commits(alone.data)
+    sent = {value for p in (a, b) for sends in p.sends.values() for _, _, value, _ in sends}
+    assert sent == {value for sends in one.sends.values() for _, _, value, _ in sends}
+
+
+def without_commits(data: dict) -> dict:
+    return {k: v for k, v in data.items() if not k.endswith(":commits")}
