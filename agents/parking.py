@@ -50,6 +50,9 @@ class Stay:
 class LotWatch:
     """What the city brain remembers of one car park besides the stays in it."""
 
+    # Kept in place, one of each per lot, and pruned every eighth of their period of event time
+    # (never copied per event: a busy lot sees thousands of events an hour); they are read with
+    # the period's condition, so what is left between prunes changes nothing.
     seen: dict[str, float] = field(default_factory=dict)  # recent event ids -> event time, to drop duplicates
     arrivals: list[float] = field(default_factory=list)  # entry times within the rate window
     departures: list[float] = field(default_factory=list)  # exit times within the rate window
@@ -58,6 +61,12 @@ class LotWatch:
     incident: Incident | None = None
     closed_by: str | None = None  # the flood order that closed the lot to entry
     anomalies: dict[str, int] = field(default_factory=dict)
+
+
+def restored_watch(saved: dict) -> LotWatch:
+    """A lot's watch as saved in Redis, with the lists it keeps in place as lists."""
+    watch = from_dict(LotWatch, saved)
+    return replace(watch, arrivals=list(watch.arrivals), departures=list(watch.departures))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +90,16 @@ def bill_for(stay: Stay, exit_at: float, plate_token: str, lot: Lot, s: Settings
 
 def apply_event(watch: LotWatch, stays: dict[str, Stay], e: ParkingEvent, lot: Lot, s: Settings) -> Outcome:
     """Fold one entry or exit into the lot; `stays` maps plate tokens to open stays and is not changed."""
-    if e.event_id in watch.seen:
+    if is_duplicate(watch, e.event_id, s):
         return Outcome(watch, anomalies=("duplicate",))
     clock = max(e.event_time, watch.clock if watch.clock is not None else e.event_time)
-    watch = replace(watch, clock=clock, seen={k: t for k, t in watch.seen.items() if t > clock - s.parking_dedupe_s}
-                    | {e.event_id: e.event_time})
+    seen = watch.seen
+    if crossed(watch.clock, clock, s.parking_dedupe_s):
+        for event_id in [k for k, t in seen.items() if t <= clock - s.parking_dedupe_s]:
+            del seen[event_id]
+    seen.pop(e.event_id, None)  # the newest id goes last
+    seen[e.event_id] = e.event_time
+    watch = replace(watch, clock=clock)
     if e.direction == "entry":
         stay = stays.get(e.plate)
         anomalies = []
@@ -95,17 +109,28 @@ def apply_event(watch: LotWatch, stays: dict[str, Stay], e: ParkingEvent, lot: L
             anomalies.append("entry_while_parked")  # its exit was never read; the earlier stay is not billed
         elif len(stays) >= lot.capacity:
             anomalies.append("over_capacity")
-        watch = replace(watch, arrivals=[*watch.arrivals, e.event_time])
+        watch.arrivals.append(e.event_time)
         return Outcome(watch, (e.plate, Stay(e.event_time, e.event_id)), None, tuple(anomalies))
     # A car that came in before a key rotation is parked under its token of the older key.
     held = next((t for t in (e.plate, *getattr(e.plate, "earlier", ())) if t in stays), None)
     if held is None:
         return Outcome(watch, anomalies=("exit_without_entry",))
     stay = stays[held]
-    watch = replace(watch, departures=[*watch.departures, e.event_time])
+    watch.departures.append(e.event_time)
     if e.event_time < stay.entry_at:
         return Outcome(watch, (held, None), None, ("exit_before_entry",))
     return Outcome(watch, (held, None), bill_for(stay, e.event_time, e.plate, lot, s))
+
+
+def is_duplicate(watch: LotWatch, event_id: str, s: Settings) -> bool:
+    """An id seen within `parking_dedupe_s` of the lot's clock, or the one just before."""
+    t = watch.seen.get(event_id)
+    return t is not None and (t > watch.clock - s.parking_dedupe_s or event_id == next(reversed(watch.seen)))
+
+
+def crossed(before: float | None, now: float, period_s: float) -> bool:
+    """Whether the clock moved into another eighth of `period_s`: time to prune what expired."""
+    return before is not None and before // (period_s / 8) != now // (period_s / 8)
 
 
 def recent(times: list[float], now: float, s: Settings) -> list[float]:
@@ -201,7 +226,7 @@ class ParkingStage(Stage):
     hashes = ("watch", "stays")
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.watch = {k: from_dict(LotWatch, orjson.loads(v)) for k, v in hashes.get("watch", {}).items()}
+        self.watch = {k: restored_watch(orjson.loads(v)) for k, v in hashes.get("watch", {}).items()}
         self.stays: dict[str, dict[str, Stay]] = {}
         for key, raw in hashes.get("stays", {}).items():
             lot_id, token = key.split("|", 1)
@@ -222,7 +247,7 @@ class ParkingStage(Stage):
         self.changed.add(lot.lot_id)
         if isinstance(e, LotOrder):
             self.on_order(e, watch, stays, lot, effects)
-            self.settle(lot, effects)
+            self.settle(lot, watch.clock, effects)
             return
         outcome = apply_event(watch, stays, e, lot, self.settings)
         self.watch[lot.lot_id] = outcome.watch
@@ -246,9 +271,9 @@ class ParkingStage(Stage):
         if outcome.bill is not None:
             metrics.BILLS.inc()
             effects.send(topics.bills, lot.lot_id, outcome.bill)
-        self.settle(lot, effects)
+        self.settle(lot, watch.clock, effects)
 
-    def settle(self, lot: Lot, effects: Effects) -> None:
+    def settle(self, lot: Lot, before: float | None, effects: Effects) -> None:
         """After every event, the rules that follow the lot's clock: stays past
         `parking_stay_max_s` are exits the reader missed (they stop counting), arrival and
         departure rates keep the last window, and the almost-full and full alert steps."""
@@ -265,8 +290,9 @@ class ParkingStage(Stage):
             self.no_missed_exit_before[lot_id] = min((stay.entry_at for stay in stays.values()), default=math.inf) \
                 + s.parking_stay_max_s
             watch = self.watch[lot_id]
-        watch = replace(watch, arrivals=recent(watch.arrivals, watch.clock, s),
-                        departures=recent(watch.departures, watch.clock, s))
+        if crossed(before, watch.clock, s.parking_rate_window_s):
+            watch.arrivals[:] = recent(watch.arrivals, watch.clock, s)
+            watch.departures[:] = recent(watch.departures, watch.clock, s)
         watch, alert = step_lot_alert(watch, len(stays), watch.clock, lot, s)
         if alert is not None:
             send_alert(alert, effects)
