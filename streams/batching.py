@@ -13,8 +13,8 @@ that lost its newest writes re-reads them from Kafka.
 
 faust internals relied on (tests/unit/test_faust_internals.py fails loudly when they change):
 `TRANSPORTS.aliases`; the aiokafka `Consumer._wait_next_records`, `_to_message`, `_add_gap`,
-`_new_offset`, `ack`, `perform_seek`, `seek` and the `_read_offset`, `_acked`,
-`_acked_index` and `_n_acked` fields; `Conductor._build_handler`.
+`_new_offset`, `ack`, `perform_seek`, `seek`, `_commit` and the `_read_offset`, `_acked`,
+`_acked_index`, `_committed_offset` and `_n_acked` fields; `Conductor._build_handler`.
 """
 
 from __future__ import annotations
@@ -130,6 +130,11 @@ class BatchConsumer(kafka_driver.Consumer):
                 positions[tp] = min(offset, positions.get(tp, offset))
         for tp, offset in positions.items():
             await self.seek(tp, offset)
+        # Where the state is ahead of the group (a worker died between its Redis commit and its
+        # group commit), the group learns it now: with nothing left to read, no ack would tell it.
+        ahead = {tp: offset for tp, offset in positions.items() if offset > (self._committed_offset.get(tp) or 0)}
+        if ahead and await self._commit(ahead):
+            self._committed_offset.update(ahead)
         log.info("resumed %d partitions where their state left off", len(positions))
 
 

@@ -55,6 +55,7 @@ def test_overridden_consumer_methods_keep_their_signatures():
     assert params(base.ack) == ["self", "message"]
     assert params(base.perform_seek) == ["self"]
     assert params(base.seek) == ["self", "partition", "offset"]
+    assert params(base._commit) == ["self", "offsets"] and inspect.iscoroutinefunction(base._commit)
     assert params(faust_conductor.Conductor._build_handler) == ["self", "tp", "channels"]
     for coroutine in (base._wait_next_records, base._add_gap, base.perform_seek, base.seek):
         assert inspect.iscoroutinefunction(coroutine)
@@ -78,7 +79,7 @@ def test_the_drain_loop_still_calls_what_the_batch_consumer_overrides():
 
 def test_the_consumer_fields_the_batch_consumer_reads_are_still_there():
     init = inspect.getsource(faust_consumer.Consumer.__init__)
-    for name in ("self._acked = ", "self._acked_index = ", "self._read_offset = "):
+    for name in ("self._acked = ", "self._acked_index = ", "self._read_offset = ", "self._committed_offset = "):
         assert name in init
     assert faust_consumer.Consumer._n_acked == 0
 
