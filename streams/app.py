@@ -11,6 +11,17 @@ from streams.settings import settings
 
 _s = settings()
 
+
+class Worker(faust.Worker):
+    """faust's worker without its terminal spinner: at `-l warn` the spinner turns the root
+    logger to DEBUG, so every debug call of every library builds a log record (a tenth of a
+    worker's time when it re-keys events)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spinner = None
+
+
 app = faust.App(
     _s.app_id,
     broker=f"{batching.SCHEME}://{_s.kafka_bootstrap}",  # every topic is read in batches
@@ -26,6 +37,10 @@ app = faust.App(
     # A worker that dies is replaced in the group within seconds, not a minute.
     broker_session_timeout=_s.session_timeout_s,
     broker_heartbeat_interval=max(1.0, _s.session_timeout_s / 4),
+    Worker=Worker,
+    # A stopping worker does not wait for batches still queued: its state says where it got to,
+    # and the next owner of a partition resumes there.
+    stream_wait_empty=False,
 )
 
 

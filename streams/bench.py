@@ -32,7 +32,7 @@ from kafka import KafkaAdminClient
 from schemas.cap import Alert, Area, Incident, bilingual
 from schemas.events import HealthCodeScan, HealthCodeStatusChange, ParkingEvent, TrafficReading, WaterDepthReading
 from schemas.contract import parse_time
-from schemas.reference import Lot, Segment, Venue, WaterloggingPoint
+from schemas.reference import Lot, Segment, Venue, WaterloggingPoint, Zone
 from streams.admin import ensure_topics
 from streams.feed import Publisher
 from streams.settings import Settings
@@ -99,8 +99,17 @@ def drain_faust_floor(s: Settings, events: int, path: str = "stock") -> tuple[fl
                 return float(seconds), int(taken)
         raise SystemExit(f"the take-only worker exited with {worker.wait()}")
     finally:
-        worker.terminate()
+        stop(worker)
+
+
+def stop(worker: subprocess.Popen) -> None:
+    """Stop a benchmark's worker: politely, then not."""
+    worker.terminate()
+    try:
         worker.wait(30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(10)
 
 
 def _free_port() -> int:
@@ -146,8 +155,7 @@ async def drain_pipeline(s: Settings, events: int, say: Callable[[str], None],
                 return now - first_at, events - first_done, peak
             await asyncio.sleep(0.01)
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stop(worker)
         await client.aclose()
 
 
@@ -234,9 +242,12 @@ async def bench_people(settings: Settings, events: int, say: Callable[[str], Non
             for i in range(40)]
     people = events // 6  # one status and two scans each: half the events
     items = people_events(people, events // 4, venues, lots, (time.time() // 3600 - 48) * 3600)
+    city_zones = [Zone(z, f"Bench district {z}", []) for z in zones]
     try:
         started = time.perf_counter()
         async with Publisher(s) as pub:
+            for zone in city_zones:
+                await pub.send("zones", zone.zone_id, zone)
             for v in venues:
                 await pub.send("venues", v.venue_id, v)
             for lot in lots:
@@ -355,8 +366,7 @@ async def bench_flood_latency(
     finally:
         await consumer.stop()
         if worker is not None:
-            worker.terminate()
-            worker.wait(30)
+            stop(worker)
         await _clean_up(s)
 
 
@@ -491,8 +501,7 @@ async def bench_webhooks(settings: Settings, messages: int, endpoints: int, rate
         return figures
     finally:
         if worker is not None:
-            worker.terminate()
-            worker.wait(30)
+            stop(worker)
         await receiver.runner.cleanup()
         os.unlink(subs.name)
         await _clean_up(s)

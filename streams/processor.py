@@ -352,11 +352,17 @@ class Processor:
         return value
 
     async def send(self, sends: list[tuple[TopicT, bytes | None, bytes, int | None]]) -> None:
-        """Send records and wait until Kafka has taken every one."""
-        futures = [await topic.send(key=key, value=value, partition=partition, force=True)
+        """Send records and wait until Kafka has taken every one.
+
+        Straight to the producer: faust's per-message bookkeeping (a future, callbacks and
+        sensors per record) would cost more than the stage's own work on a re-keying stage.
+        """
+        if not sends:
+            return
+        producer = sends[0][0].app.producer
+        futures = [await producer.send(topic.get_topic_name(), key, value, partition, None, None)
                    for topic, key, value, partition in sends]
-        if futures:
-            await asyncio.gather(*futures)
+        await asyncio.gather(*futures)
 
     async def _emit_and_commit(self, work: list[tuple[int, Effects]]) -> list[int]:
         """Send every record and wait for Kafka to take them, then commit Redis; returns conflicts."""
