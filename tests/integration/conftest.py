@@ -18,14 +18,14 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from schemas.contract import encode
 from streams.admin import ensure_topics
 from streams.feed import Publisher
 from streams.settings import Settings, from_env
 from streams.state import partition_key
-from streams.topics import partitions_of, topic_name
+from streams.topics import SPECS, partitions_of, topic_name
 
 REPO = Path(__file__).resolve().parents[2]
 CITYBRAIN = Path(sys.executable).parent / "citybrain"
@@ -81,6 +81,8 @@ class CityRun:
         proc.wait(10)
 
     def stop(self) -> None:
+        """Stop the workers and remove the run's topics and keys: a suite makes thousands of
+        partitions, more than a small broker keeps files open for."""
         for proc in self.workers:
             if proc.poll() is None:
                 proc.terminate()
@@ -88,6 +90,15 @@ class CityRun:
                     proc.wait(20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+        admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        try:
+            existing = set(admin.list_topics())
+            mine = [topic_name(role, self.settings) for role in SPECS] + [f"{self.settings.app_id}-__assignor-__leader"]
+            admin.delete_topics([t for t in mine if t in existing])
+        finally:
+            admin.close()
+        for key in self.redis.scan_iter(match=f"{self.settings.key_prefix}:*", count=1000):
+            self.redis.unlink(key)
         self.redis.close()
 
     def worker_log(self) -> str:
