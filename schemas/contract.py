@@ -236,7 +236,7 @@ def _fast_decoder(cls: type[C]) -> Any:
         wire = _wire_type(hints[f.name], f.metadata.get("lo"), f.metadata.get("hi"))
         if wire is None:
             return None
-        if hints[f.name] is EventTime or typing.Optional[EventTime] == hints[f.name]:
+        if EventTime in (hints[f.name], *typing.get_args(hints[f.name])):
             times.append(f.name)
         if f.default is not dataclasses.MISSING:
             fields.append((f.name, wire, f.default))

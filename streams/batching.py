@@ -49,12 +49,13 @@ class RecordBatch(list):
 
 # Where each assigned partition resumes: the offset after the one the state has applied.
 Positions = Callable[[set[TP]], Awaitable[dict[TP, int]]]
-_resume_from: list[Positions] = []
+_resume_from: Positions | None = None
 
 
 def resume_from(positions: Positions) -> None:
-    """Let the state say where assigned partitions resume reading (the lowest answer wins)."""
-    _resume_from.append(positions)
+    """Let the state say where assigned partitions resume reading."""
+    global _resume_from
+    _resume_from = positions
 
 
 class BatchConsumer(kafka_driver.Consumer):
@@ -122,12 +123,9 @@ class BatchConsumer(kafka_driver.Consumer):
     async def perform_seek(self) -> None:
         await super().perform_seek()
         assigned = set(self.assignment())
-        if not _resume_from or not assigned:
+        if _resume_from is None or not assigned:
             return
-        positions: dict[TP, int] = {}
-        for answer in await asyncio.gather(*(p(assigned) for p in _resume_from)):
-            for tp, offset in answer.items():
-                positions[tp] = min(offset, positions.get(tp, offset))
+        positions = await _resume_from(assigned)
         for tp, offset in positions.items():
             await self.seek(tp, offset)
         # Where the state is ahead of the group (a worker died between its Redis commit and its

@@ -18,9 +18,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
+from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -32,10 +34,11 @@ from kafka import KafkaAdminClient
 from schemas.cap import Alert, Area, Incident, bilingual
 from schemas.events import HealthCodeScan, HealthCodeStatusChange, ParkingEvent, TrafficReading, WaterDepthReading
 from schemas.contract import parse_time
-from schemas.reference import Lot, Segment, Venue, WaterloggingPoint, Zone
+from schemas.reference import CityMap, Lot, Segment, Venue, WaterloggingPoint, Zone
 from streams.admin import ensure_topics
 from streams.feed import Publisher
 from streams.settings import Settings
+from streams.simulate import reference_records
 from streams.state import partition_key
 from streams.topics import SPECS, partitions_of, topic_name
 
@@ -174,13 +177,9 @@ async def bench_traffic(settings: Settings, events: int, segment_count: int, say
     start = (time.time() // 3600 - 48) * 3600  # event time two days back: a replay of the past
     readings = bench_readings(segments, events, start)
     try:
-        started = time.perf_counter()
-        async with Publisher(s) as pub:
-            for seg in segments:
-                await pub.send("segments", seg.segment_id, seg)
-            for r in readings:
-                await pub.send("traffic_readings", r.segment_id, r)
-        say(f"preloaded {events} readings over {segment_count} segments in {time.perf_counter() - started:.1f} s")
+        took = await preload(s, chain(reference_records(CityMap(segments={seg.segment_id: seg for seg in segments})),
+                                      (("traffic_readings", r.segment_id, r) for r in readings)))
+        say(f"preloaded {events} readings over {segment_count} segments in {took:.1f} s")
         bare_s = await drain_bare(s, events)
         stock_s, stock_measured = drain_faust_floor(s, events, "stock")
         batch_s, batch_measured = drain_faust_floor(s, events, "batch")
@@ -242,20 +241,12 @@ async def bench_people(settings: Settings, events: int, say: Callable[[str], Non
             for i in range(40)]
     people = events // 6  # one status and two scans each: half the events
     items = people_events(people, events // 4, venues, lots, (time.time() // 3600 - 48) * 3600)
-    city_zones = [Zone(z, f"Bench district {z}", []) for z in zones]
+    city = CityMap(zones={z: Zone(z, f"Bench district {z}", []) for z in zones},
+                   venues={v.venue_id: v for v in venues}, lots={lot.lot_id: lot for lot in lots})
     try:
-        started = time.perf_counter()
-        async with Publisher(s) as pub:
-            for zone in city_zones:
-                await pub.send("zones", zone.zone_id, zone)
-            for v in venues:
-                await pub.send("venues", v.venue_id, v)
-            for lot in lots:
-                await pub.send("lots", lot.lot_id, lot)
-            for role, key, record in items:
-                await pub.send(role, key, record)
+        took = await preload(s, chain(reference_records(city), items))
         say(f"preloaded {len(items)} events ({people} people: statuses and scans; {events // 4} cars in and out) "
-            f"in {time.perf_counter() - started:.1f} s")
+            f"in {took:.1f} s")
         roles = ("health_scans", "health_status", "parking_events")
         bare_s = await drain_bare(s, len(items), roles)
         stages = (("health_intake", "health_scans", "offset"), ("health_intake", "health_status", "offset.health_status"),
@@ -270,6 +261,15 @@ async def bench_people(settings: Settings, events: int, say: Callable[[str], Non
         return figures
     finally:
         await _clean_up(s)
+
+
+async def preload(s: Settings, items: Iterable[tuple[str, str, Any]]) -> float:
+    """Publish (topic role, key, record) in order; the seconds it took."""
+    started = time.perf_counter()
+    async with Publisher(s) as pub:
+        for role, key, record in items:
+            await pub.send(role, key, record)
+    return time.perf_counter() - started
 
 
 async def _clean_up(s: Settings) -> None:

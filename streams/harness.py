@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -30,7 +31,7 @@ from streams.processor import Processor, Stage
 from streams.reference import Reference
 from streams.settings import Settings, settings as default_settings
 from streams.state import Batch, Snapshot
-from streams.topics import partitions_of, topic_name
+from streams.topics import REFERENCE, partitions_of, topic_name
 
 
 class Record(NamedTuple):
@@ -109,7 +110,7 @@ class FixedReference(Reference):
 
     def __init__(self, s: Settings, city: CityMap):
         super().__init__(s)
-        for role in ("zones", "segments", "intersections", "points", "gauges", "lots", "venues"):
+        for role in REFERENCE:
             for record in getattr(city, role).values():
                 self._apply(topic_name(role, s), None, encode(record))
 
@@ -175,11 +176,8 @@ def run_stage(stage: type[Stage], events: Sequence[Event] | Sequence[PlacedEvent
               state: MemoryState | None = None) -> Output:
     """Feed events through one stage in batches of at most `batch` per topic partition."""
     s = settings or default_settings()
-    placed = [e if len(e) == 5 else None for e in events]
-    if any(p is None for p in placed):
-        import time
-
-        placed = place(events, s, broker_time if broker_time is not None else time.time())  # type: ignore[arg-type]
+    placed = events if not events or len(events[0]) == 5 else place(
+        events, s, broker_time if broker_time is not None else time.time())  # type: ignore[arg-type]
     store = state or MemoryState()
     processor = HarnessProcessor(stage, store, FixedReference(s, city), s)  # type: ignore[arg-type]
     offsets: dict[tuple[str, int], int] = defaultdict(int)

@@ -200,6 +200,10 @@ class Processor:
     def base(self, partition: int) -> str:
         return partition_key(self.settings.key_prefix, self.name, partition)
 
+    def offset_key(self, topic: str, partition: int) -> str:
+        """The Redis key of the offset this stage has applied on a topic partition it reads."""
+        return f"{self.base(partition)}:{self.offset_names[topic]}"
+
     async def _loaded(self, partition: int) -> Owned:
         if partition not in self.stages:
             stage = self.stage(partition, self.settings, self.reference)
@@ -219,13 +223,17 @@ class Processor:
 
     def lag(self, highwater: Callable[[str, int], int | None]) -> metrics.Gauges:
         """Records on the source topics of the partitions held here, not yet applied."""
-        behind = 0
-        for p, owned in list(self.stages.items()):
-            for topic, name in self.offset_names.items():
-                end = highwater(topic, p)
-                if end is not None:
-                    behind += max(0, end - owned.offsets[name] - 1)
+        behind = sum(self._unread(p, owned, highwater) for p, owned in list(self.stages.items()))
         return metrics.gauge("citybrain_consumer_lag_records", behind, self.name)
+
+    def _unread(self, partition: int, owned: Owned, highwater: Callable[[str, int], int | None]) -> int:
+        """Records on the partition's source topics that this worker has not applied yet."""
+        unread = 0
+        for topic, name in self.offset_names.items():
+            end = highwater(topic, partition)
+            if end is not None:
+                unread += max(0, end - owned.offsets[name] - 1)
+        return unread
 
     def forget(self, revoked: Sequence[Any]) -> None:
         """Drop in-memory state of the topic partitions this worker no longer owns."""
@@ -270,7 +278,7 @@ class Processor:
                 now = time.monotonic()
                 work = []
                 for p, owned in list(self.stages.items()):
-                    if now - owned.stage.last_event_wall >= self.settings.idle_close_s and not self._behind(p, owned, highwater):
+                    if now - owned.stage.last_event_wall >= self.settings.idle_close_s and not self._unread(p, owned, highwater):
                         effects = Effects(self.name, Batch(self.base(p), owned.commits, dict(owned.offsets)))
                         owned.stage.on_idle(time.time(), effects)
                         owned.stage.flush(effects)
@@ -281,14 +289,6 @@ class Processor:
                 # The timer comes round again; the state is reloaded from Redis meanwhile.
                 log.exception("%s: closing silent windows failed", self.name)
                 self.stages.clear()
-
-    def _behind(self, partition: int, owned: Owned, highwater: Callable[[str, int], int | None]) -> bool:
-        """Whether a source topic of the partition has records this worker has not applied."""
-        for topic, name in self.offset_names.items():
-            end = highwater(topic, partition)
-            if end is not None and end > owned.offsets[name] + 1:
-                return True
-        return False
 
     async def _apply(self, partition: int, topic: str, sources: list[Source]) -> bool:
         """Apply one partition's events of one topic; False when its state moved on elsewhere."""
@@ -411,8 +411,7 @@ class WindowedStage(Stage):
         for name, acc in hashes.get("open", {}).items():
             start, key = name.split("|", 1)
             self.windows.open.setdefault(float(start), {})[key] = orjson.loads(acc)
-        self._final = self.final_window()
-        self._next_boundary = self._boundary_after(self._final)
+        self._next_boundary = self._boundary_after(self.final_window())
 
     def final_window(self) -> float:
         """The newest window start that the watermark has closed (-inf before any event)."""
@@ -446,9 +445,9 @@ class WindowedStage(Stage):
         if closed:
             self.on_close(closed, effects)
             effects.batch.hdel("open", (_slot_field(key, start) for key, start, _ in closed))
-        self._final = self.final_window()
-        self._next_boundary = self._boundary_after(self._final)
-        self.on_final(self._final, effects)
+        final = self.final_window()
+        self._next_boundary = self._boundary_after(final)
+        self.on_final(final, effects)
 
     def on_final(self, final: float, effects: Effects) -> None:
         """Windows starting at or before `final` are closed for good on this partition."""

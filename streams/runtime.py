@@ -62,8 +62,7 @@ metrics.CITY.sources.append(partition_gauges)
 async def applied_positions(assigned: set[TP]) -> dict[TP, int]:
     """Where each assigned partition resumes: after the offset its stages' state has applied
     (the start when none has), the lowest where several stages read one topic."""
-    wanted = [(tp, f"{p.base(tp.partition)}:{p.offset_names[tp.topic]}")
-              for p in processors for tp in assigned if tp.topic in p.offset_names]
+    wanted = [(tp, p.offset_key(tp.topic, tp.partition)) for p in processors for tp in assigned if tp.topic in p.offset_names]
     async with redis.pipeline(transaction=False) as pipe:  # keys of many slots: no MGET
         for _, key in wanted:
             pipe.get(key)

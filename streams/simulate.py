@@ -40,6 +40,7 @@ from schemas.reference import (
 )
 from streams.feed import Publisher
 from streams.settings import Settings
+from streams.topics import REFERENCE
 
 CENTRE = (30.25, 120.16)  # lat, lon
 ZONE_SIZE_DEG = 0.02
@@ -118,7 +119,7 @@ def build_city(seed: int = 7, zones_per_side: int = 3, segments_per_zone: int = 
 
 def reference_records(city: CityMap) -> Iterator[tuple[str, str, Any]]:
     """(topic role, key, record) for every piece of reference data."""
-    for role in ("zones", "segments", "intersections", "points", "gauges", "lots", "venues"):
+    for role in REFERENCE:
         for key, record in getattr(city, role).items():
             yield role, key, record
 

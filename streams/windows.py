@@ -38,9 +38,9 @@ class TumblingWindows(Generic[K, A]):
 
     def add(self, key: K, t: float, fold: Callable[[A | None], A]) -> tuple[K, float] | None:
         """Fold an event at time `t` into its window; None when the event is late."""
-        start = math.floor(t / self.size_s) * self.size_s
-        if start + self.size_s + self.grace_s <= self.watermark:
+        if self.is_late(t):
             return None
+        start = self.start_of(t)
         accumulators = self.open.get(start)
         if accumulators is None:
             accumulators = self.open[start] = {}

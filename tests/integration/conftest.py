@@ -44,6 +44,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+async def send_all(pub: Publisher, items: list[tuple[str, str, Any]]) -> None:
+    """(topic role, key, record or raw bytes), in order."""
+    for role, key, value in items:
+        await pub.send_raw(role, key, value if isinstance(value, bytes) else encode(value))
+
+
 class CityRun:
     """One isolated city on the shared broker and Redis."""
 
@@ -110,8 +116,7 @@ class CityRun:
 
         async def go() -> None:
             async with Publisher(self.settings) as pub:
-                for role, key, value in items:
-                    await pub.send_raw(role, key, value if isinstance(value, bytes) else encode(value))
+                await send_all(pub, items)
 
         asyncio.run(go())
 
@@ -124,8 +129,7 @@ class CityRun:
             size = max(1, len(items) // chunks)
             async with Publisher(self.settings) as pub:
                 for i in range(0, len(items), size):
-                    for role, key, value in items[i : i + size]:
-                        await pub.send_raw(role, key, value if isinstance(value, bytes) else encode(value))
+                    await send_all(pub, items[i : i + size])
                     await pub.flush()
                     await asyncio.sleep(pause_s)
 
