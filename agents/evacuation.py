@@ -329,5 +329,5 @@ class EvacuationStage(Stage):
         self.changed.clear()
 
 
-flood_zones = runtime.stage(FloodZoneStage, "watch_flood_zones")
-evacuation = runtime.stage(EvacuationStage, "evacuate_zones")
+runtime.stage(FloodZoneStage, "watch_flood_zones")
+runtime.stage(EvacuationStage, "evacuate_zones")

@@ -313,7 +313,7 @@ def _point_view(point_id: str, w: PointWatch, s: Settings) -> str:
     }).decode()
 
 
-points = runtime.stage(PointStage, "track_waterlogging")
+runtime.stage(PointStage, "track_waterlogging")
 
 
 
@@ -512,8 +512,8 @@ def _signal_from(raw: bytes) -> ZoneSignal:
     return ZoneSignal(**d)
 
 
-gauges = runtime.stage(GaugeStage, "track_rain")
-zone_rain = runtime.stage(ZoneRainStage, "signal_rainstorms")
+runtime.stage(GaugeStage, "track_rain")
+runtime.stage(ZoneRainStage, "signal_rainstorms")
 
 
 
@@ -656,5 +656,5 @@ class CellStage(Stage):
         self.changed.clear()
 
 
-reports = runtime.stage(ReportStage, "locate_reports")
-cells = runtime.stage(CellStage, "cluster_reports")
+runtime.stage(ReportStage, "locate_reports")
+runtime.stage(CellStage, "cluster_reports")

@@ -348,6 +348,6 @@ class ZoneHealthStage(WindowedStage):
             effects.batch.hset("watch", {z: as_json(w) for z, w in changed.items()})
 
 
-intake = runtime.stage(HealthIntakeStage, "admit_health_events")
-people = runtime.stage(PersonStage, "track_people")
-zone_health = runtime.stage(ZoneHealthStage, "watch_zone_health")
+runtime.stage(HealthIntakeStage, "admit_health_events")
+runtime.stage(PersonStage, "track_people")
+runtime.stage(ZoneHealthStage, "watch_zone_health")

@@ -340,4 +340,4 @@ def lot_view(lot: Lot, watch: LotWatch, occupied: int, s: Settings) -> str:
     }).decode()
 
 
-lots = runtime.stage(ParkingStage, "count_parking")
+runtime.stage(ParkingStage, "count_parking")

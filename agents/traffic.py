@@ -565,6 +565,6 @@ class SignalStage(Stage):
 # ---------------------------------------------------------------------------------------------
 # Agents
 
-segments = runtime.stage(SegmentStage, "track_traffic")
-city = runtime.stage(CityStage, "index_city")
-signals = runtime.stage(SignalStage, "plan_signals")
+runtime.stage(SegmentStage, "track_traffic")
+runtime.stage(CityStage, "index_city")
+runtime.stage(SignalStage, "plan_signals")

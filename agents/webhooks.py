@@ -17,11 +17,8 @@ slow or dead one never holds up the others.
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
-import hashlib
 import heapq
-import hmac
 import ipaddress
 import logging
 import random
@@ -40,13 +37,13 @@ import orjson
 from aiohttp.resolver import ThreadedResolver
 
 from agents.alerts import as_json
-from schemas.cap import Alert, to_xml
-from schemas.contract import encode, from_dict, iso, to_dict
+from schemas.cap import Alert
+from schemas.contract import encode, from_dict, iso
 from schemas.records import Notice
-from schemas.webhooks import DeadDelivery, Delivery, DeliveryOutcome, Subscription
+from schemas.webhooks import DeadDelivery, Delivery, DeliveryOutcome, Subscription, payload, secret_bytes, signature
 from streams import metrics, runtime, topics
 from streams.app import app
-from streams.processor import Effects, Source, Stage
+from streams.processor import Effects, Processor, Source, Stage
 from streams.settings import Settings, settings
 from streams.topics import partitions_of
 
@@ -66,7 +63,7 @@ def check_subscription(sub: Subscription) -> Subscription:
     if not sub.secrets:
         raise ValueError(f"{sub.subscription_id}: needs at least one secret")
     for secret in sub.secrets:
-        if not secret.startswith("whsec_") or not _secret_bytes(secret):
+        if not secret.startswith("whsec_") or not secret_bytes(secret):
             raise ValueError(f"{sub.subscription_id}: a secret is whsec_ followed by base64")
     if not sub.allow_private and refused_address(url.hostname):
         raise ValueError(f"{sub.subscription_id}: {url.hostname} is a private or loopback address; "
@@ -123,32 +120,6 @@ def matches(sub: Subscription, role: str, record: Alert | Notice) -> bool:
             and (not sub.msg_types or record.msg_type in sub.msg_types)
             and (not sub.min_severity or SEVERITY_RANK[info.severity] >= SEVERITY_RANK[sub.min_severity])
             and (not sub.zones or record.parameter("zone_id") in sub.zones))
-
-
-def payload(record: Alert | Notice, queued_at: float, sub: Subscription) -> str:
-    """The body of every attempt: the event type, when it happened, and the message itself."""
-    if isinstance(record, Notice):
-        kind, data = f"notice.{record.kind}", to_dict(record)
-    else:
-        kind, data = f"alert.{record.msg_type.lower()}", to_dict(record)
-        if sub.include_cap_xml:
-            data["cap_xml"] = to_xml(record)
-    return orjson.dumps({"type": kind, "timestamp": iso(queued_at), "data": data}).decode()
-
-
-def _secret_bytes(secret: str) -> bytes:
-    try:
-        return base64.b64decode(secret.removeprefix("whsec_") + "==")
-    except ValueError:
-        return b""
-
-
-def signature(secrets: list[str], delivery_id: str, timestamp: int, body: str) -> str:
-    """`webhook-signature`: one `v1,<base64 HMAC-SHA256 of id.timestamp.body>` per secret."""
-    signed = f"{delivery_id}.{timestamp}.{body}".encode()
-    return " ".join(
-        "v1," + base64.b64encode(hmac.new(_secret_bytes(s), signed, hashlib.sha256).digest()).decode() for s in secrets
-    )
 
 
 def retry_after_s(value: str | None, now: float) -> float | None:
@@ -311,7 +282,7 @@ class DispatchStage(Stage):
             self.queued = False
 
 
-dispatch = runtime.stage(DispatchStage, "dispatch_webhooks")
+runtime.stage(DispatchStage, "dispatch_webhooks")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,14 +292,15 @@ dispatch = runtime.stage(DispatchStage, "dispatch_webhooks")
 class Courier:
     """Attempts the due deliveries of the partitions this worker holds."""
 
-    def __init__(self, s: Settings):
+    def __init__(self, s: Settings, dispatch: Processor):
         self.settings = s
+        self.dispatch = dispatch
         self.slots: dict[str, asyncio.Semaphore] = {}  # per endpoint: attempts in flight
         self.rng = random.Random()
 
     def due(self) -> Iterator[tuple[int, Delivery]]:
         now = time.time()
-        for p, owned in list(dispatch.stages.items()):
+        for p, owned in list(self.dispatch.stages.items()):
             for d in owned.stage.queue.take_due(now, owned.stage.disabled):
                 yield p, d
 
@@ -359,7 +331,7 @@ class Courier:
             raise
         except Exception:  # Kafka unreachable, or anything unforeseen: never strand the delivery
             log.exception("webhook delivery %s: outcome could not be recorded; will attempt again", d.delivery_id)
-            owned = dispatch.stages.get(partition)
+            owned = self.dispatch.stages.get(partition)
             if owned is not None and owned.stage.pending.get(d.delivery_id) == d:
                 owned.stage.queue.reschedule(replace(d, next_at=time.time() + self.settings.webhook_backoff_s))
 
@@ -421,9 +393,6 @@ class PublicResolver(ThreadedResolver):
         return addresses
 
 
-courier = Courier(settings())
-
-
 @app.task
 async def deliver_webhooks() -> None:
-    await courier.run()
+    await Courier(settings(), runtime.processor(DispatchStage)).run()

@@ -129,7 +129,10 @@ status() {
   return $rc
 }
 
-python=${CITYBRAIN_PYTHON:-python3}
+# The readiness check needs kafka-python: the project's environment has it (ops/setup.sh).
+venv_python=${CITYBRAIN_VENV:-$(dirname "$here")/.venv}/bin/python
+[ -x "$venv_python" ] || venv_python=python3
+python=${CITYBRAIN_PYTHON:-$venv_python}
 case "${1:-}" in
   up) redis_up; kafka_up; status ;;
   down) stop_pid kafka "$kafka_dir/pid"; stop_pid redis "$redis_dir/pid" ;;

@@ -1,12 +1,19 @@
-"""Webhook contracts: the subscriptions operators configure, and the records of their deliveries."""
+"""Webhook contracts: the subscriptions operators configure, the records of their deliveries,
+and what a receiver gets (the body of an attempt and its signature, per Standard Webhooks)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from typing import Literal
 
-from schemas.cap import Severity
-from schemas.contract import EventTime
+import orjson
+
+from schemas.cap import Alert, Severity, to_xml
+from schemas.contract import EventTime, iso, to_dict
+from schemas.records import Notice
 
 Feed = Literal["alerts", "notices"]  # the topics a subscription takes messages from
 
@@ -75,3 +82,29 @@ class DeadDelivery:
     last_status: int | None
     body: str
     at: EventTime
+
+
+def payload(record: Alert | Notice, queued_at: float, sub: Subscription) -> str:
+    """The body of every attempt: the event type, when it happened, and the message itself."""
+    if isinstance(record, Notice):
+        kind, data = f"notice.{record.kind}", to_dict(record)
+    else:
+        kind, data = f"alert.{record.msg_type.lower()}", to_dict(record)
+        if sub.include_cap_xml:
+            data["cap_xml"] = to_xml(record)
+    return orjson.dumps({"type": kind, "timestamp": iso(queued_at), "data": data}).decode()
+
+
+def secret_bytes(secret: str) -> bytes:
+    try:
+        return base64.b64decode(secret.removeprefix("whsec_") + "==")
+    except ValueError:
+        return b""
+
+
+def signature(secrets: list[str], delivery_id: str, timestamp: int, body: str) -> str:
+    """`webhook-signature`: one `v1,<base64 HMAC-SHA256 of id.timestamp.body>` per secret."""
+    signed = f"{delivery_id}.{timestamp}.{body}".encode()
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(secret_bytes(s), signed, hashlib.sha256).digest()).decode() for s in secrets
+    )

@@ -1,8 +1,6 @@
-"""The faust application and the `citybrain` command line."""
+"""The faust application: one per worker, its stages registered by the modules of `agents/`."""
 
 from __future__ import annotations
-
-import sys
 
 import faust
 
@@ -43,22 +41,3 @@ app = faust.App(
     stream_wait_empty=False,
 )
 
-
-def main() -> None:
-    """Entry point of the `citybrain` command: faust's CLI plus the project's commands."""
-    import agents.evacuation  # noqa: F401  registers the flood zone and evacuation agents
-    import agents.flood  # noqa: F401  registers the flood agents
-    import agents.health  # noqa: F401  registers the health-code agents
-    import agents.parking  # noqa: F401  registers the car park agents
-    import agents.traffic  # noqa: F401  registers the traffic agents
-    import agents.webhooks  # noqa: F401  registers the webhook dispatcher
-    import streams.commands  # noqa: F401  registers simulate, replay, topics, bench, watch
-    from streams.privacy import Keyring
-
-    if sys.argv[1:2] == ["worker"]:
-        try:  # a worker reads personal identifiers: without a key it must not start at all
-            Keyring(_s.privacy_keys)
-            agents.webhooks.subscriptions()  # nor with subscriptions it cannot deliver to
-        except ValueError as exc:
-            raise SystemExit(f"citybrain worker: {exc}") from None
-    app.main()

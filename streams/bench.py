@@ -412,8 +412,7 @@ def bench_alerts(count: int, tag: str) -> list[Alert]:
 
 async def post_directly(url: str, secret: str, alerts: list[Alert], concurrency: int) -> float:
     """Seconds a bare aiohttp client takes to POST the same signed bodies: the reference."""
-    from agents.webhooks import payload, signature
-    from schemas.webhooks import Subscription
+    from schemas.webhooks import Subscription, payload, signature
 
     sub = Subscription("reference", url, [secret])
     bodies = [(f"reference.{a.identifier}", payload(a, time.time(), sub)) for a in alerts]

@@ -1,10 +1,16 @@
 """What every worker shares: the Redis connection, the state store, the city map, and the
-hooks that keep the stages' partitions in step with the consumer group, and `/metrics`."""
+hooks that keep the stages' partitions in step with the consumer group, and `/metrics`.
+
+Stages are declared when their modules are imported; the objects that run them (the Redis
+client, the city map's consumer, one processor per stage) are built when the worker first needs
+them, so importing a stage connects to nothing.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from functools import cache
 
 import redis.asyncio as aioredis
 from faust.types import TP
@@ -20,26 +26,42 @@ from streams.topics import topic_name
 
 log = logging.getLogger(__name__)
 
-redis = aioredis.from_url(settings().redis_url)
-state = StateStore(redis)
-reference = Reference(settings())
-processors: list[Processor] = []
+declared: list[type[Stage]] = []
 
 
-def stage(cls: type[Stage], agent: str) -> Processor:
-    """Register a stage: its processor, and the agent named `agent` that hands it the batches of
-    its source topic and of the topics it reads alongside (`cls.tables`)."""
+class Live:
+    """The worker's running objects."""
+
+    def __init__(self) -> None:
+        s = settings()
+        self.redis = aioredis.from_url(s.redis_url)
+        state, reference = StateStore(self.redis), Reference(s)
+        self.processors = {cls: Processor(cls, state, reference, s) for cls in declared}
+
+
+@cache
+def live() -> Live:
+    return Live()
+
+
+def processor(cls: type[Stage]) -> Processor:
+    """The processor running a declared stage in this worker."""
+    return live().processors[cls]
+
+
+def stage(cls: type[Stage], agent: str) -> None:
+    """Declare a stage, with the agent named `agent` that hands its processor the batches of its
+    source topic and of the topics it reads alongside (`cls.tables`)."""
     s = settings()
-    p = Processor(cls, state, reference, s)
-    processors.append(p)
+    declared.append(cls)
 
     async def run(stream) -> None:
+        p = processor(cls)
         async for batch in stream:
             await p.process(batch)
 
     run.__name__ = run.__qualname__ = agent
     app.agent(app.topic(*(topic_name(role, s) for role in (cls.source, *cls.tables))), name=agent)(run)
-    return p
 
 
 def highwater(topic: str, partition: int) -> int | None:
@@ -50,7 +72,9 @@ def highwater(topic: str, partition: int) -> int | None:
 
 def partition_gauges() -> Iterator[metrics.Gauges]:
     """The gauges of every partition held here, and how far each stage is behind."""
-    for p in processors:
+    if live.cache_info().currsize == 0:
+        return  # nothing running yet
+    for p in live().processors.values():
         for owned in list(p.stages.values()):
             yield owned.stage.gauges()
         yield p.lag(highwater)
@@ -62,8 +86,10 @@ metrics.CITY.sources.append(partition_gauges)
 async def applied_positions(assigned: set[TP]) -> dict[TP, int]:
     """Where each assigned partition resumes: after the offset its stages' state has applied
     (the start when none has), the lowest where several stages read one topic."""
-    wanted = [(tp, p.offset_key(tp.topic, tp.partition)) for p in processors for tp in assigned if tp.topic in p.offset_names]
-    async with redis.pipeline(transaction=False) as pipe:  # keys of many slots: no MGET
+    running = live()
+    wanted = [(tp, p.offset_key(tp.topic, tp.partition))
+              for p in running.processors.values() for tp in assigned if tp.topic in p.offset_names]
+    async with running.redis.pipeline(transaction=False) as pipe:  # keys of many slots: no MGET
         for _, key in wanted:
             pipe.get(key)
         applied = await pipe.execute()
@@ -85,7 +111,7 @@ async def serve_metrics(web, request):  # noqa: ARG001
 
 @app.timer(interval=1.0)
 async def close_silent_windows() -> None:
-    for p in processors:
+    for p in live().processors.values():
         await p.tick(highwater)
 
 
@@ -93,12 +119,12 @@ async def close_silent_windows() -> None:
 async def load_assigned(app, assigned, **kwargs) -> None:  # noqa: ARG001
     # A partition's state is loaded as soon as it is ours, not at its next event: a quiet
     # partition's windows still close on the timer, and its webhook retries still go out.
-    for p in processors:
+    for p in live().processors.values():
         await p.load(tp.partition for tp in assigned if tp.topic == p.topic)
 
 
 @app.on_partitions_revoked.connect
 async def forget_revoked(app, revoked, **kwargs) -> None:  # noqa: ARG001
     # Another worker may take these over; state is reloaded from Redis if they come back.
-    for p in processors:
+    for p in live().processors.values():
         p.forget(revoked)

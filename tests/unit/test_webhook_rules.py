@@ -16,13 +16,12 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from agents.alerts import as_json
 from agents.webhooks import (
-    DeliveryQueue, DispatchStage, check_subscription, load_subscriptions, matches, next_step, payload, refused_address,
-    retry_after_s, signature,
+    DeliveryQueue, DispatchStage, check_subscription, load_subscriptions, matches, next_step, refused_address, retry_after_s,
 )
 from schemas.cap import Alert, Area, Incident, bilingual, to_xml
 from schemas.contract import encode, from_dict
 from schemas.records import Notice
-from schemas.webhooks import Delivery, DeliveryOutcome, Subscription
+from schemas.webhooks import Delivery, DeliveryOutcome, Subscription, payload, signature
 from streams import topics
 from streams.processor import Effects
 from streams.reference import Reference

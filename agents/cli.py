@@ -1,0 +1,27 @@
+"""The `citybrain` command: faust's CLI (worker, agents, ...) plus the project's own commands,
+with every stage registered."""
+
+from __future__ import annotations
+
+import sys
+
+import agents.evacuation  # noqa: F401  registers the flood zone and evacuation agents
+import agents.flood  # noqa: F401  registers the flood agents
+import agents.health  # noqa: F401  registers the health-code agents
+import agents.parking  # noqa: F401  registers the car park agents
+import agents.traffic  # noqa: F401  registers the traffic agents
+import agents.webhooks
+import streams.commands  # noqa: F401  registers simulate, replay, topics, bench, watch
+from streams.app import app
+from streams.privacy import Keyring
+from streams.settings import settings
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["worker"]:
+        try:  # a worker reads personal identifiers: without a key it must not start at all
+            Keyring(settings().privacy_keys)
+            agents.webhooks.subscriptions()  # nor with subscriptions it cannot deliver to
+        except ValueError as exc:
+            raise SystemExit(f"citybrain worker: {exc}") from None
+    app.main()
