@@ -86,27 +86,18 @@ def flow_vph(acc: list) -> float:
     return 3600.0 * acc[0] / acc[3]
 
 
-def summarize(segment: Segment, start: float, acc: list, s: Settings) -> SegmentWindow:
+def summarize(segment: Segment, start: float, acc: list, s: Settings, closed: bool = False) -> SegmentWindow:
     """A segment's indicators for one window."""
-    vehicles = acc[0]
+    vehicles, speed_x_vehicles, occupied_s, covered_s = acc[0], acc[1], acc[2], acc[3]
     # With no vehicles counted the road is taken as free-flowing.
-    speed = acc[1] / vehicles if vehicles else segment.free_flow_kmh
+    speed = speed_x_vehicles / vehicles if vehicles else segment.free_flow_kmh
     dtp = delay_time_proportion(speed, segment.free_flow_kmh)
     tpi = traffic_performance_index(dtp, s.dtp_bands)
-    flow = flow_vph(acc)
+    flow = 3600.0 * vehicles / covered_s
     return SegmentWindow(
-        segment_id=segment.segment_id,
-        zone_id=segment.zone_id,
-        window_start=start,
-        window_end=start + s.window_s,
-        vehicles=vehicles,
-        flow_vph=round(flow, 3),
-        speed_kmh=round(speed, 3),
-        occupancy=round(acc[2] / acc[3], 4),
-        dtp=round(dtp, 4),
-        tpi=round(tpi, 3),
-        level=congestion_level(tpi),
-        vehicle_km=round(flow * s.window_s / 3600.0 * segment.length_km, 4),
+        segment.segment_id, segment.zone_id, start, start + s.window_s, vehicles, round(flow, 3), round(speed, 3),
+        round(occupied_s / covered_s, 4), round(dtp, 4), round(tpi, 3), congestion_level(tpi),
+        round(flow * s.window_s / 3600.0 * segment.length_km, 4), closed,
     )
 
 
@@ -120,6 +111,9 @@ class CongestionWatch:
     incident: Incident | None = None
 
 
+FLOWING = CongestionWatch()  # a segment with no congestion under way
+
+
 def step_congestion(
     watch: CongestionWatch, w: SegmentWindow, segment: Segment, zone: Zone | None, s: Settings
 ) -> tuple[CongestionWatch, Alert | None]:
@@ -128,7 +122,7 @@ def step_congestion(
     if watch.level is None:
         run = watch.run + 1 if level else 0
         if run < s.congestion_raise_windows:
-            return CongestionWatch(run=run), None
+            return (watch if run == watch.run else CongestionWatch(run=run)), None
         incident = Incident(cap_id(f"congestion.{segment.segment_id}.{int(w.window_start)}"))
         watch = CongestionWatch(level=level, incident=incident)
         return _message(watch, w, segment, zone, "Alert", s)
@@ -136,11 +130,11 @@ def step_congestion(
         calm = watch.calm + 1
         if calm >= s.congestion_clear_windows:
             _, alert = _message(replace(watch, calm=calm), w, segment, zone, "Cancel", s)
-            return CongestionWatch(), alert
+            return FLOWING, alert
         return replace(watch, calm=calm), None
     if watch.level == "moderate" and level == "severe":
         return _message(replace(watch, level=level, calm=0), w, segment, zone, "Update", s)
-    return replace(watch, calm=0), None
+    return (watch if watch.calm == 0 else replace(watch, calm=0)), None
 
 
 LEVEL_NAMES = {"moderate": ("Moderate", "中度"), "severe": ("Severe", "严重")}
@@ -299,17 +293,14 @@ class SegmentStage(WindowedStage):
                 flow = 0.0 if self.is_closed(fed_by) else round(flow_vph(acc), 3)
                 self.flows.append(ApproachFlow(junction, ident, start, flow))
                 continue
-            w = summarize(segment, start, acc, s)
-            if self.is_closed(ident):
-                # Closed, not congested: kept as closed, out of the ranking and congestion alerts.
-                latest[ident] = replace(w, closed=True)
-                by_start[start].append(replace(w, closed=True))
-                continue
+            w = summarize(segment, start, acc, s, closed=self.is_closed(ident))
             latest[ident] = w
             by_start[start].append(w)
-            before = watch_changes.get(ident) or self.watch.get(ident, CongestionWatch())
+            if w.closed:
+                continue  # closed, not congested: out of the ranking and congestion alerts
+            before = watch_changes.get(ident) or self.watch.get(ident, FLOWING)
             watch, alert = step_congestion(before, w, segment, city.zones.get(segment.zone_id), s)
-            if watch != before:
+            if watch is not before:
                 watch_changes[ident] = watch
             if alert is not None:
                 send_alert(alert, effects)

@@ -145,3 +145,29 @@ def test_dict_fields_are_checked_key_by_key_and_value_by_value():
         from_dict(Tally, {"counts": {"a": 1.5}})
     with pytest.raises(Rejected, match="counts: expected an object"):
         from_dict(Tally, {"counts": [1, 2]})
+
+
+BAD_VALUES = [None, "", "x", -1, 0, 1.5, 1e12, True, [], {}, "2026-07-20T08:00:30", "2026-07-20T08:00:30+08:00",
+              "1969-12-31T23:59:59Z", "2200-01-01T00:00:00Z", "DET-1"]
+
+
+@pytest.mark.parametrize("field", list(reading()) + ["approach_id"])
+def test_the_fast_decoder_accepts_and_builds_exactly_what_the_checks_do(field):
+    import orjson
+
+    from schemas.contract import _fast_decoder
+
+    fast = _fast_decoder(TrafficReading)
+    assert fast is not None
+    variants = [reading(**{field: v}) for v in BAD_VALUES] + [{k: v for k, v in reading().items() if k != field}]
+    for payload in variants:
+        raw = orjson.dumps(payload)
+        try:
+            expected = from_dict(TrafficReading, payload)
+        except Rejected:
+            with pytest.raises(Exception):
+                fast(raw)
+            continue
+        got = fast(raw)
+        assert got == expected and type(got.event_time) is float, payload
+        assert {f: type(getattr(got, f)) for f in reading()} == {f: type(getattr(expected, f)) for f in reading()}
