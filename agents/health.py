@@ -304,7 +304,7 @@ class ZoneHealthStage(WindowedStage):
     name = "zone_health"
     source = "zone_scans"
     contract = ZoneScan
-    hashes = ("meta", "open", "watch")
+    hashes = (*WindowedStage.hashes, "watch")
 
     def __init__(self, partition: int, settings: Settings, reference: Reference):
         super().__init__(partition, settings, reference)

@@ -66,18 +66,14 @@ def congestion_level(tpi: float) -> CongestionLevel:
     return LEVELS[min(len(LEVELS) - 1, int(tpi // 2))]
 
 
-# A window's accumulator: [vehicles, speed x vehicles, occupancy x seconds, seconds, readings seen]
+# A window's accumulator: [vehicles, speed x vehicles, occupancy x seconds, seconds]
 def fold_reading(acc: list | None, r: TrafficReading) -> list:
-    """Add a reading to a window; a sensor's repeated reading (same time) counts once."""
-    acc = acc or [0, 0.0, 0.0, 0.0, []]
-    seen = f"{r.sensor_id}@{r.event_time!r}"
-    if seen in acc[4]:
-        return acc
+    """Add a reading to a window."""
+    acc = acc or [0, 0.0, 0.0, 0.0]
     acc[0] += r.vehicle_count
     acc[1] += r.speed_kmh * r.vehicle_count
     acc[2] += r.occupancy * r.interval_s
     acc[3] += r.interval_s
-    acc[4].append(seen)
     return acc
 
 
@@ -219,7 +215,7 @@ class SegmentStage(WindowedStage):
     source = "traffic_readings"
     contract = TrafficReading
     tables = {"closures": RoadClosure}
-    hashes = ("meta", "open", "watch", "closed")
+    hashes = (*WindowedStage.hashes, "watch", "closed")
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         super().restore(hashes)
@@ -272,8 +268,9 @@ class SegmentStage(WindowedStage):
         if r.approach_id is not None and r.approach_id not in self.reference.approaches:
             raise Rejected(f"unknown approach_id {r.approach_id!r}: in no intersection", "unknown_reference")
         fold = lambda acc: fold_reading(acc, r)  # noqa: E731
-        if self.fold(f"segment:{r.segment_id}", r.event_time, fold, source, effects) and r.approach_id:
-            self.fold(f"approach:{r.approach_id}", r.event_time, fold, source, effects)
+        reading = f"{r.sensor_id}@{r.event_time!r}"  # a sensor's repeated reading counts once
+        if self.fold(f"segment:{r.segment_id}", r.event_time, fold, source, effects, once=reading) and r.approach_id:
+            self.fold(f"approach:{r.approach_id}", r.event_time, fold, source, effects, once=reading)
 
     def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
         s, city = self.settings, self.reference.city

@@ -393,15 +393,19 @@ class WindowedStage(Stage):
     next event is applied, so what a stage says and when never depends on how events were
     batched. Open windows and the watermark are part of the partition's Redis state, so a
     restarted worker resumes the very windows it was filling. Keys are strings; accumulators
-    are JSON.
+    are JSON and stay small: what an accumulator must remember per event (which events it
+    has counted) is kept beside it, one Redis field per event, so that a batch writes what it
+    changed and not everything the window has seen.
     """
 
-    hashes: ClassVar[tuple[str, ...]] = ("meta", "open")
+    hashes: ClassVar[tuple[str, ...]] = ("meta", "open", "seen")
 
     def __init__(self, partition: int, settings: Settings, reference: Reference):
         super().__init__(partition, settings, reference)
         self.windows: TumblingWindows[str, Any] = TumblingWindows(settings.window_s, settings.grace_s)
         self._touched: set[tuple[str, float]] = set()
+        self._seen: dict[float, set[str]] = {}  # by window start: fields of the events counted once
+        self._newly_seen: set[str] = set()
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         meta = hashes.get("meta", {})
@@ -411,6 +415,8 @@ class WindowedStage(Stage):
         for name, acc in hashes.get("open", {}).items():
             start, key = name.split("|", 1)
             self.windows.open.setdefault(float(start), {})[key] = orjson.loads(acc)
+        for name in hashes.get("seen", {}):
+            self._seen.setdefault(float(name.split("|", 1)[0]), set()).add(name)
         self._next_boundary = self._boundary_after(self.final_window())
 
     def final_window(self) -> float:
@@ -424,8 +430,20 @@ class WindowedStage(Stage):
         w = self.windows
         return final + 2 * w.size_s + w.grace_s if final != -math.inf else -math.inf
 
-    def fold(self, key: str, t: float, fold: Callable[[Any], Any], source: Source, effects: Effects) -> bool:
-        """Fold into the window of `t`; a late event is routed to the late-events topic instead."""
+    def fold(self, key: str, t: float, fold: Callable[[Any], Any], source: Source, effects: Effects,
+             once: str | None = None) -> bool:
+        """Fold into the window of `t`; a late event is routed to the late-events topic instead.
+
+        `once` names the event within its window and key (a sensor and its reading's time): an
+        event already counted, such as a sensor's resend, is not folded again."""
+        if once is not None and not self.windows.is_late(t):
+            start = self.windows.start_of(t)
+            name = _slot_field(f"{key}|{once}", start)
+            seen = self._seen.setdefault(start, set())
+            if name in seen:
+                return True
+            seen.add(name)
+            self._newly_seen.add(name)
         slot = self.windows.add(key, t, fold)
         if slot is None:
             start = self.windows.start_of(t)
@@ -445,6 +463,10 @@ class WindowedStage(Stage):
         if closed:
             self.on_close(closed, effects)
             effects.batch.hdel("open", (_slot_field(key, start) for key, start, _ in closed))
+        for start in [s for s in self._seen if self.windows.closes_at(s) <= self.windows.watermark]:
+            names = self._seen.pop(start)
+            self._newly_seen -= names
+            effects.batch.hdel("seen", names)
         final = self.final_window()
         self._next_boundary = self._boundary_after(final)
         self.on_final(final, effects)
@@ -480,6 +502,9 @@ class WindowedStage(Stage):
                 still_open[_slot_field(key, start)] = orjson.dumps(acc).decode()
         if still_open:
             effects.batch.hset("open", still_open)
+        if self._newly_seen:
+            effects.batch.hset("seen", dict.fromkeys(self._newly_seen, "1"))
+            self._newly_seen.clear()
         # The watermark is kept whenever it moves: a restarted worker must judge lateness as the
         # first one did, and stages downstream may already have been told of it.
         if self.windows.watermark != self._saved_watermark:

@@ -45,6 +45,8 @@ class Reference:
 
     async def start(self) -> None:
         """Read every reference topic to its current end."""
+        if self._consumer is not None:
+            return  # started: every batch asks, and must not wait while another stage catches up
         async with self._lock:
             if self._consumer is None:
                 self._consumer = AIOKafkaConsumer(

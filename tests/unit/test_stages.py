@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import orjson
+
 from schemas.records import ApproachFlow, FlowReport
 from schemas.reference import Approach, Intersection, Segment
 from streams import topics
@@ -129,3 +133,33 @@ def test_a_live_zone_quiet_for_a_few_minutes_keeps_its_15_minute_window_open():
     stage.on_idle(wall_now=t + S.health_window_s + S.health_grace_s, effects=e)  # the window's time is up
     stage.flush(e)
     assert stage.windows.open == {} and stage.watch["Z1"].run == 0  # one red scan is no risk
+
+
+def test_a_sensor_repeating_a_reading_counts_once_in_a_batch_across_batches_and_across_a_restart():
+    from schemas.reference import CityMap
+    from streams.harness import MemoryState, run_stage
+
+    city = CityMap(segments={"S1": SEG, "S2": replace(SEG, segment_id="S2")}, intersections={"J1": J1})
+    t0 = 1_784_534_400.0
+    first = [TrafficReading("D1", "S1", t0 + 5, 10, 30.0, 40.0, 0.2, "J1-N"),
+             TrafficReading("D1", "S1", t0 + 5, 10, 30.0, 40.0, 0.2, "J1-N"),  # resent in the same batch
+             TrafficReading("D2", "S1", t0 + 5, 7, 30.0, 40.0, 0.2)]  # another sensor at the same time
+    later = [TrafficReading("D1", "S1", t0 + 5, 10, 30.0, 40.0, 0.2, "J1-N"),  # resent after a restart
+             TrafficReading("D1", "S1", t0 + 35, 3, 30.0, 40.0, 0.2, "J1-N"),
+             TrafficReading("D1", "S1", t0 + 200, 1, 30.0, 40.0, 0.2)]  # closes the window
+    state = MemoryState()
+    broker_time = t0 + 300
+    run_stage(SegmentStage, [("traffic_readings", "S1", r) for r in first], city=city, batch=2, state=state,
+              broker_time=broker_time, settings=S)
+    seen = [k for k in state.data if k.endswith(":seen")]
+    # One field per reading counted in each window it went to: D1 in the segment and its approach, D2.
+    assert [len(state.data[k]) for k in seen] == [3]
+    # The restarted worker reads the topic again from its start; what the state applied is skipped.
+    out = run_stage(SegmentStage, [("traffic_readings", "S1", r) for r in first + later], city=city, batch=1, state=state,
+                    broker_time=broker_time, settings=S)
+    windows = {w["window_start"]: w for _, w in out.sent("city_parts")}
+    segments = [orjson.loads(v) for k, h in state.data.items() if k.endswith(":segments") for v in h.values()]
+    assert [w["vehicles"] for w in segments if w["segment_id"] == "S1"] == [20]  # 10 + 7 + 3, the resends not
+    assert windows
+    # Forgotten with the closed window: only the reading of the window still open is remembered.
+    assert [list(h) for k, h in state.data.items() if k.endswith(":seen")] == [[f"{t0 + 180!r}|segment:S1|D1@{t0 + 200!r}"]]

@@ -80,14 +80,6 @@ def test_window_indicators_weight_speed_by_volume():
     assert w.vehicle_km == pytest.approx(2400 * (60 / 3600) * 2.0)
 
 
-def test_a_sensor_repeating_a_reading_counts_once():
-    acc = fold_reading(None, reading(0, 30, 20.0))
-    again = fold_reading([*acc[:4], list(acc[4])], reading(0, 30, 20.0))
-    assert again[:4] == acc[:4]
-    other_sensor = fold_reading([*acc[:4], list(acc[4])], reading(0, 30, 20.0, sensor="D2"))
-    assert other_sensor[0] == 60
-
-
 def test_window_with_no_vehicles_is_free_flowing():
     w = summarize(SEGMENT, 0.0, fold_reading(None, reading(0, 0, 0.0)), S)
     assert w.speed_kmh == 50.0 and w.tpi == 0.0
