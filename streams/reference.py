@@ -49,14 +49,18 @@ class Reference:
             return  # started: every batch asks, and must not wait while another stage catches up
         async with self._lock:
             if self._consumer is None:
-                self._consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False
-                )
-                await self._consumer.start()
-                partitions = [TopicPartition(t, 0) for t in self._roles]
-                self._consumer.assign(partitions)
-                await self._consumer.seek_to_beginning(*partitions)
-                await self._read_to_end()
+                consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+                try:
+                    await consumer.start()
+                    partitions = [TopicPartition(t, 0) for t in self._roles]
+                    consumer.assign(partitions)
+                    await consumer.seek_to_beginning(*partitions)
+                    await self._read_to_end(consumer)
+                except BaseException:
+                    await consumer.stop()
+                    raise
+                # Only now: a stage that finds the reader started finds the whole map read.
+                self._consumer = consumer
 
     async def stop(self) -> None:
         if self._consumer is not None:
@@ -69,11 +73,10 @@ class Reference:
         if time.monotonic() - self._last_catch_up < self.settings.reference_refresh_s:
             return
         async with self._lock:
-            await self._read_to_end()
+            assert self._consumer is not None
+            await self._read_to_end(self._consumer)
 
-    async def _read_to_end(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
+    async def _read_to_end(self, consumer: AIOKafkaConsumer) -> None:
         partitions = list(consumer.assignment())
         ends = await consumer.end_offsets(partitions)
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
