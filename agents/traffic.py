@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from schemas.contract import Rejected, encode, from_dict, iso, parse_time
+from schemas.contract import Rejected, encode, from_dict, iso, parse_time, rounded
 from schemas.events import TrafficReading
 from schemas.records import (
     ApproachFlow,
@@ -91,9 +91,9 @@ def summarize(segment: Segment, start: float, acc: list, s: Settings, closed: bo
     tpi = traffic_performance_index(dtp, s.dtp_bands)
     flow = 3600.0 * vehicles / covered_s
     return SegmentWindow(
-        segment.segment_id, segment.zone_id, start, start + s.window_s, vehicles, round(flow, 3), round(speed, 3),
-        round(occupied_s / covered_s, 4), round(dtp, 4), round(tpi, 3), congestion_level(tpi),
-        round(flow * s.window_s / 3600.0 * segment.length_km, 4), closed,
+        segment.segment_id, segment.zone_id, start, start + s.window_s, vehicles, rounded(flow, 3), rounded(speed, 3),
+        rounded(occupied_s / covered_s, 4), rounded(dtp, 4), rounded(tpi, 3), congestion_level(tpi),
+        rounded(flow * s.window_s / 3600.0 * segment.length_km, 4), closed,
     )
 
 
@@ -190,17 +190,17 @@ def webster(intersection: Intersection, flows: dict[str, float], window_start: f
     lost = intersection.lost_time_per_phase_s * len(phase_y)
     if total_y >= s.oversaturated_flow_ratio:
         return SignalPlan(
-            intersection.intersection_id, window_start, round(total_y, 4), lost, True, None,
-            [PhaseGreen(p, round(y, 4), 0.0) for p, y in phase_y.items()], missing,
+            intersection.intersection_id, window_start, rounded(total_y, 4), lost, True, None,
+            [PhaseGreen(p, rounded(y, 4), 0.0) for p, y in phase_y.items()], missing,
         )
     cycle = min(s.cycle_max_s, max(s.cycle_min_s, (1.5 * lost + 5) / (1 - total_y)))
     effective = cycle - lost
     phases = [
-        PhaseGreen(p, round(y, 4), round(effective * (y / total_y if total_y else 1 / len(phase_y)), 2))
+        PhaseGreen(p, rounded(y, 4), rounded(effective * (y / total_y if total_y else 1 / len(phase_y)), 2))
         for p, y in phase_y.items()
     ]
     return SignalPlan(
-        intersection.intersection_id, window_start, round(total_y, 4), lost, False, round(cycle, 2), phases, missing
+        intersection.intersection_id, window_start, rounded(total_y, 4), lost, False, rounded(cycle, 2), phases, missing
     )
 
 
@@ -287,7 +287,7 @@ class SegmentStage(WindowedStage):
             if junction is not None:
                 fed_by = next(a.segment_id for a in city.intersections[junction].approaches if a.approach_id == ident)
                 # A road closed by water sends nothing into the junction: its phase gets no share.
-                flow = 0.0 if self.is_closed(fed_by) else round(flow_vph(acc), 3)
+                flow = 0.0 if self.is_closed(fed_by) else rounded(flow_vph(acc), 3)
                 self.flows.append(ApproachFlow(junction, ident, start, flow))
                 continue
             w = summarize(segment, start, acc, s, closed=self.is_closed(ident))
@@ -308,7 +308,7 @@ class SegmentStage(WindowedStage):
                 topics.city_parts,
                 "city",
                 CityIndexPart(
-                    self.partition, start, round(vkm, 4), round(sum(w.tpi * w.vehicle_km for w in windows), 4),
+                    self.partition, start, rounded(vkm, 4), rounded(sum(w.tpi * w.vehicle_km for w in windows), 4),
                     len(windows), [(seg, tpi) for tpi, seg in top],
                 ),
             )
@@ -439,7 +439,7 @@ def city_index(start: float, parts: Iterable[CityIndexPart]) -> CityIndex:
     parts = list(parts)
     vkm = sum(p.vehicle_km for p in parts)
     tpi = sum(p.tpi_vehicle_km for p in parts) / vkm if vkm else 0.0
-    return CityIndex(start, round(tpi, 3), congestion_level(tpi), round(vkm, 4), sum(p.segments for p in parts))
+    return CityIndex(start, rounded(tpi, 3), congestion_level(tpi), rounded(vkm, 4), sum(p.segments for p in parts))
 
 
 def signal_partition(intersection_id: str, partitions: int) -> int:

@@ -54,6 +54,19 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def rounded(x: float, digits: int) -> float:
+    """`x` to `digits` decimals, as records carry measured numbers.
+
+    A fifth of the cost of `round()`, which goes through the decimal digits and is a noticeable
+    share of a window's close. An exact binary half rounds up here and to even there; a
+    computed measurement is never one."""
+    scale = _SCALES[digits]
+    return math.floor(x * scale + 0.5) / scale
+
+
+_SCALES = tuple(10.0**d for d in range(10))
+
+
 def parse_time(value: Any) -> float:
     if not isinstance(value, str):
         raise ValueError("expected an ISO 8601 time string")

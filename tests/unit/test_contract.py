@@ -171,3 +171,16 @@ def test_the_fast_decoder_accepts_and_builds_exactly_what_the_checks_do(field):
         got = fast(raw)
         assert got == expected and type(got.event_time) is float, payload
         assert {f: type(getattr(got, f)) for f in reading()} == {f: type(getattr(expected, f)) for f in reading()}
+
+
+def test_rounded_numbers_match_round_and_print_with_their_digits():
+    import random
+
+    from schemas.contract import rounded
+
+    rng = random.Random(3)
+    for _ in range(20_000):
+        x, digits = rng.uniform(-5000, 5000), rng.choice((2, 3, 4))
+        assert rounded(x, digits) == round(x, digits), (x, digits)
+        assert len(repr(rounded(x, digits)).split(".")[1]) <= digits
+    assert rounded(0.5, 0) == 1.0 and rounded(2.5, 0) == 3.0  # exact halves go up (round() takes them to even)
