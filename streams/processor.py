@@ -436,8 +436,8 @@ class WindowedStage(Stage):
 
         `once` names the event within its window and key (a sensor and its reading's time): an
         event already counted, such as a sensor's resend, is not folded again."""
-        if once is not None and not self.windows.is_late(t):
-            start = self.windows.start_of(t)
+        start = self.windows.start_of(t)
+        if once is not None and self.windows.closes_at(start) > self.windows.watermark:  # not late
             name = _slot_field(f"{key}|{once}", start)
             seen = self._seen.setdefault(start, set())
             if name in seen:
@@ -446,7 +446,6 @@ class WindowedStage(Stage):
             self._newly_seen.add(name)
         slot = self.windows.add(key, t, fold)
         if slot is None:
-            start = self.windows.start_of(t)
             effects.late(
                 source,
                 f"late: window {iso(start)} of {key} closed at watermark {iso(self.windows.watermark)}",
