@@ -18,7 +18,7 @@ from streams.settings import settings
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["worker"]:
+    if "worker" in sys.argv[1:]:  # also after faust's own options: `citybrain -l info worker`
         try:  # a worker reads personal identifiers: without a key it must not start at all
             Keyring(settings().privacy_keys)
             agents.webhooks.subscriptions()  # nor with subscriptions it cannot deliver to

@@ -243,8 +243,8 @@ def _wire_type(tp: Any, lo: float | None, hi: float | None) -> Any:
 @cache
 def _fast_decoder(cls: type[C]) -> Any:
     """A function from wire bytes to `cls` through a msgspec Struct mirroring it, or None."""
-    if hasattr(cls, "__post_init__"):
-        return None  # the instance is built without `__init__`
+    if hasattr(cls, "__post_init__") or "__slots__" not in vars(cls):
+        return None  # the instance is built without `__init__`, slot by slot
     hints = typing.get_type_hints(cls)
     fields, times = [], []
     for f in dataclasses.fields(cls):
@@ -266,7 +266,8 @@ def _fast_decoder(cls: type[C]) -> Any:
     # twice as much, and the decoder builds one instance per event.
     lines = ["def fast(raw):", "    w = _decode(raw)", "    e = _new(_cls)"]
     for name, *_ in fields:
-        value = f"_time(w.{name}) if w.{name} is not None else None" if name in times else f"w.{name}"
+        # A time is text on the wire; anything else is the field's default, kept as it is.
+        value = f"_time(w.{name}) if w.{name}.__class__ is str else w.{name}" if name in times else f"w.{name}"
         lines.append(f"    _set_{name}(e, {value})")
     namespace = {"_decode": decoder.decode, "_new": object.__new__, "_cls": cls, "_time": _parse_wire_time,
                  **{f"_set_{name}": getattr(cls, name).__set__ for name, *_ in fields}}

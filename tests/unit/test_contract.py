@@ -184,3 +184,15 @@ def test_rounded_numbers_match_round_and_print_with_their_digits():
         assert rounded(x, digits) == round(x, digits), (x, digits)
         assert len(repr(rounded(x, digits)).split(".")[1]) <= digits
     assert rounded(0.5, 0) == 1.0 and rounded(2.5, 0) == 3.0  # exact halves go up (round() takes them to even)
+
+
+def test_the_fast_decoder_keeps_a_missing_time_at_its_default():
+    import orjson
+
+    from schemas.contract import _fast_decoder
+    from schemas.webhooks import Delivery
+
+    payload = {"delivery_id": "d1", "subscription_id": "s1", "order_key": "o", "seq": 1, "body": "{}",
+               "queued_at": "2026-07-20T08:00:00Z"}
+    built = _fast_decoder(Delivery)(orjson.dumps(payload))  # raises where the fast path gives up
+    assert built == from_dict(Delivery, payload) and built.next_at == 0.0
