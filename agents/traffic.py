@@ -219,6 +219,13 @@ class SegmentStage(WindowedStage):
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         super().restore(hashes)
+        # A window saved with the readings it had counted inside its accumulator (as before they
+        # were kept beside it): they are noted as counted, so a resend across the upgrade is not.
+        for start, accumulators in self.windows.open.items():
+            for key, acc in accumulators.items():
+                if len(acc) == 5:
+                    for reading in acc.pop():
+                        self.count_once(key, start, reading)
         self.watch = {k: _congestion_from(v) for k, v in hashes.get("watch", {}).items()}
         self.closed = {k: _closed_from(v) for k, v in hashes.get("closed", {}).items()}
         self.flows: list[ApproachFlow] = []  # closed approach windows not yet reported

@@ -438,12 +438,8 @@ class WindowedStage(Stage):
         event already counted, such as a sensor's resend, is not folded again."""
         start = self.windows.start_of(t)
         if once is not None and self.windows.closes_at(start) > self.windows.watermark:  # not late
-            name = _slot_field(f"{key}|{once}", start)
-            seen = self._seen.setdefault(start, set())
-            if name in seen:
+            if not self.count_once(key, start, once):
                 return True
-            seen.add(name)
-            self._newly_seen.add(name)
         slot = self.windows.add(key, t, fold)
         if slot is None:
             effects.late(
@@ -454,6 +450,16 @@ class WindowedStage(Stage):
         self._touched.add(slot)
         if self.windows.watermark >= self._next_boundary:
             self._pass_boundary(effects)
+        return True
+
+    def count_once(self, key: str, start: float, once: str) -> bool:
+        """Note that the event named `once` is counted in a window; False when it already was."""
+        name = _slot_field(f"{key}|{once}", start)
+        seen = self._seen.setdefault(start, set())
+        if name in seen:
+            return False
+        seen.add(name)
+        self._newly_seen.add(name)
         return True
 
     def _pass_boundary(self, effects: Effects) -> None:

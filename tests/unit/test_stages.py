@@ -163,3 +163,28 @@ def test_a_sensor_repeating_a_reading_counts_once_in_a_batch_across_batches_and_
     assert windows
     # Forgotten with the closed window: only the reading of the window still open is remembered.
     assert [list(h) for k, h in state.data.items() if k.endswith(":seen")] == [[f"{t0 + 180!r}|segment:S1|D1@{t0 + 200!r}"]]
+
+
+def test_a_window_saved_with_its_counted_readings_inside_still_counts_a_resend_once():
+    from schemas.reference import CityMap
+    from streams.harness import MemoryState, run_stage
+
+    city = CityMap(segments={"S1": SEG})
+    t0 = 1_784_534_400.0
+    first = [TrafficReading("D1", "S1", t0 + 5, 10, 30.0, 40.0, 0.2)]
+    state = MemoryState()
+    run_stage(SegmentStage, [("traffic_readings", "S1", r) for r in first], city=city, state=state,
+              broker_time=t0 + 300, settings=S)
+    # The state as it was saved before counted readings were kept beside their window.
+    (seen_key,) = [k for k in state.data if k.endswith(":seen")]
+    del state.data[seen_key]
+    (open_key,) = [k for k in state.data if k.endswith(":open")]
+    (slot,) = state.data[open_key]
+    state.data[open_key][slot] = orjson.dumps([*orjson.loads(state.data[open_key][slot]), [f"D1@{t0 + 5!r}"]]).decode()
+
+    later = [TrafficReading("D1", "S1", t0 + 5, 10, 30.0, 40.0, 0.2),  # resent after the upgrade
+             TrafficReading("D1", "S1", t0 + 200, 1, 30.0, 40.0, 0.2)]
+    run_stage(SegmentStage, [("traffic_readings", "S1", r) for r in first + later], city=city, state=state,
+              broker_time=t0 + 300, settings=S)
+    segments = [orjson.loads(v) for k, h in state.data.items() if k.endswith(":segments") for v in h.values()]
+    assert [w["vehicles"] for w in segments] == [10]
