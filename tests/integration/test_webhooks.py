@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from schemas.cap import Alert, Area, Incident, bilingual
+from schemas.cap import Area, Incident, bilingual
 from schemas.contract import parse_time
 from schemas.records import Notice
 from tests.integration.conftest import free_port
