@@ -89,7 +89,7 @@ def summarize(segment: Segment, start: float, acc: list, s: Settings, closed: bo
     speed = speed_x_vehicles / vehicles if vehicles else segment.free_flow_kmh
     dtp = delay_time_proportion(speed, segment.free_flow_kmh)
     tpi = traffic_performance_index(dtp, s.dtp_bands)
-    flow = 3600.0 * vehicles / covered_s
+    flow = flow_vph(acc)
     return SegmentWindow(
         segment.segment_id, segment.zone_id, start, start + s.window_s, vehicles, rounded(flow, 3), rounded(speed, 3),
         rounded(occupied_s / covered_s, 4), rounded(dtp, 4), rounded(tpi, 3), congestion_level(tpi),

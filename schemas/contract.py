@@ -323,4 +323,4 @@ def to_dict(event: Any) -> dict:
 
 def encode(event: Any) -> bytes:
     """A contract instance as wire bytes."""
-    return orjson.dumps(_to_dict_of(type(event))(event))
+    return orjson.dumps(to_dict(event))

@@ -468,8 +468,8 @@ class WindowedStage(Stage):
         if closed:
             self.on_close(closed, effects)
             effects.batch.hdel("open", (_slot_field(key, start) for key, start, _ in closed))
-        for start in [s for s in self._seen if self.windows.closes_at(s) <= self.windows.watermark]:
-            names = self._seen.pop(start)
+        for start in {start for _, start, _ in closed} & self._seen.keys():
+            names = self._seen.pop(start)  # what a closed window counted is not needed again
             self._newly_seen -= names
             effects.batch.hdel("seen", names)
         final = self.final_window()
