@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timezone
 from typing import Literal
 
+from schemas.contract import contract
 from schemas.reference import Zone
 
 NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
@@ -47,7 +48,7 @@ def polygon(ring: list[tuple[float, float]] | tuple[tuple[float, float], ...]) -
     return " ".join(f"{lat},{lon}" for lat, lon in points)
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Area:
     area_desc: str
     polygons: list[str] = field(default_factory=list)
@@ -59,7 +60,7 @@ def zone_area(zone: Zone) -> Area:
     return Area(zone.name, [polygon(zone.polygon)] if zone.polygon else [])
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Info:
     language: str
     category: Category
@@ -75,7 +76,7 @@ class Info:
     areas: list[Area] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Alert:
     """One CAP message of an incident: Alert first, then Updates, then the Cancel.
 
@@ -140,7 +141,7 @@ def to_xml(alert: Alert) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Incident:
     """Where an incident's lifecycle stands: its id, next step and the last message's reference."""
 

@@ -44,6 +44,27 @@ def bounded(lo: float | None = None, hi: float | None = None, default: Any = dat
     return dataclasses.field(default=default, metadata={"lo": lo, "hi": hi})
 
 
+def contract(cls: type[C]) -> type[C]:
+    """Declare an event or record: a frozen dataclass with slots.
+
+    Its `__init__` sets the slots directly. The one dataclasses writes for a frozen class goes
+    through `object.__setattr__` for every field, which costs twice as much, and records are
+    built for every window a stage closes."""
+    cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
+    fields = dataclasses.fields(cls)
+    if hasattr(cls, "__post_init__") or any(f.default_factory is not dataclasses.MISSING for f in fields):
+        return cls  # built as dataclasses builds it
+    params = [f.name if f.default is dataclasses.MISSING else f"{f.name}=_default_{f.name}" for f in fields]
+    body = [f"    _set_{f.name}(self, {f.name})" for f in fields] or ["    pass"]
+    namespace = {**{f"_set_{f.name}": getattr(cls, f.name).__set__ for f in fields},
+                 **{f"_default_{f.name}": f.default for f in fields if f.default is not dataclasses.MISSING}}
+    exec("\n".join([f"def __init__(self, {', '.join(params)}):", *body, ""]), namespace)  # noqa: S102  field names are identifiers
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init
+    return cls
+
+
 class EventTime(float):
     """Epoch seconds (UTC); ISO 8601 with an offset on the wire."""
 

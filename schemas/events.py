@@ -6,13 +6,12 @@ Units are in the field names. Event times are UTC. Personal identifiers (`person
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
-from schemas.contract import EventTime, bounded
+from schemas.contract import EventTime, bounded, contract
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class TrafficReading:
     """One detector's count and speeds on a road segment over `interval_s` seconds."""
 
@@ -26,7 +25,7 @@ class TrafficReading:
     approach_id: str | None = None  # set when the detector sits on an intersection approach
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class WaterDepthReading:
     """Water depth above the lowest road point at a monitored waterlogging point."""
 
@@ -38,7 +37,7 @@ class WaterDepthReading:
     depth_cm: float
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class RainGaugeReading:
     """Rain fallen at a gauge over `interval_s` seconds ending at `event_time`."""
 
@@ -48,7 +47,7 @@ class RainGaugeReading:
     interval_s: float = bounded(1, 86_400)
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class CitizenFloodReport:
     """A resident's report of water on a road, with where it was seen."""
 
@@ -61,7 +60,7 @@ class CitizenFloodReport:
     text: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class HealthCodeScan:
     """A health code scanned at a venue's entrance."""
 
@@ -71,7 +70,7 @@ class HealthCodeScan:
     event_time: EventTime
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class HealthCodeStatusChange:
     """A person's health-code colour changing."""
 
@@ -82,7 +81,7 @@ class HealthCodeStatusChange:
     zone_id: str | None = None  # registered home zone, when known
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class ParkingEvent:
     """A vehicle entering or leaving a car park, from the barrier's plate reader."""
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
 
-from schemas.contract import EventTime
+from schemas.contract import EventTime, contract
 
 CongestionLevel = Literal["free", "basically_free", "light", "moderate", "severe"]
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class DeadLetter:
     """An input that could not be used, with where it came from and why.
 
@@ -27,7 +27,7 @@ class DeadLetter:
     key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class SegmentWindow:
     """A road segment's traffic over one event-time window (GB/T 33171 indicators)."""
 
@@ -46,7 +46,7 @@ class SegmentWindow:
     closed: bool = False  # closed by waterlogging: out of the congestion ranking
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class CityIndexPart:
     """One partition's share of the city-wide TPI for a window, and its most congested segments."""
 
@@ -58,7 +58,7 @@ class CityIndexPart:
     top: list[tuple[str, float]]  # (segment_id, tpi), worst first
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class CityIndex:
     """The city-wide TPI for a window, weighted by vehicle-km."""
 
@@ -69,7 +69,7 @@ class CityIndex:
     segments: int
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class ApproachFlow:
     """Flow on one intersection approach over a window."""
 
@@ -79,7 +79,7 @@ class ApproachFlow:
     flow_vph: float
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class FlowReport:
     """What one traffic partition tells one signal partition after a batch.
 
@@ -93,14 +93,14 @@ class FlowReport:
     flows: list[ApproachFlow]
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class PhaseGreen:
     phase: str
     flow_ratio: float  # critical q/s of the phase
     green_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class SignalPlan:
     """A Webster fixed-time plan for an intersection from one window's approach flows."""
 
@@ -114,7 +114,7 @@ class SignalPlan:
     missing: list[str] = field(default_factory=list)  # approaches that had not reported: taken as 0
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class GaugeRain:
     """A rain gauge's rolling totals as of its newest reading, re-keyed by zone."""
 
@@ -124,7 +124,7 @@ class GaugeRain:
     totals_mm: list[float]  # over the configured horizons (1 h, 3 h, 6 h, 12 h by default)
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class RoadClosure:
     """A waterlogging point closing (or reopening) the road segment it lies on, keyed by segment
     so that it joins the segment's traffic partition."""
@@ -136,7 +136,7 @@ class RoadClosure:
     depth_cm: float
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class PointReport:
     """A resident's flood report near a monitored point, keyed by the point to join its state."""
 
@@ -146,7 +146,7 @@ class PointReport:
     distance_m: float
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class CellReport:
     """A resident's flood report where no point is monitored, keyed by its grid cell."""
 
@@ -163,7 +163,7 @@ class CellReport:
 Colour = Literal["green", "yellow", "red"]
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class PersonScan:
     """A health-code scan, tokenised and re-keyed by the person, with where it happened."""
 
@@ -175,7 +175,7 @@ class PersonScan:
     at: EventTime
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class PersonStatus:
     """A person's health-code colour changing, tokenised and re-keyed by the person."""
 
@@ -185,7 +185,7 @@ class PersonStatus:
     zone_id: str | None = None  # registered home zone, when known
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class ZoneScan:
     """A scan counted in its venue's zone with the colour it showed."""
 
@@ -195,7 +195,7 @@ class ZoneScan:
     at: EventTime
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Whereabouts:
     """A person arriving in or leaving a zone, keyed by that zone, so each zone knows who is in it."""
 
@@ -206,7 +206,7 @@ class Whereabouts:
     shelter_id: str | None = None  # arrived at (or left for) this shelter: a check-in
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class ZoneFlood:
     """A gauge's rainstorm signal or a point's waterlogging level changing, keyed by its zone."""
 
@@ -217,7 +217,7 @@ class ZoneFlood:
     at: EventTime
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class LotOrder:
     """A car park closed to entry by a flood in its zone (or reopened), keyed by lot to join it."""
 
@@ -229,7 +229,7 @@ class LotOrder:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class EvacuationOrder:
     """A zone ordered to evacuate (or the order lifted); operators may publish these too."""
 
@@ -245,7 +245,7 @@ class EvacuationOrder:
 NoticeKind = Literal["move_vehicle", "evacuate", "checked_in", "order_lifted", "deny_entry", "check_entry"]
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Notice:
     """A message to one addressee: a person or plate token, or a venue. Its id is deterministic,
     so a replay sends the same notice again rather than a second one."""
@@ -264,7 +264,7 @@ class Notice:
     order_id: str | None = None  # the evacuation or closure order the notice carries out
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Bill:
     """One stay in a car park, billed after the car has left (leave first, pay later)."""
 
@@ -283,7 +283,7 @@ ParkingAnomalyKind = Literal["duplicate", "exit_without_entry", "entry_while_par
                              "missed_exit", "entry_while_closed", "exit_before_entry"]
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class ParkingAnomaly:
     """What a dirty feed did at a car park: counted, reported, never applied blindly."""
 

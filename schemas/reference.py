@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
 
-from schemas.contract import bounded
+from schemas.contract import bounded, contract
 
 LatLon = tuple[float, float]
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Zone:
     """A district or community; the unit of area alerts and zone-level views."""
 
@@ -19,7 +19,7 @@ class Zone:
     polygon: list[LatLon]  # closed ring of (lat, lon), first point equal to last
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Segment:
     """A directed road link between two junctions."""
 
@@ -32,7 +32,7 @@ class Segment:
     lanes: int = bounded(1, 12, default=2)
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Approach:
     """One signal-controlled approach into an intersection, fed by a segment."""
 
@@ -43,7 +43,7 @@ class Approach:
     saturation_flow_vphpl: float | None = bounded(100, 3000, default=None)
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Intersection:
     """A signalised junction and its approaches."""
 
@@ -54,7 +54,7 @@ class Intersection:
     lost_time_per_phase_s: float = bounded(0, 20, default=4.0)
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class WaterloggingPoint:
     """A low point prone to waterlogging, with a depth sensor."""
 
@@ -67,7 +67,7 @@ class WaterloggingPoint:
     kind: Literal["underpass", "culvert", "underground_passage", "road_dip", "underground_garage"] = "road_dip"
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class RainGauge:
     """A rain gauge and the zone it measures."""
 
@@ -77,7 +77,7 @@ class RainGauge:
     lon: float = bounded(-180, 180)
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Lot:
     """An off-street car park."""
 
@@ -91,7 +91,7 @@ class Lot:
     lon: float = bounded(-180, 180, default=0.0)
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Venue:
     """A place where health codes are scanned: shops, stations, shelters."""
 
@@ -104,7 +104,7 @@ class Venue:
     lon: float = bounded(-180, 180, default=0.0)
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class CityMap:
     """All reference data, by id."""
 

@@ -6,19 +6,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
 
 import orjson
 
 from schemas.cap import Alert, Severity, to_xml
-from schemas.contract import EventTime, iso, to_dict
+from schemas.contract import EventTime, contract, iso, to_dict
 from schemas.records import Notice
 
 Feed = Literal["alerts", "notices"]  # the topics a subscription takes messages from
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Subscription:
     """An endpoint and what it wants. Empty filters match everything.
 
@@ -39,7 +39,7 @@ class Subscription:
     allow_private: bool = False  # deliver to private or loopback addresses (off: refused)
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class Delivery:
     """A message on its way to one endpoint, kept until it is delivered, gone or given up."""
 
@@ -57,7 +57,7 @@ class Delivery:
 Outcome = Literal["delivered", "retry", "gone", "exhausted"]
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class DeliveryOutcome:
     """What one attempt came to, sent back to the partition that holds the delivery."""
 
@@ -71,7 +71,7 @@ class DeliveryOutcome:
     next_at: EventTime | None = None  # for a retry
 
 
-@dataclass(frozen=True, slots=True)
+@contract
 class DeadDelivery:
     """A delivery given up on: attempts exhausted, the endpoint gone, or its address refused."""
 

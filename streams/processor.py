@@ -436,27 +436,26 @@ class WindowedStage(Stage):
 
         `once` names the event within its window and key (a sensor and its reading's time): an
         event already counted, such as a sensor's resend, is not folded again."""
-        start = self.windows.start_of(t)
-        if once is not None and self.windows.closes_at(start) > self.windows.watermark:  # not late
-            if not self.count_once(key, start, once):
-                return True
-        slot = self.windows.add(key, t, fold)
-        if slot is None:
-            effects.late(
-                source,
-                f"late: window {iso(start)} of {key} closed at watermark {iso(self.windows.watermark)}",
-            )
+        w = self.windows
+        start = w.open_start(t)
+        if start is None:
+            effects.late(source, f"late: window {iso(w.start_of(t))} of {key} closed at watermark {iso(w.watermark)}")
             return False
-        self._touched.add(slot)
-        if self.windows.watermark >= self._next_boundary:
+        if once is not None and not self.count_once(key, start, once):
+            return True
+        w.fold_at(key, start, t, fold)
+        self._touched.add((key, start))
+        if w.watermark >= self._next_boundary:
             self._pass_boundary(effects)
         return True
 
     def count_once(self, key: str, start: float, once: str) -> bool:
         """Note that the event named `once` is counted in a window; False when it already was."""
-        name = _slot_field(f"{key}|{once}", start)
-        seen = self._seen.setdefault(start, set())
-        if name in seen:
+        name = f"{start!r}|{key}|{once}"  # _slot_field(f"{key}|{once}", start), written out: once per event
+        seen = self._seen.get(start)
+        if seen is None:
+            seen = self._seen[start] = set()
+        elif name in seen:
             return False
         seen.add(name)
         self._newly_seen.add(name)

@@ -34,20 +34,29 @@ class TumblingWindows(Generic[K, A]):
 
     def is_late(self, t: float) -> bool:
         """True when the window that `t` falls in has already closed."""
-        return self.closes_at(self.start_of(t)) <= self.watermark
+        return self.open_start(t) is None
+
+    def open_start(self, t: float) -> float | None:
+        """The start of the window that `t` falls in, or None when that window has closed."""
+        start = self.start_of(t)
+        return start if start + self.size_s + self.grace_s > self.watermark else None
 
     def add(self, key: K, t: float, fold: Callable[[A | None], A]) -> tuple[K, float] | None:
         """Fold an event at time `t` into its window; None when the event is late."""
-        if self.is_late(t):
+        start = self.open_start(t)
+        if start is None:
             return None
-        start = self.start_of(t)
+        self.fold_at(key, start, t, fold)
+        return key, start
+
+    def fold_at(self, key: K, start: float, t: float, fold: Callable[[A | None], A]) -> None:
+        """Fold an event at time `t` into the window at `start`, found open by `open_start`."""
         accumulators = self.open.get(start)
         if accumulators is None:
             accumulators = self.open[start] = {}
         accumulators[key] = fold(accumulators.get(key))
         if t > self.watermark:
             self.watermark = t
-        return key, start
 
     def get(self, key: K, start: float) -> A | None:
         """The accumulator of an open window, or None."""
