@@ -12,6 +12,7 @@ import heapq
 import logging
 import math
 import zlib
+from bisect import bisect_right
 from collections.abc import Iterable
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -50,16 +51,17 @@ LEVELS: tuple[CongestionLevel, ...] = ("free", "basically_free", "light", "moder
 
 def delay_time_proportion(speed_kmh: float, free_flow_kmh: float) -> float:
     """DTP = 1 - v / v_free, within [0, 1] (GB/T 33171)."""
-    return min(1.0, max(0.0, 1.0 - speed_kmh / free_flow_kmh))
+    dtp = 1.0 - speed_kmh / free_flow_kmh
+    return 0.0 if dtp < 0.0 else 1.0 if dtp > 1.0 else dtp
 
 
 def traffic_performance_index(dtp: float, bands: tuple[float, ...]) -> float:
     """TPI 0-10: band i of the DTP bands maps linearly onto [2i, 2i + 2]."""
-    for i in range(len(bands) - 1, -1, -1):
-        if dtp >= bands[i]:
-            upper = bands[i + 1] if i + 1 < len(bands) else 1.0
-            return min(10.0, 2 * i + 2 * (dtp - bands[i]) / (upper - bands[i]))
-    return 0.0
+    i = bisect_right(bands, dtp) - 1  # the highest band whose lower bound dtp reaches
+    if i < 0:
+        return 0.0
+    upper = bands[i + 1] if i + 1 < len(bands) else 1.0
+    return min(10.0, 2 * i + 2 * (dtp - bands[i]) / (upper - bands[i]))
 
 
 def congestion_level(tpi: float) -> CongestionLevel:

@@ -203,6 +203,7 @@ def run_stage(stage: type[Stage], events: Sequence[Event] | Sequence[PlacedEvent
                 await flush(tp)
         for tp in list(pending):
             await flush(tp)
+        await processor.land()
 
     asyncio.run(go())
     return Output(processor.sends, store.data, s)

@@ -178,6 +178,25 @@ class Owned:
     commits: int
 
 
+@dataclass
+class InFlight:
+    """A batch applied in memory whose records and Redis commit are on their way."""
+
+    partition: int
+    topic: str
+    sources: list[Source]
+    task: asyncio.Future[list[int]]  # the partitions whose state had moved on elsewhere
+
+    async def landed(self) -> bool:
+        try:
+            return not await self.task
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("records or commit of a batch of %d events failed; redoing it from Redis", len(self.sources))
+            return False
+
+
 class Processor:
     """Drives one stage over its source topic's partitions."""
 
@@ -196,6 +215,7 @@ class Processor:
         self.settings = settings
         self.stages: dict[int, Owned] = {}
         self._lock = asyncio.Lock()
+        self._in_flight: InFlight | None = None
 
     def base(self, partition: int) -> str:
         return partition_key(self.settings.key_prefix, self.name, partition)
@@ -205,6 +225,8 @@ class Processor:
         return f"{self.base(partition)}:{self.offset_names[topic]}"
 
     async def _loaded(self, partition: int) -> Owned:
+        if partition not in self.stages:
+            await self._land()  # a state read from Redis must hold the batch in flight
         if partition not in self.stages:
             stage = self.stage(partition, self.settings, self.reference)
             snapshot = await self.state.load(self.base(partition), list(self.offset_names.values()), stage.hashes)
@@ -244,26 +266,64 @@ class Processor:
     async def process(self, batch: RecordBatch) -> None:
         """Apply one fetched batch of a topic partition.
 
-        The batch is acked once this returns, so a failure (Redis or Kafka unreachable) is
-        retried here until it succeeds: the stage stalls rather than skips.
+        Its records and Redis commit go out while the next batch is applied, so the stage's
+        state in memory runs at most one batch ahead of Redis. A commit that does not land
+        (Redis or Kafka unreachable, the partition taken by another worker) is redone from the
+        batches still in hand, retried until it succeeds: the stage stalls rather than skips.
         """
         topic, partition = batch.tp
         sources = [Source(topic, partition, r.offset, r.key, r.value,
                           r.timestamp / 1000.0 if r.timestamp is not None else None) for r in batch]
+        async with self._lock:
+            try:
+                await self.reference.start()
+                effects = await self._apply(partition, topic, sources)
+                applied = True
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: batch of %d events failed; redoing it from Redis", self.name, len(sources))
+                effects, applied = None, False
+            before, self._in_flight = self._in_flight, None
+            if before is not None and not await before.landed():
+                applied = False  # built on a batch whose commit did not land: both are redone
+                self.stages.clear()
+                await self._settle(before.partition, before.topic, before.sources)
+            if not applied:
+                self.stages.clear()  # in-memory state may be half-applied: reload from Redis
+                await self._settle(partition, topic, sources)
+            elif effects is not None:
+                self._in_flight = InFlight(partition, topic, sources,
+                                           asyncio.ensure_future(self._emit_and_commit([(partition, effects)])))
+
+    async def land(self) -> None:
+        """Wait until the batch in flight has landed in Kafka and Redis, redoing it if it did not."""
+        async with self._lock:
+            await self._land()
+
+    async def _land(self) -> None:
+        before, self._in_flight = self._in_flight, None
+        if before is not None and not await before.landed():
+            self.stages.clear()
+            await self._settle(before.partition, before.topic, before.sources)
+
+    async def _settle(self, partition: int, topic: str, sources: list[Source]) -> None:
+        """Apply a batch on the state in Redis and wait for its records and commit to land."""
         delay = 0.5
         while True:
             try:
-                async with self._lock:
-                    await self.reference.start()
-                    for _attempt in range(5):
-                        if await self._apply(partition, topic, sources):
-                            return
-                    raise RuntimeError(f"{self.name}: partition {partition} kept moving under us")
+                await self.reference.start()
+                for _attempt in range(5):
+                    effects = await self._apply(partition, topic, sources)
+                    if effects is None or not await self._emit_and_commit([(partition, effects)]):
+                        return
+                    self.stages.pop(partition, None)
+                raise RuntimeError(f"{self.name}: partition {partition} kept moving under us")
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("%s: batch of %d events failed; retrying in %.1f s", self.name, len(sources), delay)
-                self.stages.clear()  # in-memory state may be half-applied: reload from Redis
+                self.stages.clear()
                 await asyncio.sleep(delay)
                 delay = min(30.0, delay * 2)
 
@@ -275,6 +335,7 @@ class Processor:
         """
         async with self._lock:
             try:
+                await self._land()
                 now = time.monotonic()
                 work = []
                 for p, owned in list(self.stages.items()):
@@ -283,15 +344,22 @@ class Processor:
                         owned.stage.on_idle(time.time(), effects)
                         owned.stage.flush(effects)
                         if effects.batch.commands or effects.sends:
+                            owned.commits += 1
                             work.append((p, effects))
-                await self._emit_and_commit(work)
+                for p in await self._emit_and_commit(work):
+                    self.stages.pop(p, None)
             except Exception:
                 # The timer comes round again; the state is reloaded from Redis meanwhile.
                 log.exception("%s: closing silent windows failed", self.name)
                 self.stages.clear()
 
-    async def _apply(self, partition: int, topic: str, sources: list[Source]) -> bool:
-        """Apply one partition's events of one topic; False when its state moved on elsewhere."""
+    async def _apply(self, partition: int, topic: str, sources: list[Source]) -> Effects | None:
+        """Apply one partition's events of one topic in memory; what they write and send, or
+        None when every one was applied before.
+
+        The partition's offsets and commit count move on at once, as the commit will leave
+        them: the next batch is built on this one. Whoever sees this batch fail clears the state.
+        """
         owned = await self._loaded(partition)
         stage = owned.stage
         offset_name = self.offset_names[topic]
@@ -300,7 +368,7 @@ class Processor:
         if len(fresh) < len(sources):
             metrics.EVENTS_REDELIVERED.labels(self.name).inc(len(sources) - len(fresh))
         if not fresh:
-            return True
+            return None
         decoded: list[Any] = []
         for source in fresh:
             try:
@@ -327,9 +395,10 @@ class Processor:
                 effects.reject(source, exc)
         stage.flush(effects)
         stage.last_event_wall = time.monotonic()
+        owned.offsets, owned.commits = effects.batch.offsets, owned.commits + 1
         metrics.BATCH_SIZE.labels(self.name).observe(len(fresh))
         metrics.EVENTS_PROCESSED.labels(self.name).inc(len(fresh))
-        return not await self._emit_and_commit([(partition, effects)])
+        return effects
 
     def keyring(self) -> Keyring:
         if self._keyring is None:
@@ -365,7 +434,8 @@ class Processor:
         await asyncio.gather(*futures)
 
     async def _emit_and_commit(self, work: list[tuple[int, Effects]]) -> list[int]:
-        """Send every record and wait for Kafka to take them, then commit Redis; returns conflicts."""
+        """Send every record and wait for Kafka to take them, then commit Redis; returns the
+        partitions whose state had moved on elsewhere, which the caller reloads."""
         await self.send([send for _, effects in work for send in effects.sends])
         now = time.time()
         for _, effects in work:
@@ -374,14 +444,9 @@ class Processor:
         started = time.perf_counter()
         applied = await self.state.commit([e.batch for _, e in work])
         metrics.REDIS_COMMIT_SECONDS.labels(self.name).observe(time.perf_counter() - started)
-        conflicts = []
-        for (p, effects), commits in zip(work, applied):
-            if commits is not None and p in self.stages:  # (a rebalance may have taken it meanwhile)
-                self.stages[p].offsets, self.stages[p].commits = effects.batch.offsets, commits
-            elif commits is None:
-                metrics.STATE_CONFLICTS.labels(self.name).inc()
-                self.stages.pop(p, None)
-                conflicts.append(p)
+        conflicts = [p for (p, _), commits in zip(work, applied) if commits is None]
+        if conflicts:
+            metrics.STATE_CONFLICTS.labels(self.name).inc(len(conflicts))
         return conflicts
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 from faust.types import TP
 
 from schemas.contract import encode
@@ -76,10 +77,12 @@ def test_two_processors_on_one_partition_end_where_one_would():
     one = HarnessProcessor(SegmentStage, alone, reference, S)
 
     async def go() -> None:
-        await a.process(batch(0, 10))  # a holds the partition
-        await b.process(batch(0, 20))  # the partition moved to b, which skips 0-9 and applies 10-19
-        await a.process(batch(10, 30))  # a's view is stale: refused, reloaded, 20-29 applied
-        await one.process(batch(0, 30))
+        for p, lo, hi in ((a, 0, 10),  # a holds the partition
+                          (b, 0, 20),  # the partition moved to b, which skips 0-9 and applies 10-19
+                          (a, 10, 30),  # a's view is stale: refused, reloaded, 20-29 applied
+                          (one, 0, 30)):
+            await p.process(batch(lo, hi))
+            await p.land()
 
     asyncio.run(go())
     assert without_commits(shared.data) == without_commits(alone.data)
@@ -89,3 +92,47 @@ def test_two_processors_on_one_partition_end_where_one_would():
 
 def without_commits(data: dict) -> dict:
     return {k: v for k, v in data.items() if not k.endswith(":commits")}
+
+
+class FlakyState(MemoryState):
+    """A store whose commits fail at the given calls, as a Redis that drops the connection."""
+
+    def __init__(self, failing: set[int]):
+        super().__init__()
+        self.failing, self.calls = failing, 0
+
+    async def commit(self, batches):
+        self.calls += 1
+        if self.calls in self.failing:
+            raise ConnectionError("Redis went away")
+        return await super().commit(batches)
+
+
+def test_a_commit_that_fails_while_the_next_batch_is_applied_is_redone_with_it():
+    """The next batch is applied while a batch's commit is on its way; when that commit fails,
+    both are redone from the state in Redis, and nothing is lost or counted twice."""
+    reference = FixedReference(S, CITY)
+    (partition,) = {p for _, p, *_ in place(readings(1), S, T0)}
+    topic = topic_name("traffic_readings", S)
+    # Forty detectors in one window, which is still open at the end: its count holds every one.
+    records = [Record(topic, partition, o, SEGMENT.encode(),
+                      encode(TrafficReading(f"D{o}", SEGMENT, T0 + o, 10, 30.0, 40.0, 0.2)), int((T0 + 60) * 1000))
+               for o in range(40)]
+    flaky, alone = FlakyState(failing={2, 3}), MemoryState()  # the second batch's commit, and its first redo
+    p, one = HarnessProcessor(SegmentStage, flaky, reference, S), HarnessProcessor(SegmentStage, alone, reference, S)
+
+    async def go() -> None:
+        for lo in range(0, 40, 10):
+            await p.process(RecordBatch(TP(topic, partition), records[lo : lo + 10]))
+        await p.land()
+        await one.process(RecordBatch(TP(topic, partition), records))
+        await one.land()
+
+    asyncio.run(go())
+    assert flaky.calls > 4  # the failed commits were retried
+    assert without_commits(flaky.data) == without_commits(alone.data)
+    assert int(flaky.data[next(k for k in flaky.data if k.endswith(":offset"))]) == 39
+    (window,) = (orjson.loads(v) for k, h in flaky.data.items() if k.endswith(":open") for v in h.values())
+    assert window[0] == 400  # vehicles: ten from each of the forty
+    sent = {value for sends in p.sends.values() for _, _, value, _ in sends}
+    assert sent == {value for sends in one.sends.values() for _, _, value, _ in sends}
