@@ -53,11 +53,16 @@ redis_up() {
   ensure_redis_installed
   mkdir -p "$redis_dir"
   if alive "$redis_dir/pid" && redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+    # One started by an older version of this script kept nothing on disk: it does from now on.
+    redis-cli -p "$redis_port" config set appendfsync everysec >/dev/null
+    redis-cli -p "$redis_port" config set appendonly yes >/dev/null
     log "redis already up on 127.0.0.1:$redis_port"; return
   fi
   port_open "$redis_port" && { log "port $redis_port is taken by another process"; exit 1; }
+  # Durable: every write goes to the append-only file, which is flushed to disk once a second
+  # (README, "Redis durability"). No RDB snapshots: the AOF is the copy.
   redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$redis_dir" \
-    --save "" --appendonly no --daemonize yes --pidfile "$redis_dir/pid" \
+    --appendonly yes --appendfsync everysec --save "" --daemonize yes --pidfile "$redis_dir/pid" \
     --logfile "$redis_dir/redis.log"
   for _ in $(seq 1 100); do
     redis-cli -p "$redis_port" ping >/dev/null 2>&1 && { log "redis up on 127.0.0.1:$redis_port"; return; }

@@ -32,6 +32,15 @@ DEAD_LETTERS = Counter("citybrain_dead_letters_total", "Records sent to the dead
 STATE_CONFLICTS = Counter(
     "citybrain_state_conflicts_total", "Batches refused because another worker had moved the partition on", ["stage"]
 )
+STATE_REREADS = Counter(
+    "citybrain_state_rereads_total",
+    "Times a partition's Redis state was found behind what had been read (lost or restored writes) and its input re-read",
+    ["stage"],
+)
+INPUT_GONE = Counter(
+    "citybrain_input_gone_total",
+    "Batches refused because the input a partition's state still needs is no longer retained by Kafka", ["stage"],
+)
 BATCH_SIZE = Histogram(
     "citybrain_batch_events", "Events per processed batch", ["stage"], buckets=(1, 10, 100, 1000, 5000, 10000, 50000)
 )

@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import orjson
 from faust.types import TopicT
@@ -197,10 +197,21 @@ class InFlight:
             return False
 
 
+class Input(Protocol):
+    """The source topics as the consumer reads them, for a state that must read them again."""
+
+    async def earliest(self, topic: str, partition: int) -> int:
+        """The earliest offset Kafka still keeps."""
+
+    async def reread(self, topic: str, partition: int, offset: int) -> None:
+        """Read the partition again from `offset`."""
+
+
 class Processor:
     """Drives one stage over its source topic's partitions."""
 
-    def __init__(self, stage: type[Stage], state: StateStore, reference: Reference, settings: Settings):
+    def __init__(self, stage: type[Stage], state: StateStore, reference: Reference, settings: Settings,
+                 source: Input | None = None):
         self.stage = stage
         self.topic = topic = topic_name(stage.source, settings)
         # Each source topic's applied offset has a key of its own: `offset` for the stream,
@@ -216,6 +227,7 @@ class Processor:
         self.stages: dict[int, Owned] = {}
         self._lock = asyncio.Lock()
         self._in_flight: InFlight | None = None
+        self.input = source  # None in process (streams/harness.py), where nothing is ever lost
 
     def base(self, partition: int) -> str:
         return partition_key(self.settings.key_prefix, self.name, partition)
@@ -364,6 +376,8 @@ class Processor:
         stage = owned.stage
         offset_name = self.offset_names[topic]
         applied = owned.offsets[offset_name]
+        if sources[0].offset > applied + 1 and await self._reread(topic, partition, applied, sources[0].offset):
+            return None
         fresh = sources if sources[0].offset > applied else [s for s in sources if s.offset > applied]
         if len(fresh) < len(sources):
             metrics.EVENTS_REDELIVERED.labels(self.name).inc(len(sources) - len(fresh))
@@ -399,6 +413,31 @@ class Processor:
         metrics.BATCH_SIZE.labels(self.name).observe(len(fresh))
         metrics.EVENTS_PROCESSED.labels(self.name).inc(len(fresh))
         return effects
+
+    async def _reread(self, topic: str, partition: int, applied: int, first: int) -> bool:
+        """The state has applied the partition up to `applied` but the batch starts at `first`:
+        Redis lost the writes between (a restart without them, a restore of an older copy).
+        Reads them again and returns True, so that this batch waits; False where Kafka keeps
+        nothing before `first` (a state that starts where the topic now starts)."""
+        if self.input is None:
+            return False
+        earliest = await self.input.earliest(topic, partition)
+        if first <= earliest:
+            return False
+        if applied + 1 < earliest:
+            metrics.INPUT_GONE.labels(self.name).inc()
+            raise RuntimeError(
+                f"{self.name}: the state of {topic}[{partition}] has applied up to offset {applied}, but Kafka "
+                f"keeps only from offset {earliest}: the input it needs is gone; restore Redis from a copy "
+                f"that had applied offset {earliest - 1} or later"
+            )
+        log.error(
+            "%s: the state of %s[%d] has applied up to offset %d but reading is at %d: Redis lost the writes "
+            "between; reading them again from Kafka", self.name, topic, partition, applied, first,
+        )
+        metrics.STATE_REREADS.labels(self.name).inc()
+        await self.input.reread(topic, partition, applied + 1)
+        return True
 
     def keyring(self) -> Keyring:
         if self._keyring is None:

@@ -36,7 +36,19 @@ class Live:
         s = settings()
         self.redis = aioredis.from_url(s.redis_url)
         state, reference = StateStore(self.redis), Reference(s)
-        self.processors = {cls: Processor(cls, state, reference, s) for cls in declared}
+        self.processors = {cls: Processor(cls, state, reference, s, Consumed()) for cls in declared}
+
+
+class Consumed:
+    """The source topics as this worker's consumer reads them."""
+
+    async def earliest(self, topic: str, partition: int) -> int:
+        tp = TP(topic, partition)
+        return (await app.consumer.earliest_offsets(tp))[tp]
+
+    async def reread(self, topic: str, partition: int, offset: int) -> None:
+        # In the consumer's own thread (`seek` would move its fetcher from this one, mid-fetch).
+        await app.consumer.seek_wait({TP(topic, partition): offset})
 
 
 @cache

@@ -37,15 +37,19 @@ def unique(records: list[dict], key) -> dict:
     return out
 
 
-def test_sigkill_mid_run_and_restart_ends_with_the_same_state(city_run):
-    reference, events = rush_hour_items()
-    assert len(events) > 90_000
-
+def uninterrupted(city_run, reference, events):
+    """The input through one worker that nothing interrupts: the run and the state it ends with."""
     steady = city_run()
     steady.publish(reference)
     steady.start_worker()
     steady.publish(events)
-    steady_state = steady.wait_quiet(timeout=300)
+    return steady, steady.wait_quiet(timeout=300)
+
+
+def test_sigkill_mid_run_and_restart_ends_with_the_same_state(city_run):
+    reference, events = rush_hour_items()
+    assert len(events) > 90_000
+    steady, steady_state = uninterrupted(city_run, reference, events)
 
     crashed = city_run()
     crashed.publish(reference)

@@ -1,0 +1,61 @@
+"""Redis losing writes under a running worker: the state is found behind what was read, and the
+input it lost is read again from Kafka, to the end an uninterrupted run reaches."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.integration.test_restart import comparable, rush_hour_items, uninterrupted, unique
+
+pytestmark = pytest.mark.integration
+
+# Every key of a run, read or replaced in one script: a point-in-time copy, as a snapshot is.
+COPY = "local out = {} for _, k in ipairs(redis.call('KEYS', ARGV[1])) do out[#out + 1] = k out[#out + 1] = redis.call('DUMP', k) end return out"
+RESTORE = """
+for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end
+for i = 2, #ARGV, 2 do redis.call('RESTORE', ARGV[i], 0, ARGV[i + 1]) end
+return (#ARGV - 1) / 2
+"""
+
+
+def applied_share(run, total: int) -> float:
+    return sum(o + 1 for o in run.applied_offsets("traffic", 4).values()) / total
+
+
+def wait_for_share(run, total: int, share: float) -> None:
+    deadline = time.monotonic() + 180
+    while applied_share(run, total) < share:
+        assert time.monotonic() < deadline, run.worker_log()
+        time.sleep(0.05)
+
+
+def test_redis_restored_from_an_older_copy_mid_run_reads_the_lost_input_again(city_run):
+    reference, events = rush_hour_items()
+    readings = sum(1 for role, _, _ in events if role == "traffic_readings")
+
+    steady, steady_state = uninterrupted(city_run, reference, events)
+
+    restored = city_run()
+    restored.publish(reference)
+    restored.start_worker()
+    feed = restored.publish_in_background(events, chunks=60, pause_s=0.2)
+    pattern = f"{restored.settings.key_prefix}:*"
+    wait_for_share(restored, readings, 0.25)
+    copy = restored.redis.eval(COPY, 0, pattern)
+    wait_for_share(restored, readings, 0.6)
+    assert restored.redis.eval(RESTORE, 0, pattern, *copy) == len(copy) // 2
+    assert applied_share(restored, readings) < 0.6  # Redis is back where the copy was taken
+    feed.join(timeout=300)
+    restored_state = restored.wait_quiet(timeout=300)
+
+    for run in (steady, restored):
+        assert run.records("dead_letters") == [] and run.records("late_events") == []
+    assert comparable(restored_state) == comparable(steady_state)
+    by_id = lambda a: a["identifier"]  # noqa: E731
+    steady_alerts = unique(steady.records("alerts"), by_id)
+    assert unique(restored.records("alerts"), by_id) == steady_alerts and len(steady_alerts) > 0
+    steady_plans = {(p["intersection_id"], p["window_start"]): p for p in steady.records("signal_plans")}
+    assert {(p["intersection_id"], p["window_start"]): p for p in restored.records("signal_plans")} == steady_plans
+    assert "Redis lost the writes between; reading them again from Kafka" in restored.worker_log()
