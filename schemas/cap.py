@@ -12,7 +12,7 @@ from dataclasses import field
 from datetime import datetime, timezone
 from typing import Literal
 
-from schemas.contract import contract
+from schemas.contract import contract, text
 from schemas.reference import Zone
 
 NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
@@ -70,8 +70,8 @@ class Info:
     severity: Severity
     certainty: Certainty
     headline: str
-    description: str
-    instruction: str
+    description: str = text(8_000)
+    instruction: str = text(8_000)
     parameters: list[tuple[str, str]] = field(default_factory=list)  # (valueName, value)
     areas: list[Area] = field(default_factory=list)
 

@@ -44,6 +44,17 @@ def bounded(lo: float | None = None, hi: float | None = None, default: Any = dat
     return dataclasses.field(default=default, metadata={"lo": lo, "hi": hi})
 
 
+# The most characters a text field carries unless it says otherwise: an identifier, a name or a
+# short text. One event that carries a megabyte in a field would otherwise travel on into keys,
+# records and dead letters that Kafka refuses.
+MOST_CHARACTERS = 1_000
+
+
+def text(most: int, default: Any = dataclasses.MISSING):
+    """A text field that may be longer than `MOST_CHARACTERS`, up to `most`."""
+    return dataclasses.field(default=default, metadata={"hi": most})
+
+
 def contract(cls: type[C]) -> type[C]:
     """Declare an event or record: a frozen dataclass with slots.
 
@@ -157,13 +168,16 @@ def _checker(tp: Any, lo: float | None, hi: float | None):
     if tp is EventTime:
         return parse_time
     if tp is str:
+        most = int(hi) if hi is not None else MOST_CHARACTERS
 
-        def text(v):
+        def characters(v):
             if not isinstance(v, str) or not v:
                 raise ValueError("expected a non-empty string")
+            if len(v) > most:
+                raise ValueError(f"{len(v):,} characters, more than the {most:,} allowed")
             return v
 
-        return text
+        return characters
     if tp is bool:
 
         def flag(v):
@@ -253,7 +267,7 @@ def _wire_type(tp: Any, lo: float | None, hi: float | None) -> Any:
     if tp is EventTime:
         return str  # parsed as the checks below parse it
     if tp is str:
-        return typing.Annotated[str, msgspec.Meta(min_length=1)]
+        return typing.Annotated[str, msgspec.Meta(min_length=1, max_length=int(hi) if hi is not None else MOST_CHARACTERS)]
     if tp is bool:
         return bool
     if tp in (int, float):

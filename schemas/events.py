@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from schemas.contract import EventTime, bounded, contract
+from schemas.contract import EventTime, bounded, contract, text
 
 
 @contract
@@ -57,7 +57,7 @@ class CitizenFloodReport:
     lon: float = bounded(-180, 180)
     depth_cm: float | None = bounded(0, 1000, default=None)
     phone: str | None = None  # raw at ingestion only
-    text: str | None = None
+    text: str | None = text(4_000, default=None)
 
 
 @contract

@@ -21,10 +21,14 @@ class DeadLetter:
     partition: int
     offset: int
     reason: str
-    raw: str  # the original bytes as UTF-8, or base64 when they are not text
+    raw: str  # the start of the original bytes (as UTF-8, or base64 when they are not text)
     raw_encoding: Literal["utf-8", "base64"]
     received_at: EventTime
     key: str | None = None
+    # The length and digest of the original (personal identifiers withheld), of which `raw` may
+    # be only the start; the topic, partition and offset find the original itself.
+    raw_bytes: int = 0
+    raw_sha256: str | None = None
 
 
 @contract

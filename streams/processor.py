@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 import orjson
@@ -107,21 +109,30 @@ def without_identifiers(raw: bytes, fields: tuple[str, ...]) -> bytes:
     return orjson.dumps({k: WITHHELD if k in fields else v for k, v in payload.items()})
 
 
+# A dead letter keeps the start of what it could not use, its length and digest, and the start of
+# the reason: an event of a megabyte must not make a dead letter that Kafka refuses in turn.
+EXCERPT_CHARACTERS = 2_000
+RECORD_OVERHEAD = 1_024  # bytes of a record batch around one record, well above what it takes
+REASON_CHARACTERS = 500
+
+
 def dead_letter(source: Source, reason: str) -> DeadLetter:
     spec = topics.spec_of(source.topic)
     raw = without_identifiers(source.value or b"", spec.personal if spec else ())
-    key = source.key.decode("utf-8", "replace") if source.key is not None else None
+    key = source.key.decode("utf-8", "replace")[:EXCERPT_CHARACTERS] if source.key is not None else None
     try:
-        text, encoding = raw.decode("utf-8"), "utf-8"
+        text, encoding = raw.decode("utf-8")[:EXCERPT_CHARACTERS], "utf-8"
     except UnicodeDecodeError:
-        text, encoding = base64.b64encode(raw).decode(), "base64"
+        text, encoding = base64.b64encode(raw[: EXCERPT_CHARACTERS * 3 // 4]).decode(), "base64"
     return DeadLetter(
         source_topic=source.topic,
         partition=source.partition,
         offset=source.offset,
-        reason=reason,
+        reason=reason if len(reason) <= REASON_CHARACTERS else reason[:REASON_CHARACTERS] + "...",
         raw=text,
         raw_encoding=encoding,
+        raw_bytes=len(raw),
+        raw_sha256=hashlib.sha256(raw).hexdigest(),
         # When Kafka took the event, not when it was read: a resent dead letter is the same record.
         received_at=source.timestamp if source.timestamp is not None else time.time(),
         key=WITHHELD if key is not None and spec and spec.personal_key else key,
@@ -472,10 +483,28 @@ class Processor:
                    for topic, key, value, partition in sends]
         await asyncio.gather(*futures)
 
+    @cached_property
+    def _most_record_bytes(self) -> int:
+        return topics.dead_letters.app.conf.producer_max_request_size - RECORD_OVERHEAD
+
+    def _sendable(self, send: tuple[TopicT, bytes | None, bytes, int | None]) -> tuple[TopicT, bytes | None, bytes, int | None]:
+        """The record, or the dead letter that goes instead of one too large for Kafka, which would
+        refuse it every time it is tried and stall the stage for good."""
+        topic, key, value, _ = send
+        most = self._most_record_bytes
+        if len(value) + len(key or b"") <= most:
+            return send
+        name = topic.get_topic_name()
+        reason = f"a record of {len(value):,} bytes for {name} is more than Kafka takes ({most:,}); not sent"
+        log.error("%s: %s", self.name, reason)
+        metrics.DEAD_LETTERS.labels(self.name).inc()
+        letter = dead_letter(Source(name, -1, -1, key, value, time.time()), reason)
+        return topics.dead_letters, name.encode(), encode(letter), None
+
     async def _emit_and_commit(self, work: list[tuple[int, Effects]]) -> list[int]:
         """Send every record and wait for Kafka to take them, then commit Redis; returns the
         partitions whose state had moved on elsewhere, which the caller reloads."""
-        await self.send([send for _, effects in work for send in effects.sends])
+        await self.send([self._sendable(send) for _, effects in work for send in effects.sends])
         now = time.time()
         for _, effects in work:
             for category, t in effects.alerts_set_off:

@@ -1,9 +1,10 @@
 """Event contracts: what is accepted, and the reasons given for what is not."""
 
+import orjson
 import pytest
 
 from schemas.contract import Rejected, decode, encode, from_dict
-from schemas.events import HealthCodeStatusChange, TrafficReading
+from schemas.events import CitizenFloodReport, HealthCodeStatusChange, TrafficReading
 from schemas.records import CityIndexPart
 from schemas.reference import Intersection
 
@@ -93,6 +94,21 @@ def test_event_time_that_is_not_a_time_is_rejected():
 
 def test_empty_id_is_rejected():
     assert reason_for(TrafficReading, reading(segment_id="")) == "TrafficReading.segment_id: expected a non-empty string"
+
+
+def test_a_megabyte_identifier_is_rejected_in_a_few_words_on_both_paths():
+    raw = orjson.dumps(reading(sensor_id="x" * 1_000_000))
+    with pytest.raises(Rejected) as caught:
+        decode(TrafficReading, raw)  # the fast path refuses it; the checks word the reason
+    assert caught.value.reason == "TrafficReading.sensor_id: 1,000,000 characters, more than the 1,000 allowed"
+    assert decode(TrafficReading, orjson.dumps(reading(sensor_id="x" * 1_000))).sensor_id == "x" * 1_000
+
+
+def test_free_text_may_be_longer_where_the_contract_says_so():
+    report = {"report_id": "R1", "event_time": "2026-07-20T08:00:00Z", "lat": 30.2, "lon": 120.1}
+    assert decode(CitizenFloodReport, orjson.dumps({**report, "text": "w" * 4_000})).text == "w" * 4_000
+    assert reason_for(CitizenFloodReport, {**report, "text": "w" * 4_001}) == (
+        "CitizenFloodReport.text: 4,001 characters, more than the 4,000 allowed")
 
 
 def test_colour_outside_the_three_is_rejected():

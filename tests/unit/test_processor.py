@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import orjson
 from faust.types import TP
 
-from schemas.contract import encode
+from schemas.contract import encode, to_dict
 from schemas.events import TrafficReading
 from agents.traffic import SegmentStage
 from streams.batching import RecordBatch
@@ -15,6 +16,7 @@ from streams.harness import FixedReference, HarnessProcessor, MemoryState, Recor
 from streams.settings import Settings
 from streams.simulate import build_city
 from streams.state import Batch
+from streams import topics
 from streams.topics import topic_name
 
 S = Settings(privacy_keys=("k1:processor-unit-test-key",))
@@ -136,3 +138,34 @@ def test_a_commit_that_fails_while_the_next_batch_is_applied_is_redone_with_it()
     assert window[0] == 400  # vehicles: ten from each of the forty
     sent = {value for sends in p.sends.values() for _, _, value, _ in sends}
     assert sent == {value for sends in one.sends.values() for _, _, value, _ in sends}
+
+
+def test_an_oversized_event_becomes_a_bounded_dead_letter_and_the_stage_goes_on():
+    """A megabyte in a field, or a megabyte that is not JSON, is dead-lettered with the start of
+    its bytes, their length and digest, and a short reason; the readings around it apply."""
+    good = readings(4)
+    huge_field = orjson.dumps({**to_dict(good[0][2]), "sensor_id": "x" * 1_000_000})
+    huge_noise = b"\xff" * 1_000_000
+    events = [good[0], ("traffic_readings", SEGMENT, huge_field), good[1],
+              ("traffic_readings", SEGMENT, huge_noise), *good[2:]]
+    out = run_stage(SegmentStage, events, city=CITY, settings=S, broker_time=T0 + 3600)
+    letters = [v for _, v in out.sent("dead_letters")]
+    assert [(d["offset"], d["raw_bytes"], d["raw_encoding"]) for d in letters] == [
+        (1, len(huge_field), "utf-8"), (3, len(huge_noise), "base64")]
+    assert [d["raw_sha256"] for d in letters] == [hashlib.sha256(huge_field).hexdigest(),
+                                                  hashlib.sha256(huge_noise).hexdigest()]
+    assert all(len(d["raw"]) <= 2_000 and len(orjson.dumps(d)) < 4_000 for d in letters)
+    assert letters[0]["reason"] == "TrafficReading.sensor_id: 1,000,000 characters, more than the 1,000 allowed"
+    applied = {k: int(v) for k, v in out.state.items() if k.endswith(":offset")}
+    assert list(applied.values()) == [5]
+
+
+def test_a_record_too_large_for_kafka_goes_as_a_dead_letter_instead():
+    processor = HarnessProcessor(SegmentStage, MemoryState(), FixedReference(S, CITY), S)
+    record = (topics.alerts, b"k", b"x" * 2_000_000, None)
+    topic, key, value, _ = processor._sendable(record)
+    letter = orjson.loads(value)
+    assert topic is topics.dead_letters and key == topics.alerts.get_topic_name().encode()
+    assert letter["raw_bytes"] == 2_000_000 and len(value) < 4_000
+    assert letter["reason"].startswith("a record of 2,000,000 bytes for ")
+    assert processor._sendable((topics.alerts, b"k", b"{}", None)) == (topics.alerts, b"k", b"{}", None)
