@@ -189,6 +189,15 @@ class Owned:
     commits: int
 
 
+class RuleFailed(Exception):
+    """A stage's rules raised on one event: the same event fails the same way every time it is
+    applied, so it is dead-lettered, not retried."""
+
+    def __init__(self, source: Source, exc: Exception):
+        super().__init__(f"{type(exc).__name__}: {exc}")
+        self.source = source
+
+
 @dataclass
 class InFlight:
     """A batch applied in memory whose records and Redis commit are on their way."""
@@ -238,6 +247,7 @@ class Processor:
         self.stages: dict[int, Owned] = {}
         self._lock = asyncio.Lock()
         self._in_flight: InFlight | None = None
+        self._failing: dict[tuple[str, int, int], str] = {}  # events the rules failed on: dead-lettered
         self.input = source  # None in process (streams/harness.py), where nothing is ever lost
 
     def base(self, partition: int) -> str:
@@ -304,7 +314,8 @@ class Processor:
                 applied = True
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                self._note(exc)
                 log.exception("%s: batch of %d events failed; redoing it from Redis", self.name, len(sources))
                 effects, applied = None, False
             before, self._in_flight = self._in_flight, None
@@ -344,11 +355,23 @@ class Processor:
                 raise RuntimeError(f"{self.name}: partition {partition} kept moving under us")
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("%s: batch of %d events failed; retrying in %.1f s", self.name, len(sources), delay)
+            except Exception as exc:
                 self.stages.clear()
+                if self._note(exc):
+                    log.exception("%s: batch of %d events failed; redoing it at once", self.name, len(sources))
+                    continue  # the event that failed goes to the dead letters this time
+                log.exception("%s: batch of %d events failed; retrying in %.1f s", self.name, len(sources), delay)
                 await asyncio.sleep(delay)
                 delay = min(30.0, delay * 2)
+
+    def _note(self, exc: Exception) -> bool:
+        """Note an event the stage's rules failed on, to be dead-lettered when its batch is redone;
+        False for a failure that may heal (Redis or Kafka unreachable), which is retried."""
+        if not isinstance(exc, RuleFailed):
+            return False
+        s = exc.source
+        self._failing[(s.topic, s.partition, s.offset)] = f"the {self.name} stage failed on this event: {exc}"
+        return True
 
     async def tick(self, highwater: Callable[[str, int], int | None]) -> None:
         """Close the windows of partitions that have gone silent.
@@ -415,9 +438,13 @@ class Processor:
             try:
                 if isinstance(value, Rejected):
                     raise value
+                if self._failing and (topic, partition, source.offset) in self._failing:
+                    raise Rejected(self._failing[topic, partition, source.offset], "stage_error")
                 on_event(value, source, effects)
             except Rejected as exc:
                 effects.reject(source, exc)
+            except Exception as exc:
+                raise RuleFailed(source, exc) from exc
         stage.flush(effects)
         stage.last_event_wall = time.monotonic()
         owned.offsets, owned.commits = effects.batch.offsets, owned.commits + 1

@@ -169,3 +169,27 @@ def test_a_record_too_large_for_kafka_goes_as_a_dead_letter_instead():
     assert letter["raw_bytes"] == 2_000_000 and len(value) < 4_000
     assert letter["reason"].startswith("a record of 2,000,000 bytes for ")
     assert processor._sendable((topics.alerts, b"k", b"{}", None)) == (topics.alerts, b"k", b"{}", None)
+
+
+class BrittleStage(SegmentStage):
+    """The traffic stage with a bug: its rules raise on one detector's readings."""
+
+    def on_event(self, r, source, effects):
+        if getattr(r, "sensor_id", None) == "D-BUG":
+            raise KeyError("a bug")
+        super().on_event(r, source, effects)
+
+
+def test_an_event_the_rules_fail_on_is_dead_lettered_and_the_partition_goes_on(caplog):
+    """A failure that would fail again is not retried for ever: the event goes to the dead letters
+    with the error, at once, and the batch around it applies as it would without it."""
+    good = readings(6)
+    bug = ("traffic_readings", SEGMENT, TrafficReading("D-BUG", SEGMENT, T0 + 45, 10, 30.0, 40.0, 0.2))
+    out = run_stage(BrittleStage, [*good[:3], bug, *good[3:]], city=CITY, settings=S, broker_time=T0 + 3600)
+    assert "retrying in" not in caplog.text  # redone at once, not after a back-off
+    (letter,) = [v for _, v in out.sent("dead_letters")]
+    assert letter["offset"] == 3 and letter["reason"] == "the traffic stage failed on this event: KeyError: 'a bug'"
+    without = run_stage(SegmentStage, good, city=CITY, settings=S, broker_time=T0 + 3600)
+    assert {k: v for k, v in out.state.items() if not k.endswith((":offset", ":commits"))} == {
+        k: v for k, v in without.state.items() if not k.endswith((":offset", ":commits"))}
+    assert [v for _, v in out.sent("alerts")] == [v for _, v in without.sent("alerts")]
