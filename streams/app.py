@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gc
+import logging
+import math
+import time
+from collections import Counter
 
 import faust
 
@@ -18,6 +22,33 @@ _s = settings()
 GC_YOUNG_THRESHOLD = 10_000
 
 
+class Repeats(logging.Filter):
+    """Lets through one record of a kind (logger and message) from the Kafka clients per
+    `every_s` seconds, and says how many like it were held back. A broker that is down makes
+    its clients retry several times a second, each retry an error line: 1,343 lines in 20 s
+    before this. The city brain's own lines (a dead letter, a re-read) all go through."""
+
+    NOISY = ("aiokafka", "kafka")
+
+    def __init__(self, every_s: float = 10.0):
+        super().__init__()
+        self.every_s = every_s
+        self.last: dict[tuple[str, str], float] = {}
+        self.held: Counter[tuple[str, str]] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.NOISY):
+            return True
+        kind, now = (record.name, str(record.msg)), time.monotonic()
+        if now - self.last.get(kind, -math.inf) < self.every_s:
+            self.held[kind] += 1
+            return False
+        self.last[kind] = now
+        if held := self.held.pop(kind, 0):
+            record.msg = f"{record.msg} [and {held} more like this in the last {self.every_s:.0f} s]"
+        return True
+
+
 class Worker(faust.Worker):
     """faust's worker without its terminal spinner (at `-l warn` the spinner turns the root
     logger to DEBUG, so every debug call of every library builds a log record: a tenth of a
@@ -27,6 +58,12 @@ class Worker(faust.Worker):
         super().__init__(*args, **kwargs)
         self.spinner = None
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        repeats = Repeats()
+        for handler in logger.handlers:
+            handler.addFilter(repeats)
 
 
 app = faust.App(

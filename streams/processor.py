@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 
 YIELD_EVERY = 256  # events applied between two chances for other stages to run
+UNANSWERED_LOG_EVERY_S = 60.0  # a broker that does not answer is logged once a minute, not once a second
 
 
 class Source(NamedTuple):
@@ -226,6 +227,10 @@ class Input(Protocol):
     async def reread(self, topic: str, partition: int, offset: int) -> None:
         """Read the partition again from `offset`."""
 
+    async def ends(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The offset after the last record of each (topic, partition), as Kafka says now; raises
+        when Kafka cannot be asked."""
+
 
 class Processor:
     """Drives one stage over its source topic's partitions."""
@@ -248,6 +253,7 @@ class Processor:
         self._lock = asyncio.Lock()
         self._in_flight: InFlight | None = None
         self._failing: dict[tuple[str, int, int], str] = {}  # events the rules failed on: dead-lettered
+        self._unanswered_logged = -math.inf
         self.input = source  # None in process (streams/harness.py), where nothing is ever lost
 
     def base(self, partition: int) -> str:
@@ -373,25 +379,42 @@ class Processor:
         self._failing[(s.topic, s.partition, s.offset)] = f"the {self.name} stage failed on this event: {exc}"
         return True
 
-    async def tick(self, highwater: Callable[[str, int], int | None]) -> None:
+    async def tick(self) -> None:
         """Close the windows of partitions that have gone silent.
 
-        Silent means nothing new to read, not merely nothing read: a partition with records
-        waiting (a backlog, a consumer cut off or rebalancing) is behind, not quiet.
+        Silent means nothing new to read, as Kafka says now, not merely nothing read: a
+        partition with records waiting (a backlog, a rebalance) is behind, and one whose broker
+        cannot be asked (cut off, restarting) is not known to be quiet; both wait.
         """
+        now = time.monotonic()
+        quiet = [p for p, owned in list(self.stages.items())
+                 if now - owned.stage.last_event_wall >= self.settings.idle_close_s]
+        if not quiet or self.input is None:
+            return
+        try:
+            ends = await self.input.ends([(topic, p) for p in quiet for topic in self.offset_names])
+        except Exception as exc:
+            if now - self._unanswered_logged >= UNANSWERED_LOG_EVERY_S:
+                self._unanswered_logged = now
+                log.warning("%s: Kafka does not say what is left to read (%s); the windows of %d quiet "
+                            "partitions stay open until it does", self.name, str(exc) or type(exc).__name__, len(quiet))
+            return
         async with self._lock:
             try:
                 await self._land()
-                now = time.monotonic()
                 work = []
-                for p, owned in list(self.stages.items()):
-                    if now - owned.stage.last_event_wall >= self.settings.idle_close_s and not self._unread(p, owned, highwater):
-                        effects = Effects(self.name, Batch(self.base(p), owned.commits, dict(owned.offsets)))
-                        owned.stage.on_idle(time.time(), effects)
-                        owned.stage.flush(effects)
-                        if effects.batch.commands or effects.sends:
-                            owned.commits += 1
-                            work.append((p, effects))
+                for p in quiet:
+                    owned = self.stages.get(p)
+                    if owned is None or now - owned.stage.last_event_wall < self.settings.idle_close_s:
+                        continue  # taken away, or events came while Kafka was asked
+                    if self._unread(p, owned, lambda topic, partition: ends.get((topic, partition))):
+                        continue
+                    effects = Effects(self.name, Batch(self.base(p), owned.commits, dict(owned.offsets)))
+                    owned.stage.on_idle(time.time(), effects)
+                    owned.stage.flush(effects)
+                    if effects.batch.commands or effects.sends:
+                        owned.commits += 1
+                        work.append((p, effects))
                 for p in await self._emit_and_commit(work):
                     self.stages.pop(p, None)
             except Exception:

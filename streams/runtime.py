@@ -8,11 +8,15 @@ them, so importing a stage connects to nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import time
 from collections.abc import Iterator
 from functools import cache
 
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -27,6 +31,7 @@ from streams.topics import topic_name
 log = logging.getLogger(__name__)
 
 declared: list[type[Stage]] = []
+ASK_KAFKA_S = 3.0  # how long the timer waits for Kafka to say where partitions end
 
 
 class Live:
@@ -36,7 +41,8 @@ class Live:
         s = settings()
         self.redis = aioredis.from_url(s.redis_url)
         state, reference = StateStore(self.redis), Reference(s)
-        self.processors = {cls: Processor(cls, state, reference, s, Consumed()) for cls in declared}
+        consumed = Consumed()
+        self.processors = {cls: Processor(cls, state, reference, s, consumed) for cls in declared}
 
 
 class Consumed:
@@ -49,6 +55,30 @@ class Consumed:
     async def reread(self, topic: str, partition: int, offset: int) -> None:
         # In the consumer's own thread (`seek` would move its fetcher from this one, mid-fetch).
         await app.consumer.seek_wait({TP(topic, partition): offset})
+
+    def __init__(self) -> None:
+        self.unanswered_at = -math.inf
+        self._asker: AIOKafkaConsumer | None = None
+
+    async def ends(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        if time.monotonic() - self.unanswered_at < ASK_KAFKA_S:
+            # Every stage asks in turn: one that waited for nothing spares the others the wait.
+            raise TimeoutError("Kafka did not answer a moment ago")
+        try:
+            return await asyncio.wait_for(self._ends(partitions), timeout=ASK_KAFKA_S)
+        except Exception:
+            self.unanswered_at = time.monotonic()
+            raise
+
+    async def _ends(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        # A client of its own, on this loop: the group's consumer answers from its thread only
+        # between two fetches, 1.5 s a question here, and the timer asks for every stage.
+        if self._asker is None:
+            asker = AIOKafkaConsumer(bootstrap_servers=settings().kafka_bootstrap, enable_auto_commit=False)
+            await asker.start()
+            self._asker = asker
+        ends = await self._asker.end_offsets([TopicPartition(topic, partition) for topic, partition in partitions])
+        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
 
 @cache
@@ -124,7 +154,7 @@ async def serve_metrics(web, request):  # noqa: ARG001
 @app.timer(interval=1.0)
 async def close_silent_windows() -> None:
     for p in live().processors.values():
-        await p.tick(highwater)
+        await p.tick()
 
 
 @app.on_partitions_assigned.connect

@@ -46,6 +46,19 @@ def uninterrupted(city_run, reference, events):
     return steady, steady.wait_quiet(timeout=300)
 
 
+def assert_same_city(run, state: dict, steady, steady_state: dict) -> None:
+    """A run ends where the uninterrupted one ends: no dead or late letters, the same state
+    (but for offsets a resend moves), the same alerts and the same signal plans."""
+    for r in (steady, run):
+        assert r.records("dead_letters") == [] and r.records("late_events") == []
+    assert comparable(state) == comparable(steady_state)
+    by_id = lambda a: a["identifier"]  # noqa: E731
+    steady_alerts = unique(steady.records("alerts"), by_id)
+    assert unique(run.records("alerts"), by_id) == steady_alerts and len(steady_alerts) > 0
+    plans = lambda r: {(p["intersection_id"], p["window_start"]): p for p in r.records("signal_plans")}  # noqa: E731
+    assert plans(run) == plans(steady)
+
+
 def test_sigkill_mid_run_and_restart_ends_with_the_same_state(city_run):
     reference, events = rush_hour_items()
     assert len(events) > 90_000

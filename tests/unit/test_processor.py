@@ -193,3 +193,49 @@ def test_an_event_the_rules_fail_on_is_dead_lettered_and_the_partition_goes_on(c
     assert {k: v for k, v in out.state.items() if not k.endswith((":offset", ":commits"))} == {
         k: v for k, v in without.state.items() if not k.endswith((":offset", ":commits"))}
     assert [v for _, v in out.sent("alerts")] == [v for _, v in without.sent("alerts")]
+
+
+class Kafka:
+    """What the consumer would say of the source topics: where each partition ends, or nothing."""
+
+    def __init__(self):
+        self.end: dict[tuple[str, int], int] | Exception = ConnectionError("broker unreachable")
+
+    async def earliest(self, topic, partition):
+        return 0
+
+    async def reread(self, topic, partition, offset):
+        raise AssertionError("nothing was lost")
+
+    async def ends(self, partitions):
+        if isinstance(self.end, Exception):
+            raise self.end
+        return self.end
+
+
+def test_quiet_windows_close_only_when_kafka_says_nothing_is_left_to_read(caplog):
+    """A consumer cut off from its broker, or one with records waiting, is not silence."""
+    kafka, store = Kafka(), MemoryState()
+    p = HarnessProcessor(SegmentStage, store, FixedReference(S, CITY), S, kafka)
+    (partition,) = {q for _, q, *_ in place(readings(1), S, T0)}
+    topic = topic_name("traffic_readings", S)
+    records = [Record(topic, partition, o, SEGMENT.encode(), encode(r), int((T0 + 3600) * 1000))
+               for o, (_, _, r) in enumerate(readings(3))]
+
+    def open_windows() -> int:
+        return sum(len(v) for k, v in store.data.items() if k.endswith(":open"))
+
+    async def go() -> list[int]:
+        await p.process(RecordBatch(TP(topic, partition), records))
+        await p.land()
+        p.stages[partition].stage.last_event_wall -= S.idle_close_s  # quiet for long enough
+        seen = [open_windows()]
+        for end in (ConnectionError("broker unreachable"), {(topic, partition): 4}, {(topic, partition): 3}):
+            kafka.end = end
+            await p.tick()
+            seen.append(open_windows())
+        return seen
+
+    # Unreachable: stays open. One record waiting: stays open. Caught up: closes.
+    assert asyncio.run(go()) == [2, 2, 2, 0]
+    assert caplog.text.count("Kafka does not say what is left to read") == 1
