@@ -324,11 +324,8 @@ class Processor:
                 self._note(exc)
                 log.exception("%s: batch of %d events failed; redoing it from Redis", self.name, len(sources))
                 effects, applied = None, False
-            before, self._in_flight = self._in_flight, None
-            if before is not None and not await before.landed():
+            if await self._land():
                 applied = False  # built on a batch whose commit did not land: both are redone
-                self.stages.clear()
-                await self._settle(before.partition, before.topic, before.sources)
             if not applied:
                 self.stages.clear()  # in-memory state may be half-applied: reload from Redis
                 await self._settle(partition, topic, sources)
@@ -341,11 +338,14 @@ class Processor:
         async with self._lock:
             await self._land()
 
-    async def _land(self) -> None:
+    async def _land(self) -> bool:
+        """True when the batch in flight did not land and was redone on the state in Redis."""
         before, self._in_flight = self._in_flight, None
-        if before is not None and not await before.landed():
-            self.stages.clear()
-            await self._settle(before.partition, before.topic, before.sources)
+        if before is None or await before.landed():
+            return False
+        self.stages.clear()
+        await self._settle(before.partition, before.topic, before.sources)
+        return True
 
     async def _settle(self, partition: int, topic: str, sources: list[Source]) -> None:
         """Apply a batch on the state in Redis and wait for its records and commit to land."""

@@ -48,17 +48,17 @@ class Live:
 class Consumed:
     """The source topics as this worker's consumer reads them."""
 
+    def __init__(self) -> None:
+        self.unanswered_at = -math.inf
+        self._asker: AIOKafkaConsumer | None = None
+
     async def earliest(self, topic: str, partition: int) -> int:
-        tp = TP(topic, partition)
-        return (await app.consumer.earliest_offsets(tp))[tp]
+        tp = TopicPartition(topic, partition)
+        return (await (await self._kafka()).beginning_offsets([tp]))[tp]
 
     async def reread(self, topic: str, partition: int, offset: int) -> None:
         # In the consumer's own thread (`seek` would move its fetcher from this one, mid-fetch).
         await app.consumer.seek_wait({TP(topic, partition): offset})
-
-    def __init__(self) -> None:
-        self.unanswered_at = -math.inf
-        self._asker: AIOKafkaConsumer | None = None
 
     async def ends(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         if time.monotonic() - self.unanswered_at < ASK_KAFKA_S:
@@ -71,14 +71,17 @@ class Consumed:
             raise
 
     async def _ends(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        # A client of its own, on this loop: the group's consumer answers from its thread only
-        # between two fetches, 1.5 s a question here, and the timer asks for every stage.
+        ends = await (await self._kafka()).end_offsets([TopicPartition(t, p) for t, p in partitions])
+        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+
+    async def _kafka(self) -> AIOKafkaConsumer:
+        # A client of its own, on this loop, for questions about offsets: the group's consumer
+        # answers from its thread only between two fetches, 1.5 s a question here.
         if self._asker is None:
             asker = AIOKafkaConsumer(bootstrap_servers=settings().kafka_bootstrap, enable_auto_commit=False)
             await asker.start()
             self._asker = asker
-        ends = await self._asker.end_offsets([TopicPartition(topic, partition) for topic, partition in partitions])
-        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+        return self._asker
 
 
 @cache
