@@ -73,10 +73,18 @@ def rise_cm(history: list[tuple[float, float]], t: float, depth: float, s: Setti
     return depth - min(recent, default=depth)
 
 
+def superseded(watch: PointWatch, r: WaterDepthReading) -> str | None:
+    """Whether the point's newer state stands against the reading: "repeat" for the reading it
+    has (its sensor sent it again), "late" for an older one or another depth at the same time."""
+    if watch.updated is None or r.event_time > watch.updated:
+        return None
+    return "repeat" if r.event_time == watch.updated and r.depth_cm == watch.depth_cm else "late"
+
+
 def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, list[Alert]]:
     """Fold one depth reading into a point: sensor health first, then the waterlogging alert."""
-    if watch.updated is not None and r.event_time <= watch.updated:
-        return watch, []  # out of order or repeated: the newer state stands
+    if superseded(watch, r):
+        return watch, []
     alerts: list[Alert] = []
     if not 0 <= r.depth_cm <= s.depth_max_plausible_cm:
         health = "faulty"
@@ -257,6 +265,13 @@ class PointStage(Stage):
         if point is None:
             raise Rejected(f"unknown point_id {r.point_id!r}: not in the waterlogging points reference", "unknown_reference")
         before = self.watch.get(r.point_id, PointWatch())
+        past = superseded(before, r)
+        if past == "repeat":
+            effects.repeated()
+            return
+        if past == "late":
+            effects.late(source, f"late: point {r.point_id} has a reading of {iso(before.updated)} already")
+            return
         watch, alerts = step_point(before, r, point, self.settings)
         self.watch[r.point_id] = watch
         closes = rank(watch.level) >= LEVELS.index("closure")
@@ -431,8 +446,16 @@ class GaugeStage(Stage):
             raise Rejected(f"unknown gauge_id {r.gauge_id!r}: not in the rain gauges reference", "unknown_reference")
         history = self.history.setdefault(r.gauge_id, {})
         keep_s = max(self.settings.rain_horizons_h) * 3600
-        if r.event_time in history or r.event_time <= max(history, default=r.event_time) - keep_s:
-            return  # a repeated reading counts once; one older than the longest horizon adds nothing
+        if r.event_time in history:
+            if history[r.event_time] == r.rain_mm:
+                effects.repeated()
+            else:
+                effects.late(source, f"late: gauge {r.gauge_id} has a reading for {iso(r.event_time)} already")
+            return
+        if r.event_time <= max(history, default=r.event_time) - keep_s:
+            effects.late(source, f"late: older than the longest horizon ({max(self.settings.rain_horizons_h):g} h) "
+                                 f"before gauge {r.gauge_id}'s newest reading")
+            return
         history[r.event_time] = r.rain_mm
         as_of = max(history)
         for t in [t for t in history if t <= as_of - keep_s]:

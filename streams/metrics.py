@@ -24,7 +24,13 @@ EVENTS_PROCESSED = Counter("citybrain_events_processed_total", "Events applied t
 EVENTS_REJECTED = Counter(
     "citybrain_events_rejected_total", "Events that broke their contract, by reason", ["stage", "reason"]
 )
-EVENTS_LATE = Counter("citybrain_late_events_total", "Events later than their window's grace period", ["stage"])
+EVENTS_LATE = Counter("citybrain_late_events_total", "Events the state had moved past: later than their window's grace period, or older than their sensor's newest reading", ["stage"])
+EVENTS_REPEATED = Counter(
+    "citybrain_events_repeated_total", "Readings a sensor sent again (same sensor, time and value): counted once", ["stage"]
+)
+EVENTS_REKEYED = Counter(
+    "citybrain_events_rekeyed_total", "Events read under a key other than their own id, sent again under it", ["stage"]
+)
 EVENTS_REDELIVERED = Counter(
     "citybrain_events_redelivered_total", "Events skipped because their offset was already applied", ["stage"]
 )

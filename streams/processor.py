@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import logging
 import math
@@ -28,6 +29,7 @@ from faust.types import TopicT
 from schemas.contract import Rejected, decode, encode, iso
 from schemas.records import DeadLetter
 from streams import metrics, topics
+from streams.app import app
 from streams.batching import RecordBatch
 from streams.privacy import Keyring
 from streams.reference import Reference
@@ -88,6 +90,10 @@ class Effects:
         metrics.EVENTS_REJECTED.labels(self.stage, exc.kind).inc()
         metrics.DEAD_LETTERS.labels(self.stage).inc()
         self.divert(topics.dead_letters, source, exc.reason)
+
+    def repeated(self) -> None:
+        """The event is one its sensor sent before: it counts once, and is counted as a repeat."""
+        metrics.EVENTS_REPEATED.labels(self.stage).inc()
 
     def late(self, source: Source, reason: str) -> None:
         metrics.EVENTS_LATE.labels(self.stage).inc()
@@ -190,6 +196,14 @@ class Owned:
     commits: int
 
 
+class Misplaced(Exception):
+    """An event read under a key other than its own id: it belongs on its id's partition."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
 class RuleFailed(Exception):
     """A stage's rules raised on one event: the same event fails the same way every time it is
     applied, so it is dead-lettered, not retried."""
@@ -244,6 +258,9 @@ class Processor:
         self.offset_names = {topic: "offset", **{topic_name(role, settings): f"offset.{role}" for role in stage.tables}}
         self.contracts = {topic: stage.contract, **{topic_name(r, settings): c for r, c in stage.tables.items()}}
         self.personal = {t: topics.personal_fields(t, settings) for t in self.contracts}
+        # The field each topic is keyed by, where the key is one of the event's own fields.
+        self.key_fields = {t: spec.key for t in self.contracts if (spec := topics.spec_of(t, settings))
+                           and spec.key in {f.name for f in dataclasses.fields(self.contracts[t])}}
         self._keyring: Keyring | None = None
         self.name = stage.name
         self.state = state
@@ -444,10 +461,10 @@ class Processor:
         for source in fresh:
             try:
                 decoded.append(self._decode(topic, source))
-            except Rejected as exc:
+            except (Rejected, Misplaced) as exc:
                 decoded.append(exc)
         knows = stage.knows
-        if not all(knows(v) for v in decoded if not isinstance(v, Rejected)):
+        if not all(knows(v) for v in decoded if not isinstance(v, Exception)):
             await self.reference.catch_up()
         effects = Effects(self.name, Batch(self.base(partition), owned.commits,
                                            {**owned.offsets, offset_name: fresh[-1].offset}))
@@ -459,7 +476,10 @@ class Processor:
                 await asyncio.sleep(0)
             effects.trigger_time = source.timestamp
             try:
-                if isinstance(value, Rejected):
+                if isinstance(value, Exception):
+                    if isinstance(value, Misplaced):
+                        self._rekey(source, value.key, effects)
+                        continue
                     raise value
                 if self._failing and (topic, partition, source.offset) in self._failing:
                     raise Rejected(self._failing[topic, partition, source.offset], "stage_error")
@@ -500,6 +520,18 @@ class Processor:
         await self.input.reread(topic, partition, applied + 1)
         return True
 
+    def _rekey(self, source: Source, key: str, effects: Effects) -> None:
+        """Send an event read under the wrong key back to its topic under its own, so that it is
+        applied on its id's partition with the state of that id, never here beside another's."""
+        personal = topics.spec_of(source.topic, self.settings).personal_key
+        log.warning(
+            "%s[%d]@%d was keyed %s, not by its own id%s: sent again under it", source.topic, source.partition,
+            source.offset, "null" if source.key is None else "otherwise", "" if personal else f" {key!r}",
+            extra={"topic": source.topic, "partition": source.partition, "offset": source.offset},
+        )
+        metrics.EVENTS_REKEYED.labels(self.name).inc()
+        effects.send_raw(app.topic(source.topic), key, source.value or b"")
+
     def keyring(self) -> Keyring:
         if self._keyring is None:
             self._keyring = Keyring(self.settings.privacy_keys)  # refuses to go on without a key
@@ -507,6 +539,11 @@ class Processor:
 
     def _decode(self, topic: str, source: Source) -> Any:
         value = decode(self.contracts[topic], source.value)
+        field = self.key_fields.get(topic)
+        if field is not None:
+            own = getattr(value, field)
+            if source.key is None or source.key != own.encode():
+                raise Misplaced(own)
         if self.personal[topic]:
             # From here on the stage sees tokens only: a raw identifier never reaches its state,
             # its records, its logs or its alerts.
@@ -589,12 +626,17 @@ class WindowedStage(Stage):
         self._touched: set[tuple[str, float]] = set()
         self._seen: dict[float, set[str]] = {}  # by window start: fields of the events counted once
         self._newly_seen: set[str] = set()
+        self.watermark_at = -math.inf  # the broker's time of the event that last moved the watermark
+        self.ahead: dict[str, float] = {}  # keys whose reading ran far ahead of the watermark, alone
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         meta = hashes.get("meta", {})
         if "watermark" in meta:
             self.windows.watermark = float(meta["watermark"])
+            self.watermark_at = float(meta.get("watermark_at", "-inf"))
+            self.ahead = orjson.loads(meta.get("ahead", b"{}"))
         self._saved_watermark = self.windows.watermark
+        self._saved_ahead = dict(self.ahead)
         for name, acc in hashes.get("open", {}).items():
             start, key = name.split("|", 1)
             self.windows.open.setdefault(float(start), {})[key] = orjson.loads(acc)
@@ -624,13 +666,37 @@ class WindowedStage(Stage):
         if start is None:
             effects.late(source, f"late: window {iso(w.start_of(t))} of {key} closed at watermark {iso(w.watermark)}")
             return False
+        if t > w.watermark:
+            if t > w.watermark + self.settings.max_skew_s and w.watermark != -math.inf \
+                    and not self.clock_jumps(key, t, source, effects):
+                return False
+            self.watermark_at = source.timestamp or self.watermark_at
         if once is not None and not self.count_once(key, start, once):
+            effects.repeated()
             return True
         w.fold_at(key, start, t, fold)
         self._touched.add((key, start))
         if w.watermark >= self._next_boundary:
             self._pass_boundary(effects)
         return True
+
+    def clock_jumps(self, key: str, t: float, source: Source, effects: Effects) -> bool:
+        """Whether a reading far ahead of the watermark may move it: when the broker's clock has
+        moved on as far since the watermark last moved (a live feed after a pause), when another
+        key's reading ran as far ahead before (the partition's time did jump, as in a recording
+        with a gap), or when no other key has a window open (there is no one to make late). A
+        reading alone that far ahead of others is a wild clock: dead-lettered, and remembered."""
+        w, skew = self.windows, self.settings.max_skew_s
+        paused = source.timestamp is not None and source.timestamp - self.watermark_at >= t - w.watermark - skew
+        if paused or any(k != key and abs(t - other) <= skew for k, other in self.ahead.items()) \
+                or all(k == key for accumulators in w.open.values() for k in accumulators):
+            self.ahead.clear()
+            return True
+        self.ahead[key] = t
+        effects.reject(source, Rejected(
+            f"event_time {iso(t)} of {key} is {t - w.watermark:,.0f} s ahead of its partition's watermark "
+            f"{iso(w.watermark)}, and no other sensor is: a clock that runs wrong", "ahead_of_partition"))
+        return False
 
     def count_once(self, key: str, start: float, once: str) -> bool:
         """Note that the event named `once` is counted in a window; False when it already was."""
@@ -694,9 +760,10 @@ class WindowedStage(Stage):
             self._newly_seen.clear()
         # The watermark is kept whenever it moves: a restarted worker must judge lateness as the
         # first one did, and stages downstream may already have been told of it.
-        if self.windows.watermark != self._saved_watermark:
-            effects.batch.hset("meta", {"watermark": repr(self.windows.watermark)})
-            self._saved_watermark = self.windows.watermark
+        if self.windows.watermark != self._saved_watermark or self.ahead != self._saved_ahead:
+            effects.batch.hset("meta", {"watermark": repr(self.windows.watermark), "watermark_at": repr(self.watermark_at),
+                                        "ahead": orjson.dumps(self.ahead).decode()})
+            self._saved_watermark, self._saved_ahead = self.windows.watermark, dict(self.ahead)
         self._touched.clear()
 
 

@@ -41,7 +41,7 @@ class Live:
         s = settings()
         self.redis = aioredis.from_url(s.redis_url)
         state, reference = StateStore(self.redis), Reference(s)
-        consumed = Consumed()
+        self.consumed = consumed = Consumed()
         self.processors = {cls: Processor(cls, state, reference, s, consumed) for cls in declared}
 
 
@@ -73,6 +73,11 @@ class Consumed:
     async def _ends(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         ends = await (await self._kafka()).end_offsets([TopicPartition(t, p) for t, p in partitions])
         return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+
+    async def close(self) -> None:
+        asker, self._asker = self._asker, None
+        if asker is not None:
+            await asker.stop()
 
     async def _kafka(self) -> AIOKafkaConsumer:
         # A client of its own, on this loop, for questions about offsets: the group's consumer
@@ -158,6 +163,12 @@ async def serve_metrics(web, request):  # noqa: ARG001
 async def close_silent_windows() -> None:
     for p in live().processors.values():
         await p.tick()
+
+
+@app.on_before_shutdown.connect
+async def close_kafka_asker(app, **kwargs) -> None:  # noqa: ARG001
+    if live.cache_info().currsize:
+        await live().consumed.close()
 
 
 @app.on_partitions_assigned.connect

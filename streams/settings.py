@@ -41,6 +41,11 @@ class Settings:
     # An event time further than this ahead of the broker's record time is rejected: one clock
     # in the future would otherwise make every later event late.
     max_ahead_s: float = 300.0
+    # A reading this far ahead of its partition's watermark moves it only when the broker's clock
+    # has moved as far since (a feed resuming after a pause), another sensor's reading agrees, or
+    # no other sensor has a window open; else it is dead-lettered, so that one wild clock cannot
+    # make its neighbours' readings late.
+    max_skew_s: float = 3600.0
 
     # Traffic performance index (GB/T 33171-2016): DTP lower bounds of the five bands.
     dtp_bands: tuple[float, ...] = (0.0, 0.3, 0.5, 0.6, 0.7)

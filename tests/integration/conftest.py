@@ -108,7 +108,12 @@ class CityRun:
         self.redis.close()
 
     def worker_log(self) -> str:
-        return "\n".join((self.tmp / f"worker-{i}.log").read_text(errors="replace")[-4000:] for i in range(len(self.workers)))
+        """The end of every worker's log, for a failure's message."""
+        return "\n".join(log[-4000:] for log in self.logs())
+
+    def logs(self) -> list[str]:
+        """Every worker's whole log."""
+        return [(self.tmp / f"worker-{i}.log").read_text(errors="replace") for i in range(len(self.workers))]
 
     # -- publishing
     def publish(self, items: list[tuple[str, str, Any]]) -> None:
@@ -232,3 +237,25 @@ def city_run(stack, tmp_path):
     yield make
     for run in runs:
         run.stop()
+
+
+@pytest.fixture(scope="session")
+def rush_hour():
+    """The rush-hour input of the fault tests: (reference records, events)."""
+    from tests.integration.test_restart import rush_hour_items
+
+    return rush_hour_items()
+
+
+@pytest.fixture(scope="session")
+def steady(stack, tmp_path_factory, rush_hour):
+    """The rush hour through one worker that nothing interrupts: (the run, the state it ends with),
+    what every faulted run of the same input must end with."""
+    reference, events = rush_hour
+    run = CityRun(stack, tmp_path_factory.mktemp("steady"))
+    run.publish(reference)
+    run.start_worker()
+    run.publish(events)
+    state = run.wait_quiet(timeout=300)
+    yield run, state
+    run.stop()

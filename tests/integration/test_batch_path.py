@@ -8,11 +8,11 @@ import time
 
 import pytest
 import redis
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from streams.state import partition_key
 from streams.topics import partitions_of, topic_name
-from tests.integration.test_restart import comparable, rush_hour_items, unique
+from tests.integration.test_restart import assert_same_city, comparable, unique
 
 pytestmark = pytest.mark.integration
 
@@ -39,59 +39,56 @@ def wait_for(condition, timeout: float = 120.0) -> None:
         time.sleep(0.02)
 
 
-@pytest.fixture(scope="module")
-def rush_hour():
-    return rush_hour_items()
-
-
-@pytest.fixture(scope="module")
-def steady(stack, tmp_path_factory, rush_hour):
-    """One uninterrupted run of the rush hour: the state and alerts every other run must end with."""
-    from tests.integration.conftest import CityRun
-
-    reference, events = rush_hour
-    run = CityRun(stack, tmp_path_factory.mktemp("steady"))
-    run.publish(reference)
-    run.start_worker()
-    run.publish(events)
-    state = run.wait_quiet(timeout=300)
-    alerts = unique(run.records("alerts"), lambda a: a["identifier"])
-    yield state, alerts
-    run.stop()
-
-
-def fed_city(city_run, rush_hour):
+def fed_city(city_run, rush_hour, **overrides):
     """A run with its map, a worker, and the rush hour arriving as a live feed:
     (run, worker, feeding thread, readings in the feed)."""
     reference, events = rush_hour
-    run = city_run()
+    run = city_run(**overrides)
     run.publish(reference)
     worker = run.start_worker()
     feed = run.publish_in_background(events, chunks=60, pause_s=0.15)
     return run, worker, feed, sum(1 for role, *_ in events if role == "traffic_readings")
 
 
-def test_two_workers_rebalancing_under_sigkill_commit_every_offset_once(city_run, rush_hour, steady):
-    steady_state, steady_alerts = steady
-    run, first, feed, total = fed_city(city_run, rush_hour)
+def test_three_workers_one_killed_and_one_joining_late_commit_every_offset_once(city_run, rush_hour, steady):
+    """Partitions move mid-feed as a second worker joins, again when it is SIGKILLed, and once more
+    when a third joins after the input is applied, its windows still open: the newcomer loads
+    them as they are assigned and closes them on its timer, with no event to wake them."""
+    steady_run, steady_state = steady
+    run, first, feed, total = fed_city(city_run, rush_hour, idle_close_s=10)
     wait_for(lambda: readings_applied(run) >= 0.2 * total)
-    run.start_worker()  # joins the group: the partitions are shared out again mid-feed
+    second = run.start_worker()  # joins the group: the partitions are shared out again mid-feed
     wait_for(lambda: readings_applied(run) >= 0.5 * total)
-    run.kill_worker(first)  # its partitions move to the survivor after the session times out
+    run.kill_worker(second)  # its partitions move to the survivor after the session times out
     assert readings_applied(run) < total, "the kill must land in the middle of the feed"
     feed.join()
+    wait_for(lambda: readings_applied(run) == total, timeout=180)
+    open_slots = sum(run.redis.hlen(k) for k in run.redis.scan_iter(match=f"{run.settings.key_prefix}:{{traffic.*}}:open"))
+    assert open_slots > 0, "the late joiner must find windows still open"
+    run.start_worker()
     state = run.wait_quiet(timeout=300)
 
-    assert comparable(state) == comparable(steady_state)
-    assert unique(run.records("alerts"), lambda a: a["identifier"]) == steady_alerts
-    assert run.records("dead_letters") == [] and run.records("late_events") == []
-    # The survivor committed every partition to its end: no gap, nothing left behind.
+    assert_same_city(run, state, steady_run, steady_state)
+    members = group_members(run)
+    assert len(members) == 2 and all(members.values()), "the late joiner holds partitions of its own"
+    # Every partition is committed to its end: no gap, nothing left behind.
     ends = run.end_offsets("traffic_readings")
     wait_for(lambda: committed(run, "traffic_readings") == ends, timeout=60)
 
 
+def group_members(run) -> dict[str, int]:
+    """The consumer group's live members, with how many partitions each is assigned."""
+    admin = KafkaAdminClient(bootstrap_servers=run.settings.kafka_bootstrap)
+    try:
+        (group,) = admin.describe_consumer_groups([run.settings.app_id])
+        return {m.member_id: sum(len(parts) for _, parts in m.member_assignment.assignment) for m in group.members}
+    finally:
+        admin.close()
+
+
 def test_a_redis_rolled_back_behind_the_committed_offsets_is_refilled_from_kafka(city_run, rush_hour, steady):
-    steady_state, steady_alerts = steady
+    steady_run, steady_state = steady
+    steady_alerts = unique(steady_run.records("alerts"), lambda a: a["identifier"])
     run, worker, feed, total = fed_city(city_run, rush_hour)
     wait_for(lambda: readings_applied(run) >= 0.4 * total)
     # A snapshot of the traffic stage's state, taken while the worker is frozen (so it is one

@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.conftest import REPO
 from tests.integration.test_redis_faults import wait_for_share
-from tests.integration.test_restart import assert_same_city, rush_hour_items, uninterrupted
+from tests.integration.test_restart import assert_same_city
 
 pytestmark = pytest.mark.integration
 
@@ -30,9 +30,9 @@ def start_broker() -> None:
                    env={**os.environ, "CITYBRAIN_PYTHON": sys.executable})
 
 
-def test_a_broker_stopped_for_20_s_mid_run_changes_nothing(city_run):
-    reference, events = rush_hour_items()
-    steady, steady_state = uninterrupted(city_run, reference, events)
+def test_a_broker_stopped_for_20_s_mid_run_changes_nothing(city_run, rush_hour, steady):
+    reference, events = rush_hour
+    steady, steady_state = steady
     cut = city_run()
     cut.publish(reference)
     cut.publish(events)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.test_restart import assert_same_city, rush_hour_items, uninterrupted
+from tests.integration.test_restart import assert_same_city
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +31,10 @@ def wait_for_share(run, total: int, share: float) -> None:
         time.sleep(0.05)
 
 
-def test_redis_restored_from_an_older_copy_mid_run_reads_the_lost_input_again(city_run):
-    reference, events = rush_hour_items()
+def test_redis_restored_from_an_older_copy_mid_run_reads_the_lost_input_again(city_run, rush_hour, steady):
+    reference, events = rush_hour
     readings = sum(1 for role, _, _ in events if role == "traffic_readings")
-
-    steady, steady_state = uninterrupted(city_run, reference, events)
+    steady, steady_state = steady
 
     restored = city_run()
     restored.publish(reference)

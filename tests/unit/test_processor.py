@@ -171,6 +171,21 @@ def test_a_record_too_large_for_kafka_goes_as_a_dead_letter_instead():
     assert processor._sendable((topics.alerts, b"k", b"{}", None)) == (topics.alerts, b"k", b"{}", None)
 
 
+def test_an_event_keyed_otherwise_than_by_its_own_id_is_sent_again_under_it_not_applied():
+    """A null key, or another segment's, would apply a reading beside the state of whatever
+    partition it landed on: it goes back to its topic under its own id, untouched."""
+    good = readings(4)
+    other = sorted(CITY.segments)[1]
+    (_, _, stray) = good[2]
+    events = [*good[:2], ("traffic_readings", None, stray), ("traffic_readings", other, stray), good[3]]
+    out = run_stage(SegmentStage, events, city=CITY, settings=S, broker_time=T0 + 3600)
+    assert out.sent("traffic_readings") == [(SEGMENT, to_dict(stray))] * 2
+    assert out.sent("dead_letters") == [] and out.sent("late_events") == []
+    without = run_stage(SegmentStage, [*good[:2], good[3]], city=CITY, settings=S, broker_time=T0 + 3600)
+    city = lambda state: {k: v for k, v in state.items() if ":offset" not in k and not k.endswith(":commits")}  # noqa: E731
+    assert city(out.state) == city(without.state)
+
+
 class BrittleStage(SegmentStage):
     """The traffic stage with a bug: its rules raise on one detector's readings."""
 

@@ -6,8 +6,10 @@ from dataclasses import replace
 
 import orjson
 
+from agents.flood import GaugeStage, PointStage
+from schemas.events import RainGaugeReading, WaterDepthReading
 from schemas.records import ApproachFlow, FlowReport
-from schemas.reference import Approach, Intersection, Segment
+from schemas.reference import Approach, Intersection, RainGauge, Segment, WaterloggingPoint
 from streams import topics
 from streams.processor import Effects, Source
 from streams.reference import Reference
@@ -188,3 +190,90 @@ def test_a_window_saved_with_its_counted_readings_inside_still_counts_a_resend_o
               broker_time=t0 + 300, settings=S)
     segments = [orjson.loads(v) for k, h in state.data.items() if k.endswith(":segments") for v in h.values()]
     assert [w["vehicles"] for w in segments] == [10]
+
+
+def late_reasons(e: Effects) -> list[str]:
+    return [orjson.loads(v)["reason"] for v in sent_to(e, topics.late_events)]
+
+
+def test_a_depth_reading_the_point_has_moved_past_is_late_and_a_resend_counts_once():
+    ref = reference()
+    ref.city.points["P1"] = WaterloggingPoint("P1", "Wensan Rd underpass", "Z1", "S1", 30.27, 120.13, "underpass")
+    stage, e = PointStage(0, S, ref), effects("flood")
+    stage.restore({})
+    for t, depth in ((600.0, 21.0), (600.0, 21.0), (540.0, 30.0), (600.0, 35.0)):
+        stage.on_event(WaterDepthReading("W1", "P1", t, depth), source(), e)
+    assert stage.watch["P1"].depth_cm == 21.0 and stage.watch["P1"].level == "warning"
+    assert late_reasons(e) == ["late: point P1 has a reading of 1970-01-01T00:10:00.000Z already"] * 2
+
+
+def test_a_rain_reading_past_the_longest_horizon_or_at_a_counted_time_is_late():
+    ref = reference()
+    ref.city.gauges["G1"] = RainGauge("G1", "Z1", 30.27, 120.13)
+    stage, e = GaugeStage(0, S, ref), effects("rain")
+    stage.restore({})
+    t = 100_000.0
+    for at, mm in ((t, 5.0), (t, 5.0), (t, 7.0), (t - 12 * 3600, 3.0), (t - 3600, 2.0)):
+        stage.on_event(RainGaugeReading("G1", at, mm, 300.0), source(), e)
+    assert stage.history["G1"] == {t: 5.0, t - 3600: 2.0}
+    assert len(sent_to(e, topics.gauge_rain)) == 2
+    assert late_reasons(e) == [
+        "late: gauge G1 has a reading for 1970-01-02T03:46:40.000Z already",
+        "late: older than the longest horizon (12 h) before gauge G1's newest reading",
+    ]
+
+
+def three_segments() -> SegmentStage:
+    ref = reference()
+    for s in ("S2", "S3"):
+        ref.city.segments[s] = replace(SEG, segment_id=s)
+    stage = SegmentStage(0, S, ref)
+    stage.restore({})
+    return stage
+
+
+def at(segment: str, t: float, broker: float | None = None) -> tuple[TrafficReading, Source]:
+    return (TrafficReading("D-" + segment, segment, t, 10, 30.0, 40.0, 0.2),
+            Source("traffic.readings", 0, 0, segment.encode(), b"{}", broker))
+
+
+def dead_reasons(e: Effects) -> list[str]:
+    return [orjson.loads(v)["reason"] for v in sent_to(e, topics.dead_letters)]
+
+
+def test_one_clock_a_day_ahead_is_dead_lettered_and_moves_no_one_else_late():
+    stage, e = three_segments(), effects("traffic")
+    t = 1_000_020.0
+    for i in range(10):
+        for segment in ("S1", "S2", "S3"):
+            if (segment, i) == ("S3", 4):
+                stage.on_event(*at("S3", t + 86_400 + 30 * i), e)  # its clock runs a day ahead
+            else:
+                stage.on_event(*at(segment, t + 30 * i), e)
+    assert stage.windows.watermark == t + 270
+    assert late_reasons(e) == []
+    (reason,) = dead_reasons(e)
+    assert reason == ("event_time 1970-01-13T13:49:00.000Z of segment:S3 is 86,400 s ahead of its partition's "
+                      "watermark 1970-01-12T13:49:00.000Z, and no other sensor is: a clock that runs wrong")
+    # What it remembers of the wild clock is saved with the watermark, for a restarted worker.
+    stage.flush(e)
+    (meta,) = [c for c in e.batch.commands if c[:2] == ["HSET", "cb:{x.0}:meta"]]
+    saved = dict(zip(meta[2::2], meta[3::2]))
+    restored = three_segments()
+    restored.restore({"meta": saved})
+    assert restored.ahead == {"segment:S3": t + 86_520} and restored.windows.watermark == t + 270
+
+
+def test_a_jump_two_sensors_agree_on_or_the_broker_saw_pass_moves_the_watermark():
+    stage, e = three_segments(), effects("traffic")
+    t, gap = 1_000_020.0, 8 * 3600.0  # a recording with a night in it
+    for segment in ("S1", "S2"):
+        stage.on_event(*at(segment, t), e)
+    stage.on_event(*at("S1", t + gap), e)  # alone, with S2's window open: held for a wild clock
+    stage.on_event(*at("S2", t + gap + 30), e)  # S2 agrees: the partition's time did jump
+    assert stage.windows.watermark == t + gap + 30 and len(dead_reasons(e)) == 1
+    live, e = three_segments(), effects("traffic")
+    for segment in ("S1", "S2"):
+        live.on_event(*at(segment, t, broker=t), e)
+    live.on_event(*at("S1", t + gap, broker=t + gap), e)  # a live feed that paused overnight
+    assert live.windows.watermark == t + gap and dead_reasons(e) == []
