@@ -47,8 +47,9 @@ class RecordBatch(list):
         self.tp = tp
 
 
-# Where each assigned partition resumes: the offset after the one the state has applied.
-Positions = Callable[[set[TP]], Awaitable[dict[TP, int]]]
+# Where each assigned partition resumes (the offset after the one the state has applied), told
+# where the group had read each to (its committed offsets).
+Positions = Callable[[set[TP], dict[TP, int]], Awaitable[dict[TP, int]]]
 _resume_from: Positions | None = None
 
 
@@ -125,7 +126,8 @@ class BatchConsumer(kafka_driver.Consumer):
         assigned = set(self.assignment())
         if _resume_from is None or not assigned:
             return
-        positions = await _resume_from(assigned)
+        read = {tp: offset for tp in assigned if (offset := self._committed_offset.get(tp)) is not None}
+        positions = await _resume_from(assigned, read)
         for tp, offset in positions.items():
             await self.seek(tp, offset)
         # Where the state is ahead of the group (a worker died between its Redis commit and its

@@ -271,6 +271,7 @@ class Processor:
         self._in_flight: InFlight | None = None
         self._failing: dict[tuple[str, int, int], str] = {}  # events the rules failed on: dead-lettered
         self._unanswered_logged = -math.inf
+        self.read_to: dict[tuple[str, int], int] = {}  # where the group had read each partition to when assigned
         self.input = source  # None in process (streams/harness.py), where nothing is ever lost
 
     def base(self, partition: int) -> str:
@@ -284,6 +285,9 @@ class Processor:
         if partition not in self.stages:
             await self._land()  # a state read from Redis must hold the batch in flight
         if partition not in self.stages:
+            # The city map first: a partition loaded at its assignment may close windows on the
+            # timer before any event of its own has asked for the map.
+            await self.reference.start()
             stage = self.stage(partition, self.settings, self.reference)
             snapshot = await self.state.load(self.base(partition), list(self.offset_names.values()), stage.hashes)
             stage.restore(snapshot.hashes)
@@ -499,19 +503,21 @@ class Processor:
         """The state has applied the partition up to `applied` but the batch starts at `first`:
         Redis lost the writes between (a restart without them, a restore of an older copy).
         Reads them again and returns True, so that this batch waits; False where Kafka keeps
-        nothing before `first` (a state that starts where the topic now starts)."""
+        nothing before `first` and the group never read there (a state that starts where the
+        topic now starts)."""
         if self.input is None:
             return False
         earliest = await self.input.earliest(topic, partition)
-        if first <= earliest:
-            return False
-        if applied + 1 < earliest:
+        lost = first > earliest or self.read_to.get((topic, partition), 0) > applied + 1
+        if applied + 1 < earliest and lost:
             metrics.INPUT_GONE.labels(self.name).inc()
             raise RuntimeError(
                 f"{self.name}: the state of {topic}[{partition}] has applied up to offset {applied}, but Kafka "
                 f"keeps only from offset {earliest}: the input it needs is gone; restore Redis from a copy "
                 f"that had applied offset {earliest - 1} or later"
             )
+        if first <= earliest:
+            return False
         log.error(
             "%s: the state of %s[%d] has applied up to offset %d but reading is at %d: Redis lost the writes "
             "between; reading them again from Kafka", self.name, topic, partition, applied, first,

@@ -41,6 +41,7 @@ class Live:
         s = settings()
         self.redis = aioredis.from_url(s.redis_url)
         state, reference = StateStore(self.redis), Reference(s)
+        self.reference = reference
         self.consumed = consumed = Consumed()
         self.processors = {cls: Processor(cls, state, reference, s, consumed) for cls in declared}
 
@@ -133,20 +134,29 @@ def partition_gauges() -> Iterator[metrics.Gauges]:
 metrics.CITY.sources.append(partition_gauges)
 
 
-async def applied_positions(assigned: set[TP]) -> dict[TP, int]:
+async def applied_positions(assigned: set[TP], read: dict[TP, int]) -> dict[TP, int]:
     """Where each assigned partition resumes: after the offset its stages' state has applied
-    (the start when none has), the lowest where several stages read one topic."""
+    (the start when none has), the lowest where several stages read one topic.
+
+    A state behind where the group had read to lost writes (Redis restarted without them, or
+    restored from an older copy, or emptied): it is said loudly, and the input is read again."""
     running = live()
-    wanted = [(tp, p.offset_key(tp.topic, tp.partition))
+    wanted = [(p, tp, p.offset_key(tp.topic, tp.partition))
               for p in running.processors.values() for tp in assigned if tp.topic in p.offset_names]
     async with running.redis.pipeline(transaction=False) as pipe:  # keys of many slots: no MGET
-        for _, key in wanted:
+        for *_, key in wanted:
             pipe.get(key)
         applied = await pipe.execute()
     positions: dict[TP, int] = {}
-    for (tp, _), offset in zip(wanted, applied):
+    for (p, tp, _), offset in zip(wanted, applied):
         at = int(offset) + 1 if offset is not None else 0
         positions[tp] = min(at, positions.get(tp, at))
+        p.read_to[tp.topic, tp.partition] = read.get(tp, 0)
+        if read.get(tp, 0) > at:
+            log.error("%s: the state of %s[%d] has applied up to offset %d but the group had read to %d: Redis lost "
+                      "the writes between; reading them again from Kafka", p.name, tp.topic, tp.partition, at - 1,
+                      read[tp])
+            metrics.STATE_REREADS.labels(p.name).inc()
     return positions
 
 
@@ -166,9 +176,10 @@ async def close_silent_windows() -> None:
 
 
 @app.on_before_shutdown.connect
-async def close_kafka_asker(app, **kwargs) -> None:  # noqa: ARG001
+async def close_kafka_clients(app, **kwargs) -> None:  # noqa: ARG001
     if live.cache_info().currsize:
         await live().consumed.close()
+        await live().reference.stop()
 
 
 @app.on_partitions_assigned.connect

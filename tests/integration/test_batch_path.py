@@ -39,33 +39,35 @@ def wait_for(condition, timeout: float = 120.0) -> None:
         time.sleep(0.02)
 
 
-def fed_city(city_run, rush_hour, **overrides):
-    """A run with its map, a worker, and the rush hour arriving as a live feed:
-    (run, worker, feeding thread, readings in the feed)."""
+def fed_city(city_run, rush_hour, workers: int = 1, **overrides):
+    """A run with its map, its workers ready, and the rush hour arriving as a live feed:
+    (run, feeding thread, readings in the feed)."""
     reference, events = rush_hour
     run = city_run(**overrides)
     run.publish(reference)
-    worker = run.start_worker()
+    for _ in range(workers):
+        run.start_worker()
+    for i in range(workers):
+        wait_for(lambda: "Worker ready" in run.logs()[i], timeout=120)
     feed = run.publish_in_background(events, chunks=60, pause_s=0.15)
-    return run, worker, feed, sum(1 for role, *_ in events if role == "traffic_readings")
+    return run, feed, sum(1 for role, *_ in events if role == "traffic_readings")
 
 
 def test_three_workers_one_killed_and_one_joining_late_commit_every_offset_once(city_run, rush_hour, steady):
-    """Partitions move mid-feed as a second worker joins, again when it is SIGKILLed, and once more
-    when a third joins after the input is applied, its windows still open: the newcomer loads
-    them as they are assigned and closes them on its timer, with no event to wake them."""
+    """Partitions move mid-feed when one of two workers is SIGKILLed, and again when a third joins
+    after the input is applied, its windows still open: the newcomer loads them as they are
+    assigned and closes them on its timer, with no event to wake them."""
     steady_run, steady_state = steady
-    run, first, feed, total = fed_city(city_run, rush_hour, idle_close_s=10)
-    wait_for(lambda: readings_applied(run) >= 0.2 * total)
-    second = run.start_worker()  # joins the group: the partitions are shared out again mid-feed
+    run, feed, total = fed_city(city_run, rush_hour, workers=2, idle_close_s=30)
     wait_for(lambda: readings_applied(run) >= 0.5 * total)
-    run.kill_worker(second)  # its partitions move to the survivor after the session times out
+    run.kill_worker(run.workers[1])  # its partitions move to the survivor after the session times out
     assert readings_applied(run) < total, "the kill must land in the middle of the feed"
     feed.join()
     wait_for(lambda: readings_applied(run) == total, timeout=180)
+    run.start_worker()
+    wait_for(lambda: "Worker ready" in run.logs()[2], timeout=120)
     open_slots = sum(run.redis.hlen(k) for k in run.redis.scan_iter(match=f"{run.settings.key_prefix}:{{traffic.*}}:open"))
     assert open_slots > 0, "the late joiner must find windows still open"
-    run.start_worker()
     state = run.wait_quiet(timeout=300)
 
     assert_same_city(run, state, steady_run, steady_state)
@@ -80,8 +82,9 @@ def group_members(run) -> dict[str, int]:
     """The consumer group's live members, with how many partitions each is assigned."""
     admin = KafkaAdminClient(bootstrap_servers=run.settings.kafka_bootstrap)
     try:
-        (group,) = admin.describe_consumer_groups([run.settings.app_id])
-        return {m.member_id: sum(len(parts) for _, parts in m.member_assignment.assignment) for m in group.members}
+        group = admin.describe_groups([run.settings.app_id])[run.settings.app_id]
+        return {m["member_id"]: sum(len(a["partitions"]) for a in m["member_assignment"]["assigned_partitions"])
+                for m in group["members"]}
     finally:
         admin.close()
 
@@ -89,7 +92,8 @@ def group_members(run) -> dict[str, int]:
 def test_a_redis_rolled_back_behind_the_committed_offsets_is_refilled_from_kafka(city_run, rush_hour, steady):
     steady_run, steady_state = steady
     steady_alerts = unique(steady_run.records("alerts"), lambda a: a["identifier"])
-    run, worker, feed, total = fed_city(city_run, rush_hour)
+    run, feed, total = fed_city(city_run, rush_hour)
+    (worker,) = run.workers
     wait_for(lambda: readings_applied(run) >= 0.4 * total)
     # A snapshot of the traffic stage's state, taken while the worker is frozen (so it is one
     # consistent moment), as a Redis restarted from an old RDB file would bring back.

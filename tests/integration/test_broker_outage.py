@@ -1,4 +1,4 @@
-"""The broker stopped (SIGTERM) for 20 s under a running worker: a consumer cut off is not silence, so no
+"""The broker stopped (SIGTERM or SIGKILL) for 20 s under a running worker: a consumer cut off is not silence, so no
 window closes early, no reading is late, and the city ends as an uninterrupted run ends."""
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def start_broker() -> None:
                    env={**os.environ, "CITYBRAIN_PYTHON": sys.executable})
 
 
-def test_a_broker_stopped_for_20_s_mid_run_changes_nothing(city_run, rush_hour, steady):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_broker_stopped_for_20_s_mid_run_changes_nothing(city_run, rush_hour, steady, stop):
     reference, events = rush_hour
     steady, steady_state = steady
     cut = city_run()
@@ -39,7 +40,7 @@ def test_a_broker_stopped_for_20_s_mid_run_changes_nothing(city_run, rush_hour, 
     cut.start_worker()
     wait_for_share(cut, sum(1 for role, _, _ in events if role == "traffic_readings"), 0.4)
     try:
-        broker(signal.SIGTERM)
+        broker(stop)
         time.sleep(20)  # the worker's idle timer (2 s here) comes round ten times meanwhile
     finally:
         start_broker()

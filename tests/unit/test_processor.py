@@ -6,12 +6,14 @@ import asyncio
 import hashlib
 
 import orjson
+import pytest
 from faust.types import TP
 
 from schemas.contract import encode, to_dict
 from schemas.events import TrafficReading
 from agents.traffic import SegmentStage
 from streams.batching import RecordBatch
+from streams.processor import Source
 from streams.harness import FixedReference, HarnessProcessor, MemoryState, Record, place, run_stage
 from streams.settings import Settings
 from streams.simulate import build_city
@@ -254,3 +256,33 @@ def test_quiet_windows_close_only_when_kafka_says_nothing_is_left_to_read(caplog
     # Unreachable: stays open. One record waiting: stays open. Caught up: closes.
     assert asyncio.run(go()) == [2, 2, 2, 0]
     assert caplog.text.count("Kafka does not say what is left to read") == 1
+
+
+class Truncated(Kafka):
+    """A topic whose retention has removed its first records."""
+
+    def __init__(self, earliest: int):
+        super().__init__()
+        self.first = earliest
+
+    async def earliest(self, topic, partition):
+        return self.first
+
+
+def test_a_state_the_group_had_read_past_refuses_input_kafka_no_longer_keeps():
+    """Redis emptied under a group that had read to offset 40, on a topic that now starts at 30:
+    the input from 0 to 29 is gone, and the stage says so rather than start again from 30. A new
+    state on the same topic (the group never read it) starts where the topic now starts."""
+    (partition,) = {q for _, q, *_ in place(readings(1), S, T0)}
+    topic = topic_name("traffic_readings", S)
+    sources = [Source(topic, partition, 30 + o, SEGMENT.encode(), encode(r), T0 + 3600)
+               for o, (_, _, r) in enumerate(readings(5))]
+
+    def apply(read_to: int):
+        p = HarnessProcessor(SegmentStage, MemoryState(), FixedReference(S, CITY), S, Truncated(30))
+        p.read_to[topic, partition] = read_to
+        return asyncio.run(p._apply(partition, topic, sources))
+
+    with pytest.raises(RuntimeError, match=r"applied up to offset -1, but Kafka keeps only from offset 30: the input it needs is gone"):
+        apply(read_to=40)
+    assert apply(read_to=0).batch.offsets["offset"] == 34
