@@ -13,6 +13,7 @@ import agents.traffic  # noqa: F401  registers the traffic agents
 import agents.webhooks
 import streams.commands  # noqa: F401  registers simulate, replay, topics, bench, watch
 from streams.app import app
+from streams.clients import check_access
 from streams.privacy import Keyring
 from streams.settings import settings
 
@@ -24,4 +25,8 @@ def main() -> None:
             agents.webhooks.subscriptions()  # nor with subscriptions it cannot deliver to
         except ValueError as exc:
             raise SystemExit(f"citybrain worker: {exc}") from None
+        try:  # nor with credentials Kafka or Redis refuses: it would retry them for ever
+            check_access(settings())
+        except SystemExit as exc:
+            raise SystemExit(f"citybrain worker: {exc.code}") from None
     app.main()

@@ -6,17 +6,25 @@
 #   ops/stack.sh down     stop both
 #   ops/stack.sh status   say what runs where
 #
+# Besides the plain ports, the broker has a SASL_SSL listener (SCRAM-SHA-512, user `citybrain`) and
+# Redis a TLS port and an ACL user `citybrain`, as a city runs them; their CA, keys and passwords
+# are made on the first `up`, in <run dir>/tls (ca.pem, kafka-password, redis-password).
+#
 # Settings (environment): CITYBRAIN_KAFKA_PORT (19092), CITYBRAIN_KAFKA_CONTROLLER_PORT (19093),
-# CITYBRAIN_REDIS_PORT (16379), CITYBRAIN_RUN_DIR (<repo>/.run: data, logs and pid files),
-# CITYBRAIN_PARTITIONS (default partitions for topics the broker creates, 4).
+# CITYBRAIN_KAFKA_SECURE_PORT (19094), CITYBRAIN_REDIS_PORT (16379), CITYBRAIN_REDIS_TLS_PORT
+# (16380), CITYBRAIN_RUN_DIR (<repo>/.run: data, logs and pid files), CITYBRAIN_PARTITIONS
+# (default partitions for topics the broker creates, 4).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 run_dir=${CITYBRAIN_RUN_DIR:-$(dirname "$here")/.run}
 kafka_port=${CITYBRAIN_KAFKA_PORT:-19092}
 controller_port=${CITYBRAIN_KAFKA_CONTROLLER_PORT:-19093}
+secure_port=${CITYBRAIN_KAFKA_SECURE_PORT:-19094}
 redis_port=${CITYBRAIN_REDIS_PORT:-16379}
+redis_tls_port=${CITYBRAIN_REDIS_TLS_PORT:-16380}
 partitions=${CITYBRAIN_PARTITIONS:-4}
+tls_dir=$run_dir/tls
 kafka_dir=$run_dir/kafka
 redis_dir=$run_dir/redis
 classpath_file=$run_dir/kafka.classpath
@@ -49,6 +57,33 @@ fail_with_log() {
   exit 1
 }
 
+tls_up() {
+  # A CA of the stack's own, a certificate for 127.0.0.1 signed by it, and the users' passwords.
+  [ -f "$tls_dir/broker.p12" ] && return
+  mkdir -p "$tls_dir" && chmod 700 "$tls_dir"
+  (
+    cd "$tls_dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=citybrain local CA" \
+      -keyout ca-key.pem -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout key.pem -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
+      -extfile server.ext -out cert.pem
+    for name in kafka-password redis-password store-password; do
+      head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$name"
+    done
+    openssl pkcs12 -export -in cert.pem -inkey key.pem -passout "file:store-password" -out broker.p12
+    chmod 600 ./*
+  ) > "$run_dir/tls.log" 2>&1 || fail_with_log "making the stack's certificates failed" "$run_dir/tls.log"
+  log "certificates and passwords made in $tls_dir"
+}
+
+redis_user() {
+  # The workers' ACL user: every key and channel, every command but the administrator's.
+  redis-cli -p "$redis_port" acl setuser citybrain reset on ">$(cat "$tls_dir/redis-password")" \
+    '~*' '&*' '+@all' '-@admin' >/dev/null
+}
+
 redis_up() {
   ensure_redis_installed
   mkdir -p "$redis_dir"
@@ -56,16 +91,25 @@ redis_up() {
     # One started by an older version of this script kept nothing on disk: it does from now on.
     redis-cli -p "$redis_port" config set appendfsync everysec >/dev/null
     redis-cli -p "$redis_port" config set appendonly yes >/dev/null
-    log "redis already up on 127.0.0.1:$redis_port"; return
+    if port_open "$redis_tls_port"; then
+      redis_user; log "redis already up on 127.0.0.1:$redis_port"; return
+    fi
+    # Nor had it a TLS port: restarted with one, once its file holds everything.
+    while redis-cli -p "$redis_port" info persistence | grep -q 'aof_rewrite_in_progress:1\|aof_rewrite_scheduled:1'; do
+      sleep 0.2
+    done
+    log "restarting redis with a TLS port"
+    stop_pid redis "$redis_dir/pid"
   fi
   port_open "$redis_port" && { log "port $redis_port is taken by another process"; exit 1; }
   # Durable: every write goes to the append-only file, which is flushed to disk once a second
   # (README, "Redis durability"). No RDB snapshots: the AOF is the copy.
   redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$redis_dir" \
     --appendonly yes --appendfsync everysec --save "" --daemonize yes --pidfile "$redis_dir/pid" \
-    --logfile "$redis_dir/redis.log"
+    --logfile "$redis_dir/redis.log" --tls-port "$redis_tls_port" --tls-cert-file "$tls_dir/cert.pem" \
+    --tls-key-file "$tls_dir/key.pem" --tls-ca-cert-file "$tls_dir/ca.pem" --tls-auth-clients no
   for _ in $(seq 1 100); do
-    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && { log "redis up on 127.0.0.1:$redis_port"; return; }
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && { redis_user; log "redis up on 127.0.0.1:$redis_port (TLS on $redis_tls_port)"; return; }
     sleep 0.1
   done
   fail_with_log "redis did not answer" "$redis_dir/redis.log"
@@ -82,16 +126,36 @@ admin.close()
 PY
 }
 
+kafka_user() {
+  # The workers' SCRAM user, set through the plain listener (the broker has no authorizer).
+  "$python" - "$kafka_port" "$tls_dir/kafka-password" <<'PY' >/dev/null
+import sys
+from kafka import KafkaAdminClient
+from kafka.admin import UserScramCredentialUpsertion
+admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{sys.argv[1]}")
+password = open(sys.argv[2]).read().strip()
+errors = admin.alter_user_scram_credentials([UserScramCredentialUpsertion("citybrain", "SCRAM-SHA-512", password)])
+admin.close()
+assert errors == {"citybrain": None}, errors
+PY
+}
+
 kafka_up() {
   mkdir -p "$kafka_dir"
   if alive "$kafka_dir/pid" && kafka_answers; then
-    log "kafka already up on 127.0.0.1:$kafka_port"; return
+    if port_open "$secure_port"; then
+      kafka_user; log "kafka already up on 127.0.0.1:$kafka_port"; return
+    fi
+    log "restarting kafka with a SASL_SSL listener"
+    stop_pid kafka "$kafka_dir/pid"
   fi
   port_open "$kafka_port" && { log "port $kafka_port is taken by another process"; exit 1; }
   local cp; cp=$(kafka_classpath)
   local conf=$kafka_dir/server.properties
   sed -e "s|@KAFKA_PORT@|$kafka_port|g" -e "s|@CONTROLLER_PORT@|$controller_port|g" \
       -e "s|@DATA_DIR@|$kafka_dir/data|g" -e "s|@PARTITIONS@|$partitions|g" \
+      -e "s|@SECURE_PORT@|$secure_port|g" -e "s|@TLS_DIR@|$tls_dir|g" \
+      -e "s|@STORE_PASSWORD@|$(cat "$tls_dir/store-password")|g" \
       "$here/kafka/server.properties.in" > "$conf"
   local java_opts=(-Xms256m -Xmx512m -Dlog4j2.configurationFile="$here/kafka/log4j2.properties")
   if [ ! -f "$kafka_dir/data/meta.properties" ]; then
@@ -104,7 +168,7 @@ kafka_up() {
   for _ in $(seq 1 120); do
     alive "$kafka_dir/pid" || fail_with_log "kafka exited during start-up" "$kafka_dir/kafka.log"
     if port_open "$kafka_port" && kafka_answers; then
-      log "kafka up on 127.0.0.1:$kafka_port"; return
+      kafka_user; log "kafka up on 127.0.0.1:$kafka_port (SASL_SSL on $secure_port)"; return
     fi
     sleep 0.5
   done
@@ -139,7 +203,7 @@ venv_python=${CITYBRAIN_VENV:-$(dirname "$here")/.venv}/bin/python
 [ -x "$venv_python" ] || venv_python=python3
 python=${CITYBRAIN_PYTHON:-$venv_python}
 case "${1:-}" in
-  up) redis_up; kafka_up; status ;;
+  up) tls_up; redis_up; kafka_up; status ;;
   down) stop_pid kafka "$kafka_dir/pid"; stop_pid redis "$redis_dir/pid" ;;
   status) status ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;

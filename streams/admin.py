@@ -9,6 +9,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
+from streams.clients import kafka_admin
 from streams.settings import Settings
 from streams.topics import SPECS, partitions_of, topic_name
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def ensure_topics(settings: Settings) -> list[str]:
     """Create every missing topic; returns the names created. Existing topics are left as they are."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id=f"{settings.app_id}-admin")
+    admin = kafka_admin(settings, client_id=f"{settings.app_id}-admin")
     try:
         existing = set(admin.list_topics())
         wanted = []

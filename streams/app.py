@@ -10,7 +10,7 @@ from collections import Counter
 
 import faust
 
-from streams import batching
+from streams import batching, clients
 from streams.settings import settings
 
 _s = settings()
@@ -69,6 +69,7 @@ class Worker(faust.Worker):
 app = faust.App(
     _s.app_id,
     broker=f"{batching.SCHEME}://{_s.kafka_bootstrap}",  # every topic is read in batches
+    broker_credentials=clients.broker_credentials(_s),
     value_serializer="raw",
     key_serializer="raw",
     store="memory://",

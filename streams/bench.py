@@ -26,16 +26,15 @@ from typing import Any
 
 import aiohttp
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka import KafkaAdminClient
 
 from schemas.cap import Alert, Area, Incident, bilingual
 from schemas.events import HealthCodeScan, HealthCodeStatusChange, ParkingEvent, TrafficReading, WaterDepthReading
 from schemas.contract import parse_time
 from schemas.reference import CityMap, Lot, Segment, Venue, WaterloggingPoint, Zone
 from streams.admin import ensure_topics
+from streams.clients import async_redis, kafka_admin, kafka_auth
 from streams.feed import Publisher
 from streams.settings import Settings
 from streams.simulate import reference_records
@@ -70,7 +69,7 @@ def bench_readings(segments: list[Segment], events: int, start: float) -> list[T
 
 async def drain_bare(s: Settings, events: int, roles: tuple[str, ...] = ("traffic_readings",)) -> float:
     """Seconds a bare consumer takes to read `events` messages from the topics of `roles`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False, **kafka_auth(s),
                                 max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
     await consumer.start()
     try:
@@ -136,7 +135,7 @@ async def drain_pipeline(s: Settings, events: int, say: Callable[[str], None],
     `stages` are (stage, topic role, offset key), `offset.<role>` for a topic read alongside."""
     env = worker_env(s)
     citybrain = Path(sys.executable).parent / "citybrain"
-    client = aioredis.from_url(s.redis_url)
+    client = async_redis(s)
     keys = [f"{partition_key(s.key_prefix, stage, p)}:{name}" for stage, role, name in stages
             for p in range(partitions_of(role, s))]
     log = tempfile.NamedTemporaryFile(prefix="citybrain-bench-worker-", suffix=".log", delete=False)
@@ -273,13 +272,13 @@ async def preload(s: Settings, items: Iterable[tuple[str, str, Any]]) -> float:
 
 
 async def _clean_up(s: Settings) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    admin = kafka_admin(s)
     try:
         names = [topic_name(role, s) for role in SPECS] + [f"{s.app_id}{x}-__assignor-__leader" for x in ("", "-stock", "-batch")]
         admin.delete_topics([n for n in names if n in set(admin.list_topics())])
     finally:
         admin.close()
-    client = aioredis.from_url(s.redis_url)
+    client = async_redis(s)
     async for key in client.scan_iter(match=f"{s.key_prefix}:*", count=1000):
         await client.unlink(key)
     await client.aclose()
@@ -300,7 +299,7 @@ async def bench_flood_latency(
     log = tempfile.NamedTemporaryFile(prefix="citybrain-latency-worker-", suffix=".log", delete=False)
     env = worker_env(s)
     worker = None
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False, **kafka_auth(s), fetch_max_wait_ms=5)
     try:
         async with Publisher(s, in_flight=2_000) as pub:
             for seg in segments:
@@ -472,7 +471,7 @@ async def bench_webhooks(settings: Settings, messages: int, endpoints: int, rate
         # has it (the payload's timestamp) to its arrival.
         receiver.arrivals.clear()
         # Latency is timed in a steady state: the load's outcomes are applied first.
-        client = aioredis.from_url(s.redis_url)
+        client = async_redis(s)
         pending = [f"{partition_key(s.key_prefix, 'webhooks', p)}:pending" for p in range(partitions_of("alerts", s))]
         while sum([await client.hlen(k) for k in pending]):
             await asyncio.sleep(0.1)

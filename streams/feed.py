@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.contract import encode
+from streams.clients import kafka_auth
 from streams.settings import Settings
 from streams.topics import topic_name
 
@@ -28,7 +29,8 @@ class Publisher:
     def __init__(self, settings: Settings, in_flight: int = 20_000):
         self.settings = settings
         self.in_flight = in_flight
-        self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_batch_size=1 << 20, acks="all")
+        self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_batch_size=1 << 20, acks="all",
+                                          **kafka_auth(settings))
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
         self._building: dict[tuple[str, int], Any] = {}  # (topic, partition) -> batch being filled

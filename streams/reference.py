@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import reference as ref
 from schemas.contract import Rejected, decode
+from streams.clients import kafka_auth
 from streams.settings import Settings
 from streams.topics import REFERENCE, topic_name
 
@@ -49,7 +50,8 @@ class Reference:
             return  # started: every batch asks, and must not wait while another stage catches up
         async with self._lock:
             if self._consumer is None:
-                consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+                consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
+                                            **kafka_auth(self.settings))
                 try:
                     await consumer.start()
                     partitions = [TopicPartition(t, 0) for t in self._roles]

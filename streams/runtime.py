@@ -15,12 +15,11 @@ import time
 from collections.abc import Iterator
 from functools import cache
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams import batching, metrics
+from streams import batching, clients, metrics
 from streams.app import app
 from streams.processor import Processor, Stage
 from streams.reference import Reference
@@ -39,7 +38,7 @@ class Live:
 
     def __init__(self) -> None:
         s = settings()
-        self.redis = aioredis.from_url(s.redis_url)
+        self.redis = clients.async_redis(s)
         state, reference = StateStore(self.redis), Reference(s)
         self.reference = reference
         self.consumed = consumed = Consumed()
@@ -84,7 +83,8 @@ class Consumed:
         # A client of its own, on this loop, for questions about offsets: the group's consumer
         # answers from its thread only between two fetches, 1.5 s a question here.
         if self._asker is None:
-            asker = AIOKafkaConsumer(bootstrap_servers=settings().kafka_bootstrap, enable_auto_commit=False)
+            s = settings()
+            asker = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False, **clients.kafka_auth(s))
             await asker.start()
             self._asker = asker
         return self._asker

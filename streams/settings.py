@@ -12,6 +12,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 PREFIX = "CITYBRAIN_"
 
@@ -26,6 +27,18 @@ class Settings:
     key_prefix: str = "cb"  # Redis key prefix
     partitions: int = 4
     web_port: int = 6066
+    # Who may connect (streams/clients.py). Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL,
+    # SASL by SCRAM-SHA-512 (or SCRAM-SHA-256, PLAIN), and the CA file that signed the broker's
+    # certificate (the system's CAs when empty). Redis: an ACL user, and a CA file for a
+    # `rediss://` URL. Secrets can be given as files: `CITYBRAIN_KAFKA_PASSWORD_FILE=/run/secrets/x`.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: str = field(default="", repr=False)
+    kafka_ca_file: str = ""
+    redis_username: str = ""
+    redis_password: str = field(default="", repr=False)
+    redis_ca_file: str = ""
     session_timeout_s: float = 10.0  # consumer-group session: how soon a dead worker's partitions move
 
     # Batching: events taken per await, and how long to wait for a batch to fill.
@@ -146,16 +159,27 @@ def _parse(tp: typing.Any, text: str) -> typing.Any:
 
 
 def from_env(environ: typing.Mapping[str, str] = os.environ) -> Settings:
-    """Settings with every `CITYBRAIN_*` variable applied."""
+    """Settings with every `CITYBRAIN_*` variable applied. A secret (a field kept out of the
+    settings' repr) can also be read from the file named by `CITYBRAIN_<NAME>_FILE`."""
     hints = typing.get_type_hints(Settings)
     values = {}
     for f in dataclasses.fields(Settings):
         name = PREFIX + f.name.upper()
         if name in environ:
+            text, shown = environ[name], f"{name}={environ[name]!r}" if f.repr else name
+        elif not f.repr and name + "_FILE" in environ:
+            path = environ[name + "_FILE"]
+            shown = f"{name}_FILE={path!r}"
             try:
-                values[f.name] = _parse(hints[f.name], environ[name])
-            except ValueError as exc:
-                raise SystemExit(f"{name}={environ[name]!r}: {exc}") from None
+                text = Path(path).read_text().strip()
+            except OSError as exc:
+                raise SystemExit(f"{shown}: {exc.strerror}") from None
+        else:
+            continue
+        try:
+            values[f.name] = _parse(hints[f.name], text)
+        except ValueError as exc:
+            raise SystemExit(f"{shown}: {exc}" if f.repr else f"{shown}: not a valid value") from None
     return Settings(**values)
 
 

@@ -11,6 +11,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.clients import async_redis, kafka_auth
 from streams.settings import Settings
 from streams.state import partition_key
 from streams.topics import partitions_of, topic_name
@@ -56,8 +57,8 @@ def kind_of(role: str, record: dict) -> str:
 
 async def watch_city(settings: Settings, seconds: float, quiet_after: float, say: Callable[[str], None]) -> Counter:
     """Print what the city brain says until `seconds` pass or it has been quiet for `quiet_after`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    client = aioredis.from_url(settings.redis_url)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, **kafka_auth(settings))
+    client = async_redis(settings)
     roles = {topic_name(r, settings): r for r in WATCHED}
     seen: Counter = Counter()
     await consumer.start()

@@ -17,11 +17,11 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from schemas.contract import encode
 from streams.admin import ensure_topics
+from streams.clients import kafka_admin, kafka_auth, sync_redis
 from streams.feed import Publisher
 from streams.settings import Settings, from_env
 from streams.state import partition_key
@@ -67,7 +67,7 @@ class CityRun:
         }
         self.settings = from_env(self.env)
         self.tmp = tmp
-        self.redis = redis.Redis.from_url(self.settings.redis_url)
+        self.redis = sync_redis(self.settings)
         self.workers: list[subprocess.Popen] = []
         ensure_topics(self.settings)
 
@@ -96,7 +96,7 @@ class CityRun:
                     proc.wait(20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        admin = kafka_admin(self.settings)
         try:
             existing = set(admin.list_topics())
             mine = [topic_name(role, self.settings) for role in SPECS] + [f"{self.settings.app_id}-__assignor-__leader"]
@@ -149,7 +149,8 @@ class CityRun:
 
     def raw_records(self, role: str) -> list[bytes]:
         """Every record's bytes on a topic, in partition then offset order."""
-        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
+                                 **kafka_auth(self.settings))
         try:
             tps = [TopicPartition(topic_name(role, self.settings), p) for p in range(partitions_of(role, self.settings))]
             consumer.assign(tps)
@@ -164,7 +165,7 @@ class CityRun:
             consumer.close()
 
     def end_offsets(self, role: str) -> dict[int, int]:
-        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)
+        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, **kafka_auth(self.settings))
         try:
             tps = [TopicPartition(topic_name(role, self.settings), p) for p in range(partitions_of(role, self.settings))]
             return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}

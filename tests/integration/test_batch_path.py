@@ -8,8 +8,9 @@ import time
 
 import pytest
 import redis
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
+from streams.clients import kafka_admin, kafka_auth
 from streams.state import partition_key
 from streams.topics import partitions_of, topic_name
 from tests.integration.test_restart import assert_same_city, comparable, unique
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def committed(run, role: str) -> dict[int, int | None]:
     """The consumer group's committed offsets on a topic."""
-    consumer = KafkaConsumer(bootstrap_servers=run.settings.kafka_bootstrap, group_id=run.settings.app_id,
+    consumer = KafkaConsumer(bootstrap_servers=run.settings.kafka_bootstrap, group_id=run.settings.app_id, **kafka_auth(run.settings),
                              enable_auto_commit=False)
     try:
         return {p: consumer.committed(TopicPartition(topic_name(role, run.settings), p))
@@ -80,7 +81,7 @@ def test_three_workers_one_killed_and_one_joining_late_commit_every_offset_once(
 
 def group_members(run) -> dict[str, int]:
     """The consumer group's live members, with how many partitions each is assigned."""
-    admin = KafkaAdminClient(bootstrap_servers=run.settings.kafka_bootstrap)
+    admin = kafka_admin(run.settings)
     try:
         group = admin.describe_groups([run.settings.app_id])[run.settings.app_id]
         return {m["member_id"]: sum(len(a["partitions"]) for a in m["member_assignment"]["assigned_partitions"])

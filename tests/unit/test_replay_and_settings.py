@@ -1,7 +1,10 @@
 """Reading recordings for replay, and settings from the environment."""
 
+import ssl
+
 import pytest
 
+from streams.clients import broker_credentials, kafka_auth
 from streams.replay import count_lines, read_events
 from streams.settings import Settings, from_env
 
@@ -35,3 +38,21 @@ def test_settings_come_from_prefixed_environment_variables():
 def test_a_malformed_setting_stops_with_its_name():
     with pytest.raises(SystemExit, match="CITYBRAIN_WINDOW_S"):
         from_env({"CITYBRAIN_WINDOW_S": "soon"})
+
+
+def test_a_secret_is_read_from_its_file_and_kept_out_of_sight(tmp_path):
+    (tmp_path / "kafka").write_text("s3cret-kafka\n")
+    s = from_env({"CITYBRAIN_KAFKA_PASSWORD_FILE": str(tmp_path / "kafka"), "CITYBRAIN_REDIS_PASSWORD": "s3cret-redis",
+                  "CITYBRAIN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "CITYBRAIN_KAFKA_USERNAME": "citybrain"})
+    assert (s.kafka_password, s.redis_password) == ("s3cret-kafka", "s3cret-redis")
+    assert "s3cret" not in repr(s)
+    auth = kafka_auth(s)
+    assert (auth["security_protocol"], auth["sasl_mechanism"], auth["sasl_plain_username"], auth["sasl_plain_password"]) == (
+        "SASL_SSL", "SCRAM-SHA-512", "citybrain", "s3cret-kafka")
+    assert auth["ssl_context"].verify_mode == ssl.CERT_REQUIRED
+    assert broker_credentials(s).password == "s3cret-kafka" and "s3cret" not in repr(broker_credentials(s))
+    assert kafka_auth(Settings()) == {"security_protocol": "PLAINTEXT"} and broker_credentials(Settings()) is None
+    with pytest.raises(SystemExit, match="CITYBRAIN_KAFKA_PASSWORD_FILE='/nowhere': No such file or directory"):
+        from_env({"CITYBRAIN_KAFKA_PASSWORD_FILE": "/nowhere"})
+    with pytest.raises(SystemExit, match="CITYBRAIN_KAFKA_SECURITY_PROTOCOL='TLS': one of PLAINTEXT, SSL"):
+        kafka_auth(Settings(kafka_security_protocol="TLS"))
