@@ -8,11 +8,12 @@
 #
 # Besides the plain ports, the broker has a SASL_SSL listener (SCRAM-SHA-512, user `citybrain`) and
 # Redis a TLS port and an ACL user `citybrain`, as a city runs them; their CA, keys and passwords
-# are made on the first `up`, in <run dir>/tls (ca.pem, kafka-password, redis-password).
+# are made on the first `up`, in <run dir>/tls (ca.pem, kafka-password, redis-password). A Redis
+# Cluster of three masters (16390-16392) is there for what outgrows one Redis.
 #
 # Settings (environment): CITYBRAIN_KAFKA_PORT (19092), CITYBRAIN_KAFKA_CONTROLLER_PORT (19093),
 # CITYBRAIN_KAFKA_SECURE_PORT (19094), CITYBRAIN_REDIS_PORT (16379), CITYBRAIN_REDIS_TLS_PORT
-# (16380), CITYBRAIN_RUN_DIR (<repo>/.run: data, logs and pid files), CITYBRAIN_PARTITIONS
+# (16380), CITYBRAIN_REDIS_CLUSTER_PORT (16390: the first of three), CITYBRAIN_RUN_DIR (<repo>/.run: data, logs and pid files), CITYBRAIN_PARTITIONS
 # (default partitions for topics the broker creates, 4).
 set -euo pipefail
 
@@ -23,6 +24,8 @@ controller_port=${CITYBRAIN_KAFKA_CONTROLLER_PORT:-19093}
 secure_port=${CITYBRAIN_KAFKA_SECURE_PORT:-19094}
 redis_port=${CITYBRAIN_REDIS_PORT:-16379}
 redis_tls_port=${CITYBRAIN_REDIS_TLS_PORT:-16380}
+cluster_port=${CITYBRAIN_REDIS_CLUSTER_PORT:-16390}
+cluster_ports=("$cluster_port" "$((cluster_port + 1))" "$((cluster_port + 2))")
 partitions=${CITYBRAIN_PARTITIONS:-4}
 tls_dir=$run_dir/tls
 kafka_dir=$run_dir/kafka
@@ -76,6 +79,32 @@ tls_up() {
     chmod 600 ./*
   ) > "$run_dir/tls.log" 2>&1 || fail_with_log "making the stack's certificates failed" "$run_dir/tls.log"
   log "certificates and passwords made in $tls_dir"
+}
+
+cluster_up() {
+  # Three masters, durable as the single Redis is, their slots shared out once.
+  local port
+  for port in "${cluster_ports[@]}"; do
+    mkdir -p "$run_dir/redis-cluster/$port"
+    alive "$run_dir/redis-cluster/$port/pid" && continue
+    port_open "$port" && { log "port $port is taken by another process"; exit 1; }
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$run_dir/redis-cluster/$port" --cluster-enabled yes \
+      --cluster-config-file nodes.conf --appendonly yes --appendfsync everysec --save "" --daemonize yes \
+      --pidfile "$run_dir/redis-cluster/$port/pid" --logfile "$run_dir/redis-cluster/$port/redis.log"
+  done
+  for port in "${cluster_ports[@]}"; do
+    for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  if ! redis-cli -p "$cluster_port" cluster info | grep -q 'cluster_state:ok'; then
+    if [ "$(redis-cli -p "$cluster_port" cluster info | grep -c 'cluster_known_nodes:1')" = 1 ]; then
+      redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
+        > "$run_dir/redis-cluster/create.log" 2>&1 || fail_with_log "creating the Redis Cluster failed" "$run_dir/redis-cluster/create.log"
+    fi
+    for _ in $(seq 1 100); do
+      redis-cli -p "$cluster_port" cluster info | grep -q 'cluster_state:ok' && break; sleep 0.1
+    done
+  fi
+  log "redis cluster up on 127.0.0.1:${cluster_ports[*]}"
 }
 
 redis_user() {
@@ -195,6 +224,9 @@ status() {
   else echo "kafka: down"; rc=1; fi
   if alive "$redis_dir/pid" && redis-cli -p "$redis_port" ping >/dev/null 2>&1; then echo "redis: up on 127.0.0.1:$redis_port (logs $redis_dir/redis.log)"
   else echo "redis: down"; rc=1; fi
+  if redis-cli -p "$cluster_port" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then
+    echo "redis cluster: up on 127.0.0.1:${cluster_ports[*]}"
+  else echo "redis cluster: down"; rc=1; fi
   return $rc
 }
 
@@ -203,8 +235,10 @@ venv_python=${CITYBRAIN_VENV:-$(dirname "$here")/.venv}/bin/python
 [ -x "$venv_python" ] || venv_python=python3
 python=${CITYBRAIN_PYTHON:-$venv_python}
 case "${1:-}" in
-  up) tls_up; redis_up; kafka_up; status ;;
-  down) stop_pid kafka "$kafka_dir/pid"; stop_pid redis "$redis_dir/pid" ;;
+  up) tls_up; redis_up; cluster_up; kafka_up; status ;;
+  down)
+    stop_pid kafka "$kafka_dir/pid"; stop_pid redis "$redis_dir/pid"
+    for port in "${cluster_ports[@]}"; do stop_pid "redis $port" "$run_dir/redis-cluster/$port/pid"; done ;;
   status) status ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac

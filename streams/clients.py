@@ -67,12 +67,14 @@ def _redis_options(s: Settings) -> dict[str, Any]:
     return options
 
 
-def async_redis(s: Settings) -> aioredis.Redis:
-    return aioredis.from_url(s.redis_url, **_redis_options(s))
+def async_redis(s: Settings) -> aioredis.Redis | aioredis.RedisCluster:
+    kind = aioredis.RedisCluster if s.redis_cluster else aioredis.Redis
+    return kind.from_url(s.redis_url, **_redis_options(s))
 
 
-def sync_redis(s: Settings) -> redis.Redis:
-    return redis.Redis.from_url(s.redis_url, **_redis_options(s))
+def sync_redis(s: Settings) -> redis.Redis | redis.RedisCluster:
+    kind = redis.RedisCluster if s.redis_cluster else redis.Redis
+    return kind.from_url(s.redis_url, **_redis_options(s))
 
 
 def kafka_admin(s: Settings, **options: Any) -> KafkaAdminClient:

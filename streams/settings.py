@@ -36,6 +36,7 @@ class Settings:
     kafka_username: str = ""
     kafka_password: str = field(default="", repr=False)
     kafka_ca_file: str = ""
+    redis_cluster: bool = False  # the URL names one node of a Redis Cluster; the client finds the rest
     redis_username: str = ""
     redis_password: str = field(default="", repr=False)
     redis_ca_file: str = ""

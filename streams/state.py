@@ -9,12 +9,15 @@ partition finds out instead of overwriting the new owner's state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,7 @@ class Batch:
 class StateStore:
     """Loads and commits partition state in Redis; one round trip per call."""
 
-    def __init__(self, client: aioredis.Redis):
+    def __init__(self, client: aioredis.Redis | RedisCluster):
         self.redis = client
         self._apply = client.register_script(APPLY_BATCH)
 
@@ -107,20 +110,25 @@ class StateStore:
             {name: {_text(k): v for k, v in content.items()} for name, content in zip(hashes, contents)},
         )
 
+    def _apply_batch(self, b: Batch, client: Any) -> Awaitable[Any]:
+        names = sorted(b.offsets)
+        return self._apply(keys=[f"{b.base}:commits", *(f"{b.base}:{n}" for n in names)],
+                           args=[str(b.commits), orjson.dumps(b.commands), *(str(b.offsets[n]) for n in names)],
+                           client=client)
+
     async def commit(self, batches: Sequence[Batch]) -> list[int | None]:
         """Apply each batch atomically with its offset; the new commit count, or None where the
         partition's state had moved on under another worker."""
         if not batches:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for b in batches:
-                names = sorted(b.offsets)
-                await self._apply(
-                    keys=[f"{b.base}:commits", *(f"{b.base}:{n}" for n in names)],
-                    args=[str(b.commits), orjson.dumps(b.commands), *(str(b.offsets[n]) for n in names)],
-                    client=pipe,
-                )
-            results = await pipe.execute()
+        if isinstance(self.redis, RedisCluster):
+            # Each partition's keys live on the node of its hash tag; a cluster pipes no scripts.
+            results = await asyncio.gather(*(self._apply_batch(b, self.redis) for b in batches))
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for b in batches:
+                    await self._apply_batch(b, pipe)
+                results = await pipe.execute()
         applied: list[int | None] = []
         for b, (ok, commits) in zip(batches, results):
             if not ok:

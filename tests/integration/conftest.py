@@ -173,8 +173,10 @@ class CityRun:
             consumer.close()
 
     def applied_offsets(self, stage: str, partitions: int, name: str = "offset") -> dict[int, int]:
-        keys = [f"{partition_key(self.settings.key_prefix, stage, p)}:{name}" for p in range(partitions)]
-        return {p: int(v) if v is not None else -1 for p, v in enumerate(self.redis.mget(keys))}
+        with self.redis.pipeline(transaction=False) as pipe:  # keys of several slots: no MGET on a cluster
+            for p in range(partitions):
+                pipe.get(f"{partition_key(self.settings.key_prefix, stage, p)}:{name}")
+            return {p: int(v) if v is not None else -1 for p, v in enumerate(pipe.execute())}
 
     def merged(self, stage: str, name: str) -> dict[str, Any]:
         """One hash of a stage, merged over its partitions, with decoded JSON values."""
