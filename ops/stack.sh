@@ -63,6 +63,10 @@ fail_with_log() {
 tls_up() {
   # A CA of the stack's own, a certificate for 127.0.0.1 signed by it, and the users' passwords.
   [ -f "$tls_dir/broker.p12" ] && return
+  if ! command -v openssl >/dev/null; then
+    log "openssl missing: installing the Debian package"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  fi
   mkdir -p "$tls_dir" && chmod 700 "$tls_dir"
   (
     cd "$tls_dir"
@@ -95,16 +99,20 @@ cluster_up() {
   for port in "${cluster_ports[@]}"; do
     for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   done
-  if ! redis-cli -p "$cluster_port" cluster info | grep -q 'cluster_state:ok'; then
-    if [ "$(redis-cli -p "$cluster_port" cluster info | grep -c 'cluster_known_nodes:1')" = 1 ]; then
-      redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
-        > "$run_dir/redis-cluster/create.log" 2>&1 || fail_with_log "creating the Redis Cluster failed" "$run_dir/redis-cluster/create.log"
-    fi
-    for _ in $(seq 1 100); do
-      redis-cli -p "$cluster_port" cluster info | grep -q 'cluster_state:ok' && break; sleep 0.1
-    done
+  if redis-cli -p "$cluster_port" cluster info | grep -q 'cluster_known_nodes:1'; then
+    redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
+      > "$run_dir/redis-cluster/create.log" 2>&1 || fail_with_log "creating the Redis Cluster failed" "$run_dir/redis-cluster/create.log"
   fi
-  log "redis cluster up on 127.0.0.1:${cluster_ports[*]}"
+  # Every master must see every slot served (a restarted one rejoins from its nodes.conf).
+  for _ in $(seq 1 300); do
+    local ok=0
+    for port in "${cluster_ports[@]}"; do
+      redis-cli -p "$port" cluster info | grep -q 'cluster_state:ok' && ok=$((ok + 1))
+    done
+    [ "$ok" = 3 ] && { log "redis cluster up on 127.0.0.1:${cluster_ports[*]}"; return; }
+    sleep 0.1
+  done
+  fail_with_log "the Redis Cluster did not come up" "$run_dir/redis-cluster/$cluster_port/redis.log"
 }
 
 redis_user() {

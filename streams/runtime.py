@@ -18,6 +18,7 @@ from functools import cache
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from streams import batching, clients, metrics
 from streams.app import app
@@ -136,9 +137,21 @@ metrics.CITY.sources.append(partition_gauges)
 
 async def applied_positions(assigned: set[TP], read: dict[TP, int]) -> dict[TP, int]:
     """Where each assigned partition resumes: after the offset its stages' state has applied
-    (the start when none has), the lowest where several stages read one topic.
+    (the start when none has), the lowest where several stages read one topic. Asked of Redis
+    until it answers: a rebalance while Redis restarts waits for it, rather than crash."""
+    delay = 0.5
+    while True:
+        try:
+            return await _applied_positions(assigned, read)
+        except RedisError as exc:
+            log.warning("where %d assigned partitions resume is kept in Redis, which does not answer (%s); "
+                        "asking again in %.1f s", len(assigned), exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(10.0, delay * 2)
 
-    A state behind where the group had read to lost writes (Redis restarted without them, or
+
+async def _applied_positions(assigned: set[TP], read: dict[TP, int]) -> dict[TP, int]:
+    """A state behind where the group had read to lost writes (Redis restarted without them, or
     restored from an older copy, or emptied): it is said loudly, and the input is read again."""
     running = live()
     wanted = [(p, tp, p.offset_key(tp.topic, tp.partition))
