@@ -68,12 +68,14 @@ class CityRun:
         self.settings = from_env(self.env)
         self.tmp = tmp
         self.redis = sync_redis(self.settings)
-        self.workers: list[subprocess.Popen] = []
+        self.workers: list[subprocess.Popen] = []  # running, or killed and still counted
+        self.started = 0
         ensure_topics(self.settings)
 
     # -- workers
     def start_worker(self) -> subprocess.Popen:
-        log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")
+        log = open(self.tmp / f"worker-{self.started}.log", "wb")
+        self.started += 1
         self.web_port = free_port()  # the latest worker's: its /metrics
         proc = subprocess.Popen(
             [str(CITYBRAIN), "worker", "-l", "info", "--web-port", str(self.web_port)],
@@ -113,7 +115,7 @@ class CityRun:
 
     def logs(self) -> list[str]:
         """Every worker's whole log."""
-        return [(self.tmp / f"worker-{i}.log").read_text(errors="replace") for i in range(len(self.workers))]
+        return [(self.tmp / f"worker-{i}.log").read_text(errors="replace") for i in range(self.started)]
 
     # -- publishing
     def publish(self, items: list[tuple[str, str, Any]]) -> None:
