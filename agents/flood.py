@@ -24,7 +24,7 @@ from schemas.events import CitizenFloodReport, RainGaugeReading, WaterDepthReadi
 from schemas.records import CellReport, GaugeRain, PointReport, RoadClosure, ZoneFlood
 from schemas.reference import WaterloggingPoint, Zone
 from streams import metrics, runtime, topics
-from streams.processor import Effects, Source, Stage
+from streams.processor import Effects, Skew, Source, Stage
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -243,11 +243,16 @@ class PointStage(Stage):
     source = "water_depths"
     contract = WaterDepthReading
     tables = {"point_reports": PointReport}
-    hashes = ("watch",)
+    hashes = ("watch", "meta")
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         self.watch = {k: _watch_from(v) for k, v in hashes.get("watch", {}).items()}
         self.changed: set[str] = set()
+        # The partition's event time: the newest reading of any of its points.
+        self.clock = max((w.updated for w in self.watch.values() if w.updated is not None), default=-math.inf)
+        self.skew = Skew(self.settings.max_skew_s)
+        self.skew.restore(hashes.get("meta", {}))
+        self._saved_skew = self.skew.saved()
 
     def knows(self, r: WaterDepthReading | PointReport) -> bool:
         return r.point_id in self.reference.city.points
@@ -265,6 +270,11 @@ class PointStage(Stage):
         if point is None:
             raise Rejected(f"unknown point_id {r.point_id!r}: not in the waterlogging points reference", "unknown_reference")
         before = self.watch.get(r.point_id, PointWatch())
+        if r.event_time > self.clock:
+            alone = lambda: all(p == r.point_id for p, w in self.watch.items() if w.updated is not None)  # noqa: E731
+            if not self.skew.allows(r.point_id, r.event_time, self.clock, source, alone):
+                raise Skew.wild(r.point_id, r.event_time, self.clock)
+            self.clock = r.event_time
         past = superseded(before, r)
         if past == "repeat":
             effects.repeated()
@@ -294,10 +304,6 @@ class PointStage(Stage):
             metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.health_incident), "Infra"),
         )
 
-    def clock(self) -> float:
-        """The partition's event time: the newest reading of any of its points."""
-        return max((w.updated for w in self.watch.values() if w.updated is not None), default=float("-inf"))
-
     def mark_silent(self, now: float, effects: Effects) -> None:
         for point_id in silent_points(self.watch, now, self.settings):
             point = self.reference.city.points.get(point_id)
@@ -308,11 +314,14 @@ class PointStage(Stage):
 
     def on_idle(self, wall_now: float, effects: Effects) -> None:
         # A live partition that falls silent keeps time by the wall clock; a replay of the past does not.
-        if self.clock() >= wall_now - self.settings.sensor_silent_s:
+        if self.clock >= wall_now - self.settings.sensor_silent_s:
             self.mark_silent(wall_now, effects)
 
     def flush(self, effects: Effects) -> None:
-        self.mark_silent(self.clock(), effects)
+        self.mark_silent(self.clock, effects)
+        if self.skew.saved() != self._saved_skew:
+            self._saved_skew = self.skew.saved()
+            effects.batch.hset("meta", self._saved_skew)
         if self.changed:
             effects.batch.hset("watch", {p: encode(self.watch[p]).decode() for p in self.changed})
             effects.batch.hset("points", {p: _point_view(p, self.watch[p], self.settings) for p in self.changed})

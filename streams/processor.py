@@ -612,6 +612,46 @@ class Processor:
 
 
 
+@dataclass
+class Skew:
+    """Tells one clock that runs wrong from a partition's time that jumped.
+
+    A reading more than `max_s` ahead of its partition's clock moves it only when the broker's
+    clock has moved on as far since the partition's clock last moved (a feed resuming after a
+    pause), when another key's reading ran as far ahead before it (a recording with a gap), or
+    when no other key is being followed (there is no one to make late). Otherwise it is a wild
+    clock's: the stage dead-letters it, and this remembers it, with the partition's state."""
+
+    max_s: float
+    moved_at: float = -math.inf  # the broker's time of the event that last moved the clock
+    ahead: dict[str, float] = field(default_factory=dict)  # keys far ahead, alone, and when
+
+    def allows(self, key: str, t: float, clock: float, source: Source, alone: Callable[[], bool]) -> bool:
+        """Whether a reading of `key` at `t` may move the partition's `clock` (a newer time)."""
+        if t <= clock + self.max_s or clock == -math.inf:
+            self.moved_at = source.timestamp or self.moved_at
+            return True
+        paused = source.timestamp is not None and source.timestamp - self.moved_at >= t - clock - self.max_s
+        if paused or any(k != key and abs(t - other) <= self.max_s for k, other in self.ahead.items()) or alone():
+            self.ahead.clear()
+            self.moved_at = source.timestamp or self.moved_at
+            return True
+        self.ahead[key] = t
+        return False
+
+    @staticmethod
+    def wild(key: str, t: float, clock: float) -> Rejected:
+        return Rejected(f"event_time {iso(t)} of {key} is {t - clock:,.0f} s ahead of its partition's time "
+                        f"{iso(clock)}, and no other sensor is: a clock that runs wrong", "ahead_of_partition")
+
+    def restore(self, meta: dict[str, bytes]) -> None:
+        self.moved_at = float(meta.get("clock_moved_at", "-inf"))
+        self.ahead = orjson.loads(meta.get("ahead", b"{}"))
+
+    def saved(self) -> dict[str, str]:
+        return {"clock_moved_at": repr(self.moved_at), "ahead": orjson.dumps(self.ahead).decode()}
+
+
 class WindowedStage(Stage):
     """A stage that folds events into event-time tumbling windows and closes them in order.
 
@@ -632,17 +672,15 @@ class WindowedStage(Stage):
         self._touched: set[tuple[str, float]] = set()
         self._seen: dict[float, set[str]] = {}  # by window start: fields of the events counted once
         self._newly_seen: set[str] = set()
-        self.watermark_at = -math.inf  # the broker's time of the event that last moved the watermark
-        self.ahead: dict[str, float] = {}  # keys whose reading ran far ahead of the watermark, alone
+        self.skew = Skew(settings.max_skew_s)
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         meta = hashes.get("meta", {})
         if "watermark" in meta:
             self.windows.watermark = float(meta["watermark"])
-            self.watermark_at = float(meta.get("watermark_at", "-inf"))
-            self.ahead = orjson.loads(meta.get("ahead", b"{}"))
+        self.skew.restore(meta)
         self._saved_watermark = self.windows.watermark
-        self._saved_ahead = dict(self.ahead)
+        self._saved_ahead = dict(self.skew.ahead)
         for name, acc in hashes.get("open", {}).items():
             start, key = name.split("|", 1)
             self.windows.open.setdefault(float(start), {})[key] = orjson.loads(acc)
@@ -672,11 +710,9 @@ class WindowedStage(Stage):
         if start is None:
             effects.late(source, f"late: window {iso(w.start_of(t))} of {key} closed at watermark {iso(w.watermark)}")
             return False
-        if t > w.watermark:
-            if t > w.watermark + self.settings.max_skew_s and w.watermark != -math.inf \
-                    and not self.clock_jumps(key, t, source, effects):
-                return False
-            self.watermark_at = source.timestamp or self.watermark_at
+        if t > w.watermark and not self.skew.allows(key, t, w.watermark, source, lambda: self._alone(key)):
+            effects.reject(source, Skew.wild(key, t, w.watermark))
+            return False
         if once is not None and not self.count_once(key, start, once):
             effects.repeated()
             return True
@@ -686,23 +722,9 @@ class WindowedStage(Stage):
             self._pass_boundary(effects)
         return True
 
-    def clock_jumps(self, key: str, t: float, source: Source, effects: Effects) -> bool:
-        """Whether a reading far ahead of the watermark may move it: when the broker's clock has
-        moved on as far since the watermark last moved (a live feed after a pause), when another
-        key's reading ran as far ahead before (the partition's time did jump, as in a recording
-        with a gap), or when no other key has a window open (there is no one to make late). A
-        reading alone that far ahead of others is a wild clock: dead-lettered, and remembered."""
-        w, skew = self.windows, self.settings.max_skew_s
-        paused = source.timestamp is not None and source.timestamp - self.watermark_at >= t - w.watermark - skew
-        if paused or any(k != key and abs(t - other) <= skew for k, other in self.ahead.items()) \
-                or all(k == key for accumulators in w.open.values() for k in accumulators):
-            self.ahead.clear()
-            return True
-        self.ahead[key] = t
-        effects.reject(source, Rejected(
-            f"event_time {iso(t)} of {key} is {t - w.watermark:,.0f} s ahead of its partition's watermark "
-            f"{iso(w.watermark)}, and no other sensor is: a clock that runs wrong", "ahead_of_partition"))
-        return False
+    def _alone(self, key: str) -> bool:
+        """Whether no key but `key` has a window open."""
+        return all(k == key for accumulators in self.windows.open.values() for k in accumulators)
 
     def count_once(self, key: str, start: float, once: str) -> bool:
         """Note that the event named `once` is counted in a window; False when it already was."""
@@ -766,10 +788,9 @@ class WindowedStage(Stage):
             self._newly_seen.clear()
         # The watermark is kept whenever it moves: a restarted worker must judge lateness as the
         # first one did, and stages downstream may already have been told of it.
-        if self.windows.watermark != self._saved_watermark or self.ahead != self._saved_ahead:
-            effects.batch.hset("meta", {"watermark": repr(self.windows.watermark), "watermark_at": repr(self.watermark_at),
-                                        "ahead": orjson.dumps(self.ahead).decode()})
-            self._saved_watermark, self._saved_ahead = self.windows.watermark, dict(self.ahead)
+        if self.windows.watermark != self._saved_watermark or self.skew.ahead != self._saved_ahead:
+            effects.batch.hset("meta", {"watermark": repr(self.windows.watermark), **self.skew.saved()})
+            self._saved_watermark, self._saved_ahead = self.windows.watermark, dict(self.skew.ahead)
         self._touched.clear()
 
 

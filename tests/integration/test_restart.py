@@ -32,7 +32,7 @@ def comparable(state: dict) -> dict:
 
 
 def without_record_times(meta: dict) -> dict:
-    return {k: v for k, v in meta.items() if k != b"watermark_at"}
+    return {k: v for k, v in meta.items() if k != b"clock_moved_at"}
 
 
 def unique(records: list[dict], key) -> dict:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dataclasses import replace
 
 import orjson
 
 from agents.flood import GaugeStage, PointStage
+from schemas.contract import Rejected
 from schemas.events import RainGaugeReading, WaterDepthReading
 from schemas.records import ApproachFlow, FlowReport
 from schemas.reference import Approach, Intersection, RainGauge, Segment, WaterloggingPoint
@@ -254,14 +257,14 @@ def test_one_clock_a_day_ahead_is_dead_lettered_and_moves_no_one_else_late():
     assert late_reasons(e) == []
     (reason,) = dead_reasons(e)
     assert reason == ("event_time 1970-01-13T13:49:00.000Z of segment:S3 is 86,400 s ahead of its partition's "
-                      "watermark 1970-01-12T13:49:00.000Z, and no other sensor is: a clock that runs wrong")
+                      "time 1970-01-12T13:49:00.000Z, and no other sensor is: a clock that runs wrong")
     # What it remembers of the wild clock is saved with the watermark, for a restarted worker.
     stage.flush(e)
     (meta,) = [c for c in e.batch.commands if c[:2] == ["HSET", "cb:{x.0}:meta"]]
     saved = dict(zip(meta[2::2], meta[3::2]))
     restored = three_segments()
     restored.restore({"meta": saved})
-    assert restored.ahead == {"segment:S3": t + 86_520} and restored.windows.watermark == t + 270
+    assert restored.skew.ahead == {"segment:S3": t + 86_520} and restored.windows.watermark == t + 270
 
 
 def test_a_jump_two_sensors_agree_on_or_the_broker_saw_pass_moves_the_watermark():
@@ -277,3 +280,25 @@ def test_a_jump_two_sensors_agree_on_or_the_broker_saw_pass_moves_the_watermark(
         live.on_event(*at(segment, t, broker=t), e)
     live.on_event(*at("S1", t + gap, broker=t + gap), e)  # a live feed that paused overnight
     assert live.windows.watermark == t + gap and dead_reasons(e) == []
+
+
+def test_a_depth_sensor_a_day_ahead_is_dead_lettered_and_its_neighbours_are_not_made_stale():
+    ref = reference()
+    for p in ("P1", "P2"):
+        ref.city.points[p] = WaterloggingPoint(p, f"point {p}", "Z1", None, 30.27, 120.13, "underpass")
+    stage, e = PointStage(0, S, ref), effects("flood")
+    stage.restore({})
+    t = 1_000_020.0
+    for i in range(5):
+        for p in ("P1", "P2"):
+            reading = WaterDepthReading("W-" + p, p, t + 60 * i, 5.0)
+            if (p, i) == ("P2", 2):  # its clock jumps a day ahead for one reading
+                with pytest.raises(Rejected, match="a clock that runs wrong"):
+                    stage.on_event(replace(reading, event_time=reading.event_time + 86_400), source(), e)
+            else:
+                stage.on_event(reading, source(), e)
+    stage.flush(e)
+    assert stage.clock == t + 240 and stage.watch["P2"].updated == t + 240
+    assert {w.health for w in stage.watch.values()} == {"ok"} and late_reasons(e) == []
+    assert stage.skew.ahead == {"P2": t + 120 + 86_400}
+
