@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 declared: list[type[Stage]] = []
 ASK_KAFKA_S = 3.0  # how long the timer waits for Kafka to say where partitions end
+ENDS_KEPT_S = 0.5  # the answer serves every stage of one round of the timer (once a second)
 
 
 class Live:
@@ -52,6 +53,8 @@ class Consumed:
     def __init__(self) -> None:
         self.unanswered_at = -math.inf
         self._asker: AIOKafkaConsumer | None = None
+        self._ends: dict[tuple[str, int], int] = {}
+        self._ends_at = -math.inf
 
     async def earliest(self, topic: str, partition: int) -> int:
         tp = TopicPartition(topic, partition)
@@ -62,17 +65,24 @@ class Consumed:
         await app.consumer.seek_wait({TP(topic, partition): offset})
 
     async def ends(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        if time.monotonic() - self.unanswered_at < ASK_KAFKA_S:
-            # Every stage asks in turn: one that waited for nothing spares the others the wait.
+        # Every stage asks in turn, once a second: one question for all the worker's partitions
+        # answers them all, and one that waited for nothing spares the others the wait.
+        now = time.monotonic()
+        if now - self.unanswered_at < ASK_KAFKA_S:
             raise TimeoutError("Kafka did not answer a moment ago")
-        try:
-            return await asyncio.wait_for(self._ends(partitions), timeout=ASK_KAFKA_S)
-        except Exception:
-            self.unanswered_at = time.monotonic()
-            raise
+        if now - self._ends_at >= ENDS_KEPT_S or not all(tp in self._ends for tp in partitions):
+            try:
+                self._ends = await asyncio.wait_for(self._all_ends(partitions), timeout=ASK_KAFKA_S)
+            except Exception:
+                self.unanswered_at = time.monotonic()
+                raise
+            self._ends_at = now
+        return {tp: self._ends[tp] for tp in partitions if tp in self._ends}
 
-    async def _ends(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        ends = await (await self._kafka()).end_offsets([TopicPartition(t, p) for t, p in partitions])
+    async def _all_ends(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        wanted = {TopicPartition(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+        wanted.update(TopicPartition(t, p) for t, p in partitions)
+        ends = await (await self._kafka()).end_offsets(list(wanted))
         return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
     async def close(self) -> None:
