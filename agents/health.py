@@ -305,6 +305,7 @@ class ZoneHealthStage(WindowedStage):
     source = "zone_scans"
     contract = ZoneScan
     hashes = (*WindowedStage.hashes, "watch")
+    sensor_clocks = False  # scans come from every person partition, whose progress can run apart
 
     def __init__(self, partition: int, settings: Settings, reference: Reference):
         super().__init__(partition, settings, reference)

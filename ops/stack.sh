@@ -116,9 +116,10 @@ cluster_up() {
 }
 
 redis_user() {
-  # The workers' ACL user: every key and channel, every command but the administrator's.
-  redis-cli -p "$redis_port" acl setuser citybrain reset on ">$(cat "$tls_dir/redis-password")" \
-    '~*' '&*' '+@all' '-@admin' >/dev/null
+  # The workers' ACL user: every key and channel, every command but the administrator's. The
+  # password goes in on stdin (the last argument, with -x), not on a command line others can see.
+  local password; password=$(cat "$tls_dir/redis-password")
+  printf '>%s' "$password" | redis-cli -p "$redis_port" -x acl setuser citybrain reset on '~*' '&*' '+@all' '-@admin' >/dev/null
 }
 
 redis_up() {
@@ -131,10 +132,16 @@ redis_up() {
     if port_open "$redis_tls_port"; then
       redis_user; log "redis already up on 127.0.0.1:$redis_port"; return
     fi
-    # Nor had it a TLS port: restarted with one, once its file holds everything.
-    while redis-cli -p "$redis_port" info persistence | grep -q 'aof_rewrite_in_progress:1\|aof_rewrite_scheduled:1'; do
+    # Nor had it a TLS port: restarted with one, once its append-only file holds everything.
+    local info=""
+    for _ in $(seq 1 300); do
+      info=$(redis-cli -p "$redis_port" info persistence)
+      [[ $info == *"aof_enabled:1"* && $info == *"aof_rewrite_in_progress:0"* \
+         && $info == *"aof_rewrite_scheduled:0"* ]] && break
       sleep 0.2
     done
+    [[ $info == *"aof_enabled:1"* && $info == *"aof_last_bgrewrite_status:ok"* && $info == *"aof_rewrite_in_progress:0"* ]] \
+      || { log "redis has not written its append-only file; not restarting it (see $redis_dir/redis.log)"; exit 1; }
     log "restarting redis with a TLS port"
     stop_pid redis "$redis_dir/pid"
   fi

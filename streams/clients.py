@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed
 from kafka import KafkaAdminClient
+from redis.exceptions import RedisClusterException
 
 from streams.settings import Settings
 
@@ -72,9 +73,9 @@ def async_redis(s: Settings) -> aioredis.Redis | aioredis.RedisCluster:
     return kind.from_url(s.redis_url, **_redis_options(s))
 
 
-def sync_redis(s: Settings) -> redis.Redis | redis.RedisCluster:
+def sync_redis(s: Settings, **options: Any) -> redis.Redis | redis.RedisCluster:
     kind = redis.RedisCluster if s.redis_cluster else redis.Redis
-    return kind.from_url(s.redis_url, **_redis_options(s))
+    return kind.from_url(s.redis_url, **_redis_options(s), **options)
 
 
 def kafka_admin(s: Settings, **options: Any) -> KafkaAdminClient:
@@ -85,17 +86,32 @@ def check_access(s: Settings) -> None:
     """Stop at once, saying why, when Kafka or Redis refuses this worker's credentials or
     certificate; one that cannot be reached yet is waited for as usual."""
     asyncio.run(_check_kafka(s))
-    client = sync_redis(s)
+    where = s.redis_url.split("@")[-1]  # without a password the URL may carry
     try:
-        client.ping()
-    except redis.AuthenticationError as exc:
-        user = f" of {s.redis_username!r}" if s.redis_username else ""
-        raise SystemExit(f"Redis at {s.redis_url.split('@')[-1]} refused the credentials{user}: {exc}") from None
-    except redis.ConnectionError as exc:
-        if "certificate" in str(exc):
-            raise SystemExit(f"Redis at {s.redis_url.split('@')[-1]}: {exc}") from None
-    finally:
-        client.close()
+        client = sync_redis(s, socket_connect_timeout=5, socket_timeout=5)  # a cluster connects here
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, RedisClusterException) as exc:
+        cause = _cause(exc, redis.AuthenticationError)
+        if cause is not None:
+            user = f" of {s.redis_username!r}" if s.redis_username else ""
+            raise SystemExit(f"Redis at {where} refused the credentials{user}: {cause}") from None
+        cause = _cause(exc, ssl.SSLError)
+        if cause is not None or "certificate" in str(exc):
+            raise SystemExit(f"Redis at {where}: its certificate is not trusted ({cause or exc}); "
+                             "check CITYBRAIN_REDIS_CA_FILE") from None
+        # Not up yet: the worker waits for it as it always has.
+
+
+def _cause(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The exception of `kind` behind `exc`, however deep a client wrapped it."""
+    while exc is not None:
+        if isinstance(exc, kind):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 async def _check_kafka(s: Settings) -> None:

@@ -508,13 +508,14 @@ class Processor:
         if self.input is None:
             return False
         earliest = await self.input.earliest(topic, partition)
-        lost = first > earliest or self.read_to.get((topic, partition), 0) > applied + 1
-        if applied + 1 < earliest and lost:
+        read_past = self.read_to.get((topic, partition), 0) > applied + 1 and self.name not in self.settings.fresh_stages
+        if applied + 1 < earliest and (first > earliest or read_past):
             metrics.INPUT_GONE.labels(self.name).inc()
             raise RuntimeError(
                 f"{self.name}: the state of {topic}[{partition}] has applied up to offset {applied}, but Kafka "
                 f"keeps only from offset {earliest}: the input it needs is gone; restore Redis from a copy "
-                f"that had applied offset {earliest - 1} or later"
+                f"that had applied offset {earliest - 1} or later (or, for a stage new to this city, list "
+                f"it in CITYBRAIN_FRESH_STAGES)"
             )
         if first <= earliest:
             return False
@@ -618,20 +619,22 @@ class Skew:
 
     A reading more than `max_s` ahead of its partition's clock moves it only when the broker's
     clock has moved on as far since the partition's clock last moved (a feed resuming after a
-    pause), when another key's reading ran as far ahead before it (a recording with a gap), or
-    when no other key is being followed (there is no one to make late). Otherwise it is a wild
-    clock's: the stage dead-letters it, and this remembers it, with the partition's state."""
+    pause), when another key's reading ran as far ahead before it (a recording with a gap), or,
+    where the stage can say so from its state, when no other key is followed there (there is no
+    one to make late). Otherwise it is a wild clock's: the stage dead-letters it, and this
+    remembers it, with the partition's state."""
 
     max_s: float
     moved_at: float = -math.inf  # the broker's time of the event that last moved the clock
     ahead: dict[str, float] = field(default_factory=dict)  # keys far ahead, alone, and when
 
-    def allows(self, key: str, t: float, clock: float, source: Source, alone: Callable[[], bool]) -> bool:
+    def allows(self, key: str, t: float, clock: float, source: Source, alone: Callable[[], bool] = lambda: False) -> bool:
         """Whether a reading of `key` at `t` may move the partition's `clock` (a newer time)."""
         if t <= clock + self.max_s or clock == -math.inf:
             self.moved_at = source.timestamp or self.moved_at
             return True
-        paused = source.timestamp is not None and source.timestamp - self.moved_at >= t - clock - self.max_s
+        paused = source.timestamp is not None and self.moved_at != -math.inf \
+            and source.timestamp - self.moved_at >= t - clock - self.max_s
         if paused or any(k != key and abs(t - other) <= self.max_s for k, other in self.ahead.items()) or alone():
             self.ahead.clear()
             self.moved_at = source.timestamp or self.moved_at
@@ -665,6 +668,9 @@ class WindowedStage(Stage):
     """
 
     hashes: ClassVar[tuple[str, ...]] = ("meta", "open", "seen")
+    # Whether event times are the clocks of the sensors that read them, one of which may run wrong
+    # (Skew); not for a stage fed by other partitions' records, whose arrival can run apart.
+    sensor_clocks: ClassVar[bool] = True
 
     def __init__(self, partition: int, settings: Settings, reference: Reference):
         super().__init__(partition, settings, reference)
@@ -701,30 +707,27 @@ class WindowedStage(Stage):
 
     def fold(self, key: str, t: float, fold: Callable[[Any], Any], source: Source, effects: Effects,
              once: str | None = None) -> bool:
-        """Fold into the window of `t`; a late event is routed to the late-events topic instead.
+        """Fold into the window of `t`; True when the event was folded in. A late event is routed
+        to the late-events topic instead, and a wild clock's reading to the dead letters.
 
         `once` names the event within its window and key (a sensor and its reading's time): an
-        event already counted, such as a sensor's resend, is not folded again."""
+        event already counted, such as a sensor's resend, is counted as a repeat, not again."""
         w = self.windows
         start = w.open_start(t)
         if start is None:
             effects.late(source, f"late: window {iso(w.start_of(t))} of {key} closed at watermark {iso(w.watermark)}")
             return False
-        if t > w.watermark and not self.skew.allows(key, t, w.watermark, source, lambda: self._alone(key)):
+        if t > w.watermark and self.sensor_clocks and not self.skew.allows(key, t, w.watermark, source):
             effects.reject(source, Skew.wild(key, t, w.watermark))
             return False
         if once is not None and not self.count_once(key, start, once):
             effects.repeated()
-            return True
+            return False
         w.fold_at(key, start, t, fold)
         self._touched.add((key, start))
         if w.watermark >= self._next_boundary:
             self._pass_boundary(effects)
         return True
-
-    def _alone(self, key: str) -> bool:
-        """Whether no key but `key` has a window open."""
-        return all(k == key for accumulators in self.windows.open.values() for k in accumulators)
 
     def count_once(self, key: str, start: float, once: str) -> bool:
         """Note that the event named `once` is counted in a window; False when it already was."""

@@ -40,6 +40,7 @@ class Reference:
         self.city = ref.CityMap()
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
+        self._stopped = False
         self._last_catch_up = 0.0
         self._roles = {topic_name(role, settings): role for role in REFERENCE}
         self.approaches: dict[str, str] = {}  # approach_id -> intersection_id
@@ -49,6 +50,8 @@ class Reference:
         if self._consumer is not None:
             return  # started: every batch asks, and must not wait while another stage catches up
         async with self._lock:
+            if self._stopped:
+                raise RuntimeError("the city map's reader has stopped: the worker is stopping")
             if self._consumer is None:
                 consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
                                             **kafka_auth(self.settings))
@@ -65,9 +68,11 @@ class Reference:
                 self._consumer = consumer
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        async with self._lock:  # not in the middle of a catch-up
+            self._stopped = True
+            if self._consumer is not None:
+                await self._consumer.stop()
+                self._consumer = None
 
     async def catch_up(self) -> None:
         """Read what has been published since; at most once per `reference_refresh_s`."""
@@ -75,7 +80,8 @@ class Reference:
         if time.monotonic() - self._last_catch_up < self.settings.reference_refresh_s:
             return
         async with self._lock:
-            assert self._consumer is not None
+            if self._consumer is None:
+                raise RuntimeError("the city map's reader has stopped: the worker is stopping")
             await self._read_to_end(self._consumer)
 
     async def _read_to_end(self, consumer: AIOKafkaConsumer) -> None:

@@ -18,7 +18,7 @@ from functools import cache
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from streams import batching, clients, metrics
 from streams.app import app
@@ -55,6 +55,7 @@ class Consumed:
         self._asker: AIOKafkaConsumer | None = None
         self._ends: dict[tuple[str, int], int] = {}
         self._ends_at = -math.inf
+        self._closed = False
 
     async def earliest(self, topic: str, partition: int) -> int:
         tp = TopicPartition(topic, partition)
@@ -86,6 +87,7 @@ class Consumed:
         return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
     async def close(self) -> None:
+        self._closed = True
         asker, self._asker = self._asker, None
         if asker is not None:
             await asker.stop()
@@ -93,6 +95,8 @@ class Consumed:
     async def _kafka(self) -> AIOKafkaConsumer:
         # A client of its own, on this loop, for questions about offsets: the group's consumer
         # answers from its thread only between two fetches, 1.5 s a question here.
+        if self._closed:
+            raise RuntimeError("the worker is stopping")
         if self._asker is None:
             s = settings()
             asker = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False, **clients.kafka_auth(s))
@@ -153,7 +157,7 @@ async def applied_positions(assigned: set[TP], read: dict[TP, int]) -> dict[TP, 
     while True:
         try:
             return await _applied_positions(assigned, read)
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             log.warning("where %d assigned partitions resume is kept in Redis, which does not answer (%s); "
                         "asking again in %.1f s", len(assigned), exc, delay)
             await asyncio.sleep(delay)
@@ -175,7 +179,9 @@ async def _applied_positions(assigned: set[TP], read: dict[TP, int]) -> dict[TP,
         at = int(offset) + 1 if offset is not None else 0
         positions[tp] = min(at, positions.get(tp, at))
         p.read_to[tp.topic, tp.partition] = read.get(tp, 0)
-        if read.get(tp, 0) > at:
+        # The group's offsets may run one batch ahead of Redis (a batch is acknowledged while its
+        # commit travels); further behind, the state lost writes.
+        if read.get(tp, 0) > at + p.settings.batch_max:
             log.error("%s: the state of %s[%d] has applied up to offset %d but the group had read to %d: Redis lost "
                       "the writes between; reading them again from Kafka", p.name, tp.topic, tp.partition, at - 1,
                       read[tp])

@@ -21,7 +21,7 @@ PREFIX = "CITYBRAIN_"
 class Settings:
     # Where things run.
     kafka_bootstrap: str = "127.0.0.1:19092"
-    redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_url: str = field(default="redis://127.0.0.1:16379/0", repr=False)  # may carry a password
     app_id: str = "citybrain"
     topic_prefix: str = ""  # lets several cities (or test runs) share one broker
     key_prefix: str = "cb"  # Redis key prefix
@@ -60,6 +60,10 @@ class Settings:
     # no other sensor has a window open; else it is dead-lettered, so that one wild clock cannot
     # make its neighbours' readings late.
     max_skew_s: float = 3600.0
+    # Stages new to a running city: where Kafka no longer keeps the start of their topics (which
+    # other stages read before), they start from what it keeps instead of refusing, as a state
+    # that lost its input would.
+    fresh_stages: tuple[str, ...] = ()
 
     # Traffic performance index (GB/T 33171-2016): DTP lower bounds of the five bands.
     dtp_bands: tuple[float, ...] = (0.0, 0.3, 0.5, 0.6, 0.7)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+import urllib.request
 
 import pytest
 import redis
@@ -67,27 +68,32 @@ def test_three_workers_one_killed_and_one_joining_late_commit_every_offset_once(
     wait_for(lambda: readings_applied(run) == total, timeout=180)
     run.start_worker()
     wait_for(lambda: "Worker ready" in run.logs()[2], timeout=120)
-    open_slots = sum(run.redis.hlen(k) for k in run.redis.scan_iter(match=f"{run.settings.key_prefix}:{{traffic.*}}:open"))
-    assert open_slots > 0, "the late joiner must find windows still open"
+    still_open = {p for p in range(4) if run.redis.hlen(f"{partition_key(run.settings.key_prefix, 'traffic', p)}:open")}
+    joiner = traffic_partitions(run, member_of(run.logs()[2]))
+    assert still_open & joiner, f"the late joiner must hold windows still open: {still_open} open, it holds {joiner}"
     state = run.wait_quiet(timeout=300)
 
     assert_same_city(run, state, steady_run, steady_state)
-    members = group_members(run)
-    assert len(members) == 2 and all(members.values()), "the late joiner holds partitions of its own"
     # Every partition is committed to its end: no gap, nothing left behind.
     ends = run.end_offsets("traffic_readings")
     wait_for(lambda: committed(run, "traffic_readings") == ends, timeout=60)
 
 
-def group_members(run) -> dict[str, int]:
-    """The consumer group's live members, with how many partitions each is assigned."""
+def member_of(log: str) -> str:
+    """A worker's id in the consumer group, from its log's latest join."""
+    return log.rsplit(" with member_id ", 1)[1].split()[0]
+
+
+def traffic_partitions(run, member: str) -> set[int]:
+    """The traffic partitions the group has assigned to a member."""
+    topic = topic_name("traffic_readings", run.settings)
     admin = kafka_admin(run.settings)
     try:
         group = admin.describe_groups([run.settings.app_id])[run.settings.app_id]
-        return {m["member_id"]: sum(len(a["partitions"]) for a in m["member_assignment"]["assigned_partitions"])
-                for m in group["members"]}
     finally:
         admin.close()
+    (found,) = [m for m in group["members"] if m["member_id"] == member]
+    return {p for a in found["member_assignment"]["assigned_partitions"] if a["topic"] == topic for p in a["partitions"]}
 
 
 def test_a_redis_rolled_back_behind_the_committed_offsets_is_refilled_from_kafka(city_run, rush_hour, steady):
@@ -134,3 +140,36 @@ def restore_stage(run, stage: str, snapshot: dict[bytes, bytes]) -> None:
         client.delete(key)
     for key, value in snapshot.items():
         client.restore(key, 0, value)
+
+
+def test_a_state_emptied_where_kafka_no_longer_keeps_its_input_stops_its_partitions_saying_so(city_run, rush_hour):
+    """The rush hour applied and committed; Kafka then drops the first half of each traffic
+    partition (retention), and Redis loses the traffic stage's state. A worker must not start
+    that state again from what is left, as if the first half had never been."""
+    run, feed, total = fed_city(city_run, rush_hour)
+    feed.join()
+    run.wait_quiet(timeout=300)
+    (worker,) = run.workers
+    worker.terminate()  # a clean stop commits the group's offsets to the end
+    worker.wait(30)
+    run.workers.remove(worker)
+    ends = run.end_offsets("traffic_readings")
+    admin = kafka_admin(run.settings)
+    try:
+        topic = topic_name("traffic_readings", run.settings)
+        admin.delete_records({TopicPartition(topic, p): end // 2 for p, end in ends.items()})
+    finally:
+        admin.close()
+    for key in stage_keys(run, "traffic"):
+        run.redis.delete(key)
+
+    run.start_worker()
+    wait_for(lambda: run.logs()[-1].count("the input it needs is gone") >= 2, timeout=120)  # and again
+    log = run.logs()[-1]
+    assert "Redis lost the writes between; reading them again from Kafka" in log  # seen at assignment
+    said = [p for p, end in ends.items() if f"the state of {topic}[{p}] has applied up to offset -1, but Kafka "
+            f"keeps only from offset {end // 2}: the input it needs is gone" in log]
+    assert said, log[-3000:]
+    assert readings_applied(run) == 0  # nothing applied on top of the hole
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{run.web_port}/metrics", timeout=10).read().decode()
+    assert 'citybrain_input_gone_total{stage="traffic"}' in metrics

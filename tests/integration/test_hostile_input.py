@@ -56,6 +56,8 @@ def test_mis_keyed_copies_and_a_clock_a_day_ahead_leave_the_city_as_it_was(city_
     (log,) = run.logs()
     assert log.count("was keyed null, not by its own id") == COPIES
     assert log.count("was keyed otherwise, not by its own id") == COPIES
+    # Each was sent back to the topic under its own id: the topic holds the feed and the resends.
+    assert sum(run.end_offsets("traffic_readings").values()) == sum(r == "traffic_readings" for r, *_ in fed) + 2 * COPIES
     assert city(state) == city(steady_state)
     by_id = lambda a: a["identifier"]  # noqa: E731
     assert unique(run.records("alerts"), by_id) == unique(steady_run.records("alerts"), by_id)

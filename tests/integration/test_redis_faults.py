@@ -64,6 +64,7 @@ def test_redis_sigkilled_mid_run_and_restarted_ends_as_an_uninterrupted_run(city
     subprocess.run([str(REPO / "ops" / "stack.sh"), "up"], check=True, capture_output=True,
                    env={**os.environ, "CITYBRAIN_PYTHON": sys.executable})
     feed.join(timeout=300)
+    assert not feed.is_alive(), "the feed must have been published in full"
     killed_state = killed.wait_quiet(timeout=300)
 
     assert_same_city(killed, killed_state, steady, steady_state)
