@@ -197,11 +197,12 @@ class Owned:
 
 
 class Misplaced(Exception):
-    """An event read under a key other than its own id: it belongs on its id's partition."""
+    """A valid event read under a key other than its own id: it belongs on its id's partition."""
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, event: Any):
         super().__init__(key)
         self.key = key
+        self.event = event
 
 
 class RuleFailed(Exception):
@@ -468,7 +469,7 @@ class Processor:
             except (Rejected, Misplaced) as exc:
                 decoded.append(exc)
         knows = stage.knows
-        if not all(knows(v) for v in decoded if not isinstance(v, Exception)):
+        if not all(knows(v.event if isinstance(v, Misplaced) else v) for v in decoded if not isinstance(v, Rejected)):
             await self.reference.catch_up()
         effects = Effects(self.name, Batch(self.base(partition), owned.commits,
                                            {**owned.offsets, offset_name: fresh[-1].offset}))
@@ -481,10 +482,12 @@ class Processor:
             effects.trigger_time = source.timestamp
             try:
                 if isinstance(value, Exception):
-                    if isinstance(value, Misplaced):
+                    if not isinstance(value, Misplaced):
+                        raise value
+                    if knows(value.event):
                         self._rekey(source, value.key, effects)
                         continue
-                    raise value
+                    value = value.event  # an id the city map lacks: dead-lettered here, as any is
                 if self._failing and (topic, partition, source.offset) in self._failing:
                     raise Rejected(self._failing[topic, partition, source.offset], "stage_error")
                 on_event(value, source, effects)
@@ -547,10 +550,7 @@ class Processor:
     def _decode(self, topic: str, source: Source) -> Any:
         value = decode(self.contracts[topic], source.value)
         field = self.key_fields.get(topic)
-        if field is not None:
-            own = getattr(value, field)
-            if source.key is None or source.key != own.encode():
-                raise Misplaced(own)
+        own = getattr(value, field) if field is not None else None  # before identifiers become tokens
         if self.personal[topic]:
             # From here on the stage sees tokens only: a raw identifier never reaches its state,
             # its records, its logs or its alerts.
@@ -562,6 +562,8 @@ class Processor:
                 f"event_time {iso(t)} is more than {self.settings.max_ahead_s:.0f} s ahead of the "
                 f"broker's record time {iso(source.timestamp)}", "from_the_future",
             )
+        if own is not None and (source.key is None or source.key != own.encode()):
+            raise Misplaced(own, value)
         return value
 
     async def send(self, sends: list[tuple[TopicT, bytes | None, bytes, int | None]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 
 import orjson
@@ -179,10 +180,13 @@ def test_an_event_keyed_otherwise_than_by_its_own_id_is_sent_again_under_it_not_
     good = readings(4)
     other = sorted(CITY.segments)[1]
     (_, _, stray) = good[2]
-    events = [*good[:2], ("traffic_readings", None, stray), ("traffic_readings", other, stray), good[3]]
+    nowhere = dataclasses.replace(stray, segment_id="S404")  # re-keying cannot help an id nobody knows
+    events = [*good[:2], ("traffic_readings", None, stray), ("traffic_readings", other, stray),
+              ("traffic_readings", SEGMENT, nowhere), good[3]]
     out = run_stage(SegmentStage, events, city=CITY, settings=S, broker_time=T0 + 3600)
     assert out.sent("traffic_readings") == [(SEGMENT, to_dict(stray))] * 2
-    assert out.sent("dead_letters") == [] and out.sent("late_events") == []
+    assert [d["reason"] for _, d in out.sent("dead_letters")] == ["unknown segment_id 'S404': not in the segments reference"]
+    assert out.sent("late_events") == []
     without = run_stage(SegmentStage, [*good[:2], good[3]], city=CITY, settings=S, broker_time=T0 + 3600)
     city = lambda state: {k: v for k, v in state.items() if ":offset" not in k and not k.endswith(":commits")}  # noqa: E731
     assert city(out.state) == city(without.state)
