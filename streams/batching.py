@@ -14,7 +14,8 @@ that lost its newest writes re-reads them from Kafka.
 faust internals relied on (tests/unit/test_faust_internals.py fails loudly when they change):
 `TRANSPORTS.aliases`; the aiokafka `Consumer._wait_next_records`, `_to_message`, `_add_gap`,
 `_new_offset`, `ack`, `perform_seek`, `seek`, `_commit` and the `_read_offset`, `_acked`,
-`_acked_index`, `_committed_offset` and `_n_acked` fields; `Conductor._build_handler`.
+`_acked_index`, `_committed_offset` and `_n_acked` fields; `Conductor._build_handler`; the
+consumer thread's `on_start` and its aiokafka fetcher's `_prefetch_backoff`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ from faust.types.tuples import ConsumerMessage
 log = logging.getLogger(__name__)
 
 SCHEME = "citybrain"
+# While any partition of a broker still has fetched records waiting to be taken, aiokafka sends
+# that broker no fetch for up to this long (100 ms by default). A partition paused because its
+# stage is behind (a traffic backlog) then held back every other partition's next fetch: a depth
+# reading that closes a road waited up to 100 ms behind traffic it has nothing to do with
+# (closure-to-CAP p99 at 10,000 readings/s: 132 ms, 37 ms at 5 ms).
+PREFETCH_BACKOFF_S = 0.005
 
 
 class RecordBatch(list):
@@ -59,6 +66,14 @@ def resume_from(positions: Positions) -> None:
     _resume_from = positions
 
 
+class BatchConsumerThread(kafka_driver.AIOKafkaConsumerThread):
+    """The thread that runs the aiokafka consumer, with a short wait between a broker's fetches."""
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        self._consumer._fetcher._prefetch_backoff = PREFETCH_BACKOFF_S
+
+
 class BatchConsumer(kafka_driver.Consumer):
     """faust's aiokafka consumer, yielding one message per fetched topic-partition batch."""
 
@@ -66,6 +81,9 @@ class BatchConsumer(kafka_driver.Consumer):
         super().__init__(*args, **kwargs)
         # Per partition, the (generation, last offset) of each batch handed out, in order.
         self._handed_out: dict[TP, deque[tuple[int, int]]] = {}
+
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         records, active = await super()._wait_next_records(timeout)

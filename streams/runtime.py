@@ -9,7 +9,6 @@ them, so importing a stage connects to nothing.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import math
 import time
@@ -34,19 +33,12 @@ log = logging.getLogger(__name__)
 declared: list[type[Stage]] = []
 ASK_KAFKA_S = 3.0  # how long the timer waits for Kafka to say where partitions end
 ENDS_KEPT_S = 0.5  # the answer serves every stage of one round of the timer (once a second)
-# Objects made between two runs of the cycle collector's youngest generation. A stage makes
-# several per event (the decoded event, its window's accumulator, records); at Python's 700 the
-# collector ran every few dozen events and took a fifth of a worker's time. Everything made
-# before the worker starts (modules, faust, the app) is moved out of its sight for good.
-COLLECT_EVERY_OBJECTS = 50_000
 
 
 class Live:
     """The worker's running objects."""
 
     def __init__(self) -> None:
-        gc.freeze()
-        gc.set_threshold(COLLECT_EVERY_OBJECTS, *gc.get_threshold()[1:])
         s = settings()
         self.redis = clients.async_redis(s)
         state, reference = StateStore(self.redis), Reference(s)

@@ -13,6 +13,7 @@ from importlib.metadata import version
 from types import SimpleNamespace
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from faust.transport import conductor as faust_conductor
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import TRANSPORTS
@@ -75,6 +76,29 @@ def test_the_drain_loop_still_calls_what_the_batch_consumer_overrides():
     assert "self._new_offset(tp)" in filter_offsets
     final_ack = inspect.getsource(ConsumerMessage.on_final_ack)
     assert "consumer.ack(self)" in final_ack
+
+
+def test_the_consumer_thread_and_its_fetcher_are_what_the_short_fetch_wait_sets():
+    from aiokafka.consumer import fetcher
+
+    assert params(kafka_driver.Consumer._new_consumer_thread) == ["self"]
+    assert "AIOKafkaConsumerThread(self, loop=self.loop, beacon=self.beacon)" in inspect.getsource(
+        kafka_driver.Consumer._new_consumer_thread)
+    on_start = inspect.getsource(kafka_driver.AIOKafkaConsumerThread.on_start)
+    assert "self._consumer = self._create_consumer(" in on_start and "await self._consumer.start()" in on_start
+    # The fetcher is made at start and reads the wait each time fetched records are kept.
+    assert "self._fetcher = Fetcher(" in inspect.getsource(AIOKafkaConsumer.start)
+    assert inspect.signature(fetcher.Fetcher).parameters["prefetch_backoff"].default == 0.1
+    assert "backoff=self._prefetch_backoff" in inspect.getsource(fetcher.Fetcher._proc_fetch_request)
+    assert "node_id in backoff_by_nodes" in inspect.getsource(fetcher.Fetcher._get_actions_per_node)
+
+
+def test_the_apps_consumer_runs_aiokafka_in_the_batch_consumer_thread():
+    from streams.app import app
+
+    thread = app.consumer._thread
+    assert type(app.consumer) is BatchConsumer
+    assert type(thread) is batching.BatchConsumerThread and isinstance(thread, kafka_driver.AIOKafkaConsumerThread)
 
 
 def test_the_consumer_fields_the_batch_consumer_reads_are_still_there():
