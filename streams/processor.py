@@ -333,8 +333,9 @@ class Processor:
         batches still in hand, retried until it succeeds: the stage stalls rather than skips.
         """
         topic, partition = batch.tp
-        sources = [Source(topic, partition, r.offset, r.key, r.value,
-                          r.timestamp / 1000.0 if r.timestamp is not None else None) for r in batch]
+        new = tuple.__new__  # Source(...) without its keyword-handling __new__: a third of the cost
+        sources = [new(Source, (topic, partition, r.offset, r.key, r.value,
+                                r.timestamp / 1000.0 if r.timestamp is not None else None)) for r in batch]
         async with self._lock:
             try:
                 await self.reference.start()
