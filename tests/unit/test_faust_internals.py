@@ -164,3 +164,23 @@ def test_batches_from_before_a_rebalance_are_never_committed():
     assert c._new_offset(TP0) is None
     assert c.ack(fresh) and c._new_offset(TP0) == 10
     assert not c._handed_out[TP0] or deque(c._handed_out[TP0]) == deque()
+
+
+def test_records_are_placed_as_kafka_places_them_by_the_apps_own_partitioner():
+    import random
+
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from streams.app import app, partition_for
+
+    assert app.conf.producer_partitioner is partition_for
+    assert '"partitioner": self.partitioner' in inspect.getsource(kafka_driver.Producer._settings_default)
+    kafka = DefaultPartitioner()
+    rng = random.Random(7)
+    for _ in range(3):  # the second and third time from what it remembers
+        for size in range(1, 60):
+            key = bytes(rng.getrandbits(8) for _ in range(size))
+            for n in (1, 3, 12, 16):
+                assert partition_for(key, list(range(n)), list(range(n))) == kafka(key, list(range(n)), list(range(n)))
+        rng = random.Random(7)
+    assert partition_for(None, [0, 1, 2], [2]) == 2  # no key: spread over what is available
