@@ -55,6 +55,9 @@ def text(most: int, default: Any = dataclasses.MISSING):
     return dataclasses.field(default=default, metadata={"hi": most})
 
 
+DECLARED: list[type] = []  # every contract, in the order declared
+
+
 def contract(cls: type[C]) -> type[C]:
     """Declare an event or record: a frozen dataclass with slots.
 
@@ -62,6 +65,7 @@ def contract(cls: type[C]) -> type[C]:
     through `object.__setattr__` for every field, which costs twice as much, and records are
     built for every window a stage closes."""
     cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
+    DECLARED.append(cls)
     fields = dataclasses.fields(cls)
     if hasattr(cls, "__post_init__") or any(f.default_factory is not dataclasses.MISSING for f in fields):
         return cls  # built as dataclasses builds it
@@ -141,7 +145,7 @@ def _checker(tp: Any, lo: float | None, hi: float | None):
         def listing(v):
             if not isinstance(v, list):
                 raise ValueError("expected a list")
-            return tuple(item(x) for x in v)
+            return [item(x) for x in v]  # as the record was built: a restored record equals the saved one
 
         return listing
     if origin is dict:

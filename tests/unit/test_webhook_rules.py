@@ -447,7 +447,7 @@ def test_no_subscriptions_file_means_no_subscriptions():
     assert load_subscriptions("") == {}
 
 
-def test_subscriptions_load_by_id_with_lists_as_tuples(tmp_path):
+def test_subscriptions_load_by_id_with_their_lists(tmp_path):
     path = write_json(tmp_path, [
         {"subscription_id": "ops", "url": "https://ops.example.com/hook", "secrets": [SECRET_A, SECRET_B],
          "sources": ["alerts", "notices"], "zones": ["Z1", "Z2"], "min_severity": "Severe"},
@@ -457,9 +457,9 @@ def test_subscriptions_load_by_id_with_lists_as_tuples(tmp_path):
     subs = load_subscriptions(path)
     assert set(subs) == {"ops", "radio"}
     ops, radio = subs["ops"], subs["radio"]
-    assert ops.secrets == (SECRET_A, SECRET_B) and ops.sources == ("alerts", "notices")
-    assert ops.zones == ("Z1", "Z2") and ops.min_severity == "Severe" and ops.include_cap_xml is False
-    assert radio.categories == ("Met",) and radio.include_cap_xml is True
+    assert ops.secrets == [SECRET_A, SECRET_B] and ops.sources == ["alerts", "notices"]
+    assert ops.zones == ["Z1", "Z2"] and ops.min_severity == "Severe" and ops.include_cap_xml is False
+    assert radio.categories == ["Met"] and radio.include_cap_xml is True
     assert list(radio.sources) == ["alerts"]  # not given: the default
     assert radio.url == "https://radio.example.com/cap"
 
