@@ -25,7 +25,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -298,11 +298,11 @@ class Courier:
         self.slots: dict[str, asyncio.Semaphore] = {}  # per endpoint: attempts in flight
         self.rng = random.Random()
 
-    def due(self) -> Iterator[tuple[int, Delivery]]:
+    async def due(self) -> list[tuple[int, Delivery]]:
+        """The deliveries whose time has come, by partition, each handed out once."""
         now = time.time()
-        for p, owned in list(self.dispatch.stages.items()):
-            for d in owned.stage.queue.take_due(now, owned.stage.disabled):
-                yield p, d
+        async with self.dispatch.between_batches() as stages:
+            return [(p, d) for p, stage in stages.items() for d in stage.queue.take_due(now, stage.disabled)]
 
     async def run(self) -> None:
         headers = {"User-Agent": "citybrain-webhooks"}
@@ -315,7 +315,7 @@ class Courier:
                 except asyncio.TimeoutError:
                     pass
                 delivery_due.clear()
-                for p, d in list(self.due()):
+                for p, d in await self.due():
                     sub = subscriptions().get(d.subscription_id)
                     asyncio.ensure_future(self.deliver(private if sub and sub.allow_private else public, p, d))
 
@@ -331,9 +331,10 @@ class Courier:
             raise
         except Exception:  # Kafka unreachable, or anything unforeseen: never strand the delivery
             log.exception("webhook delivery %s: outcome could not be recorded; will attempt again", d.delivery_id)
-            owned = self.dispatch.stages.get(partition)
-            if owned is not None and owned.stage.pending.get(d.delivery_id) == d:
-                owned.stage.queue.reschedule(replace(d, next_at=time.time() + self.settings.webhook_backoff_s))
+            async with self.dispatch.between_batches() as stages:
+                stage = stages.get(partition)
+                if stage is not None and stage.pending.get(d.delivery_id) == d:
+                    stage.queue.reschedule(replace(d, next_at=time.time() + self.settings.webhook_backoff_s))
 
     async def try_once(self, session: aiohttp.ClientSession, d: Delivery) -> DeliveryOutcome:
         sub = subscriptions().get(d.subscription_id)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, NamedTuple, Protocol
@@ -303,6 +304,13 @@ class Processor:
                     await self._loaded(partition)
                 except Exception:
                     log.exception("%s: loading partition %d failed; it loads with its next batch", self.name, partition)
+
+    @contextlib.asynccontextmanager
+    async def between_batches(self) -> AsyncIterator[dict[int, Stage]]:
+        """The stages of the partitions held here, while no batch is being applied to them: for
+        work beside the stream (a stage's deliveries due) that reads or changes their state."""
+        async with self._lock:
+            yield {p: owned.stage for p, owned in self.stages.items()}
 
     def lag(self, highwater: Callable[[str, int], int | None]) -> metrics.Gauges:
         """Records on the source topics of the partitions held here, not yet applied."""

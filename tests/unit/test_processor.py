@@ -95,6 +95,47 @@ def test_two_processors_on_one_partition_end_where_one_would():
     assert sent == {value for sends in one.sends.values() for _, _, value, _ in sends}
 
 
+class SlowState(MemoryState):
+    """A store whose loads wait until let go, as a Redis that is slow to answer."""
+
+    def __init__(self):
+        super().__init__()
+        self.go_on = asyncio.Event()
+
+    async def load(self, *args):
+        await self.go_on.wait()
+        return await super().load(*args)
+
+
+def test_work_beside_the_stream_sees_the_stages_only_between_batches():
+    reference = FixedReference(S, CITY)
+    (partition,) = {p for _, p, *_ in place(readings(1), S, T0)}
+    topic = topic_name("traffic_readings", S)
+    records = [Record(topic, partition, o, SEGMENT.encode(), encode(r), int((T0 + 3600) * 1000))
+               for o, (_, _, r) in enumerate(readings(5))]
+    store = SlowState()
+    p = HarnessProcessor(SegmentStage, store, reference, S)
+    seen: list[dict] = []
+
+    async def beside() -> None:
+        async with p.between_batches() as stages:
+            seen.append({n: stage.windows.watermark for n, stage in stages.items()})
+
+    async def go() -> None:
+        applying = asyncio.ensure_future(p.process(RecordBatch(TP(topic, partition), records)))
+        await asyncio.sleep(0.01)  # the batch is being applied: its partition's state is loading
+        waiting = asyncio.ensure_future(beside())
+        await asyncio.sleep(0.01)
+        assert not seen and not waiting.done()
+        store.go_on.set()
+        await applying
+        await waiting
+        await p.land()
+
+    asyncio.run(go())
+    assert seen == [{partition: T0 + 30 * 4}]  # the whole batch applied, never half of it
+
+
 def without_commits(data: dict) -> dict:
     return {k: v for k, v in data.items() if not k.endswith(":commits")}
 
