@@ -300,8 +300,8 @@ class Courier:
 
     async def due(self) -> list[tuple[int, Delivery]]:
         """The deliveries whose time has come, by partition, each handed out once."""
-        now = time.time()
         async with self.dispatch.between_batches() as stages:
+            now = time.time()
             return [(p, d) for p, stage in stages.items() for d in stage.queue.take_due(now, stage.disabled)]
 
     async def run(self) -> None:

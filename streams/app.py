@@ -25,13 +25,13 @@ _s = settings()
 GC_YOUNG_THRESHOLD = 10_000
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def _key_hash(key: bytes) -> int:
     return murmur2(key) & 0x7FFFFFFF
 
 
 def partition_for(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-    """Kafka's default partitioner (murmur2 of the key, as every Kafka client places keys), with
+    """Kafka's default partitioner (murmur2 of the key, as the Java client and aiokafka place keys), with
     the hashes of recent keys remembered. The client's murmur2 is pure Python, 12 us a key, paid
     for every record sent, and the same people, plates and incidents come back again and again."""
     if key is None:
@@ -77,6 +77,7 @@ class Worker(faust.Worker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.spinner = None
+        gc.collect()
         gc.freeze()  # what the worker was built from (modules, faust, the app) is never garbage
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 

@@ -40,8 +40,14 @@ SCHEME = "citybrain"
 # that broker no fetch for up to this long (100 ms by default). A partition paused because its
 # stage is behind (a traffic backlog) then held back every other partition's next fetch: a depth
 # reading that closes a road waited up to 100 ms behind traffic it has nothing to do with
-# (closure-to-CAP p99 at 10,000 readings/s: 132 ms, 37 ms at 5 ms).
+# (closure-to-CAP p99 at 10,000 readings/s: 132 ms, 37-62 ms at 5 ms).
 PREFETCH_BACKOFF_S = 0.005
+# How long the broker holds a fetch that finds nothing new. One fetch per broker is in flight at a
+# time, so a busy partition left out of a fetch of quiet ones waits for it: 1.5 s at faust's
+# setting, and with the short wait above a busy partition was often left out (one busy traffic
+# partition of four: 12,000-22,000 readings/s; 31,000-42,000/s at 50 ms). Idle, a worker asks
+# each broker twenty times a second.
+FETCH_MAX_WAIT_MS = 50
 
 
 class RecordBatch(list):
@@ -67,11 +73,12 @@ def resume_from(positions: Positions) -> None:
 
 
 class BatchConsumerThread(kafka_driver.AIOKafkaConsumerThread):
-    """The thread that runs the aiokafka consumer, with a short wait between a broker's fetches."""
+    """The thread that runs the aiokafka consumer, with short waits between and within a broker's fetches."""
 
     async def on_start(self) -> None:
         await super().on_start()
         self._consumer._fetcher._prefetch_backoff = PREFETCH_BACKOFF_S
+        self._consumer._fetcher._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
 
 
 class BatchConsumer(kafka_driver.Consumer):

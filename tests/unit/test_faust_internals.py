@@ -91,6 +91,22 @@ def test_the_consumer_thread_and_its_fetcher_are_what_the_short_fetch_wait_sets(
     assert inspect.signature(fetcher.Fetcher).parameters["prefetch_backoff"].default == 0.1
     assert "backoff=self._prefetch_backoff" in inspect.getsource(fetcher.Fetcher._proc_fetch_request)
     assert "node_id in backoff_by_nodes" in inspect.getsource(fetcher.Fetcher._get_actions_per_node)
+    assert "self._fetch_max_wait_ms," in inspect.getsource(fetcher.Fetcher._get_actions_per_node)
+    assert "fetch_max_wait_ms=1500" in inspect.getsource(kafka_driver.AIOKafkaConsumerThread._create_worker_consumer)
+
+
+def test_the_consumer_thread_shortens_its_fetchers_waits(monkeypatch):
+    import asyncio
+
+    fetcher = SimpleNamespace(_prefetch_backoff=0.1, _fetch_max_wait_ms=1500)
+
+    async def started(self) -> None:  # as faust's: the aiokafka consumer made and started
+        self._consumer = SimpleNamespace(_fetcher=fetcher)
+
+    monkeypatch.setattr(kafka_driver.AIOKafkaConsumerThread, "on_start", started)
+    asyncio.run(batching.BatchConsumerThread.__new__(batching.BatchConsumerThread).on_start())
+    assert fetcher._prefetch_backoff == batching.PREFETCH_BACKOFF_S < 0.1
+    assert fetcher._fetch_max_wait_ms == batching.FETCH_MAX_WAIT_MS < 1500
 
 
 def test_the_apps_consumer_runs_aiokafka_in_the_batch_consumer_thread():

@@ -95,6 +95,11 @@ def test_two_processors_on_one_partition_end_where_one_would():
     assert sent == {value for sends in one.sends.values() for _, _, value, _ in sends}
 
 
+def test_a_source_is_the_six_fields_the_processor_builds_it_from():
+    # The processor makes sources as plain tuples of these, in this order (Processor.process).
+    assert Source._fields == ("topic", "partition", "offset", "key", "value", "timestamp")
+
+
 class SlowState(MemoryState):
     """A store whose loads wait until let go, as a Redis that is slow to answer."""
 
