@@ -18,7 +18,6 @@ from functools import cache
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisClusterException, RedisError
 
 from streams import batching, clients, metrics
 from streams.app import app
@@ -152,12 +151,15 @@ metrics.CITY.sources.append(partition_gauges)
 async def applied_positions(assigned: set[TP], read: dict[TP, int]) -> dict[TP, int]:
     """Where each assigned partition resumes: after the offset its stages' state has applied
     (the start when none has), the lowest where several stages read one topic. Asked of Redis
-    until it answers: a rebalance while Redis restarts waits for it, rather than crash."""
+    until it answers: a rebalance while Redis restarts waits for it, rather than crash. Any
+    failure is asked again, not only Redis's own errors: the cluster client can fail otherwise
+    while a master is down (a connection torn down under a write it shares raised AttributeError),
+    and a failure here stops the worker."""
     delay = 0.5
     while True:
         try:
             return await _applied_positions(assigned, read)
-        except (RedisError, RedisClusterException) as exc:
+        except Exception as exc:  # noqa: BLE001  reads only: asking again is always safe
             log.warning("where %d assigned partitions resume is kept in Redis, which does not answer (%s); "
                         "asking again in %.1f s", len(assigned), exc, delay)
             await asyncio.sleep(delay)

@@ -336,3 +336,19 @@ def test_a_state_the_group_had_read_past_refuses_input_kafka_no_longer_keeps():
     with pytest.raises(RuntimeError, match=r"applied up to offset -1, but Kafka keeps only from offset 30: the input it needs is gone"):
         apply(read_to=40)
     assert apply(read_to=0).batch.offsets["offset"] == 34
+
+
+def test_where_assigned_partitions_resume_is_asked_again_whatever_the_redis_client_raises(monkeypatch):
+    from streams import runtime
+
+    calls = []
+
+    async def flaky(assigned, read):
+        calls.append(1)
+        if len(calls) == 1:  # as the cluster client failed with a master down, mid-rebalance
+            raise AttributeError("'NoneType' object has no attribute 'writelines'")
+        return {TP("t", 0): 5}
+
+    monkeypatch.setattr(runtime, "_applied_positions", flaky)
+    assert asyncio.run(runtime.applied_positions({TP("t", 0)}, {})) == {TP("t", 0): 5}
+    assert len(calls) == 2
