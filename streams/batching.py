@@ -15,7 +15,7 @@ faust internals relied on (tests/unit/test_faust_internals.py fails loudly when 
 `TRANSPORTS.aliases`; the aiokafka `Consumer._wait_next_records`, `_to_message`, `_add_gap`,
 `_new_offset`, `ack`, `perform_seek`, `seek`, `_commit` and the `_read_offset`, `_acked`,
 `_acked_index`, `_committed_offset` and `_n_acked` fields; `Conductor._build_handler`; the
-consumer thread's `on_start` and its aiokafka fetcher's `_prefetch_backoff`.
+consumer thread's `on_start` and its aiokafka fetcher's `_prefetch_backoff` and `_fetch_max_wait_ms`.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ import contextlib
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.contract import encode
+from streams.app import partition_for
 from streams.clients import kafka_auth
 from streams.settings import Settings
 from streams.topics import topic_name
@@ -31,7 +31,7 @@ class Publisher:
         self.in_flight = in_flight
         self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_batch_size=1 << 20, acks="all",
                                           **kafka_auth(settings))
-        self._partitioner = DefaultPartitioner()
+        self._partitioner = partition_for
         self._partitions: dict[str, list[int]] = {}
         self._building: dict[tuple[str, int], Any] = {}  # (topic, partition) -> batch being filled
         self._shipping = asyncio.Lock()  # batches of a partition leave in the order they were filled

@@ -22,10 +22,10 @@ from typing import Any, NamedTuple
 
 import orjson
 from faust.types import TP
-from kafka.partitioner.default import murmur2
 
 from schemas.contract import encode
 from schemas.reference import CityMap
+from streams.app import partition_for
 from streams.batching import RecordBatch
 from streams.processor import Processor, Stage
 from streams.reference import Reference
@@ -167,7 +167,7 @@ def place(events: Iterable[Event], s: Settings, broker_time: float) -> list[Plac
     out = []
     for role, key, value in events:
         n = partitions_of(role, s)
-        p = (murmur2(key.encode()) & 0x7FFFFFFF) % n if key is not None else 0
+        p = partition_for(key.encode(), list(range(n)), []) if key is not None else 0
         out.append((role, p, key, value, broker_time))
     return out
 

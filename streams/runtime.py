@@ -161,7 +161,7 @@ async def applied_positions(assigned: set[TP], read: dict[TP, int]) -> dict[TP, 
             return await _applied_positions(assigned, read)
         except Exception as exc:  # noqa: BLE001  reads only: asking again is always safe
             log.warning("where %d assigned partitions resume is kept in Redis, which does not answer (%s); "
-                        "asking again in %.1f s", len(assigned), exc, delay)
+                        "asking again in %.1f s", len(assigned), f"{type(exc).__name__}: {exc}", delay)
             await asyncio.sleep(delay)
             delay = min(10.0, delay * 2)
 
