@@ -13,7 +13,7 @@ that lost its newest writes re-reads them from Kafka.
 
 faust internals relied on (tests/unit/test_faust_internals.py fails loudly when they change):
 `TRANSPORTS.aliases`; the aiokafka `Consumer._wait_next_records`, `_to_message`, `_add_gap`,
-`_new_offset`, `ack`, `perform_seek`, `seek`, `_commit` and the `_read_offset`, `_acked`,
+`_new_offset`, `ack`, `perform_seek`, `seek`, `_seek`, `_commit` and the `_read_offset`, `_acked`,
 `_acked_index`, `_committed_offset` and `_n_acked` fields; `Conductor._build_handler`; the
 consumer thread's `on_start` and its aiokafka fetcher's `_prefetch_backoff` and `_fetch_max_wait_ms`.
 """
@@ -145,6 +145,12 @@ class BatchConsumer(kafka_driver.Consumer):
         if end is not None:
             self._acked[tp] = [o for o in self._acked[tp] if o >= end]
         return end
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        # In the consumer's own thread: faust's seeks from the calling one, and aiokafka's fetcher
+        # is not thread-safe (a seek in a rebalance dropped a partition's fetched records while the
+        # thread was taking them, and the Fetcher crashed on the KeyError).
+        await self._thread.call_thread(self._thread.seek, partition, offset)
 
     async def perform_seek(self) -> None:
         await super().perform_seek()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -48,6 +49,12 @@ async def send_all(pub: Publisher, items: list[tuple[str, str, Any]]) -> None:
     """(topic role, key, record or raw bytes), in order."""
     for role, key, value in items:
         await pub.send_raw(role, key, value if isinstance(value, bytes) else encode(value))
+
+
+def errors_in(log: str) -> str:
+    """The log's ERROR and CRITICAL records with their tracebacks."""
+    records = re.split(r"\n(?=\[\d{4}-\d\d-\d\d )", log)
+    return "\n".join(r for r in records if "] [ERROR] " in r or "] [CRITICAL] " in r)
 
 
 class CityRun:
@@ -110,8 +117,9 @@ class CityRun:
         self.redis.close()
 
     def worker_log(self) -> str:
-        """The end of every worker's log, for a failure's message."""
-        return "\n".join(log[-4000:] for log in self.logs())
+        """Every worker's errors and the end of its log, for a failure's message."""
+        return "\n".join(f"--- worker {i}: errors\n{errors_in(log)[-6000:]}\n--- worker {i}: end\n{log[-4000:]}"
+                         for i, log in enumerate(self.logs()))
 
     def logs(self) -> list[str]:
         """Every worker's whole log."""

@@ -12,7 +12,6 @@ from collections import defaultdict, deque
 from importlib.metadata import version
 from types import SimpleNamespace
 
-import faust
 from aiokafka import AIOKafkaConsumer
 from faust.transport import conductor as faust_conductor
 from faust.transport import consumer as faust_consumer
@@ -56,9 +55,10 @@ def test_overridden_consumer_methods_keep_their_signatures():
     assert params(base.ack) == ["self", "message"]
     assert params(base.perform_seek) == ["self"]
     assert params(base.seek) == ["self", "partition", "offset"]
+    assert params(base._seek) == ["self", "partition", "offset"]
     assert params(base._commit) == ["self", "offsets"] and inspect.iscoroutinefunction(base._commit)
     assert params(faust_conductor.Conductor._build_handler) == ["self", "tp", "channels"]
-    for coroutine in (base._wait_next_records, base._add_gap, base.perform_seek, base.seek):
+    for coroutine in (base._wait_next_records, base._add_gap, base.perform_seek, base.seek, base._seek):
         assert inspect.iscoroutinefunction(coroutine)
 
 
@@ -128,6 +128,23 @@ def test_recovery_seeks_through_perform_seek():
     from faust.tables import recovery
 
     assert "consumer.perform_seek()" in inspect.getsource(recovery.Recovery)
+
+
+def test_a_seek_moves_the_fetcher_from_the_consumers_own_thread():
+    import asyncio
+
+    assert "await self._seek(partition, offset)" in inspect.getsource(faust_consumer.Consumer.seek)
+    assert "self._thread.seek(partition, offset)" in inspect.getsource(kafka_driver.Consumer._seek)
+    seeks, in_thread = [], []
+
+    async def call_thread(fun, *args):
+        in_thread.append(True)
+        return fun(*args)
+
+    c = object.__new__(BatchConsumer)
+    c._thread = SimpleNamespace(call_thread=call_thread, seek=lambda tp, offset: seeks.append((tp, offset, bool(in_thread))))
+    asyncio.run(c._seek(TP0, 7))
+    assert seeks == [(TP0, 7, True)]
 
 
 def consumer(generation: int = 1) -> BatchConsumer:
