@@ -14,11 +14,10 @@ import math
 from collections import Counter as Tally
 from dataclasses import dataclass, field, replace
 
-
 import orjson
 
 from agents.alerts import send_alert
-from schemas.cap import COLOUR_SEVERITY, Alert, Area, Incident, Info, cap_id, cap_time, zone_area
+from schemas.cap import COLOUR_SEVERITY, Alert, Incident, bilingual, cap_id, circle_area, zone_area
 from schemas.contract import Rejected, encode, from_dict, iso
 from schemas.events import CitizenFloodReport, RainGaugeReading, WaterDepthReading
 from schemas.records import CellReport, GaugeRain, PointReport, RoadClosure, ZoneFlood
@@ -31,6 +30,9 @@ log = logging.getLogger(__name__)
 
 LEVELS = ("watch", "warning", "closure", "severe")
 SEVERITY = {"watch": "Minor", "warning": "Moderate", "closure": "Severe", "severe": "Extreme"}  # blue..red
+# How far around a monitored point, and around a cluster of residents' reports, an alert speaks.
+POINT_RADIUS_KM = 0.3
+CELL_RADIUS_KM = 0.5
 
 # ---------------------------------------------------------------------------------------------
 # Rules (pure)
@@ -145,7 +147,6 @@ def _waterlogging_message(
     watch: PointWatch, msg_type: str, r: WaterDepthReading, rise: float, point: WaterloggingPoint, s: Settings,
     alerts: list[Alert],
 ) -> tuple[PointWatch, list[Alert]]:
-    incident = watch.incident
     cleared = msg_type == "Cancel"
     level = watch.level or "watch"
     zh_head, en_head, zh_do, en_do = WATER_TEXT[level]
@@ -162,16 +163,12 @@ def _waterlogging_message(
                   ("depth_cm", f"{r.depth_cm:.1f}"), ("rise_cm", f"{rise:.1f}")]
     if point.segment_id:
         parameters.append(("segment_id", point.segment_id))
-    area = Area(f"{point.name} ({point.kind.replace('_', ' ')})", circles=[f"{point.lat},{point.lon} 0.3"])
-    info = [
-        Info(lang, "Met", "Road waterlogging", "AllClear" if cleared else ("Monitor" if level == "watch" else "Avoid"),
-             "Past" if cleared else "Immediate", SEVERITY[level], "Observed" if watch.corroborated else "Possible",
-             head, text, todo, parameters, [area])
-        for lang, (head, text, todo) in texts.items()
-    ]
-    alert = Alert(incident.message_id(s.alert_sender), s.alert_sender, cap_time(r.event_time), "Actual",
-                  msg_type, "Public", incident.last_reference, incident.id, info)
-    return replace(watch, incident=incident.after(alert)), [*alerts, alert]
+    area = circle_area(f"{point.name} ({point.kind.replace('_', ' ')})", point.lat, point.lon, POINT_RADIUS_KM)
+    info = bilingual(texts, "Met", "Road waterlogging", "AllClear" if cleared else ("Monitor" if level == "watch" else "Avoid"),
+                     "Past" if cleared else "Immediate", SEVERITY[level], "Observed" if watch.corroborated else "Possible",
+                     parameters, [area])
+    incident, alert = watch.incident.message(s.alert_sender, msg_type, r.event_time, info)
+    return replace(watch, incident=incident), [*alerts, alert]
 
 
 def corroborate(watch: PointWatch, report: PointReport, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, list[Alert]]:
@@ -208,19 +205,15 @@ def _health_change(watch: PointWatch, health: str, t: float, point: Waterlogging
             "stale": ("has stopped reporting", "停止上报")}.get(health)
     en = f"Depth sensor at {point.name} " + (f"{what[0]}: the point is not monitored" if what else "reports normally again")
     zh = f"{point.name}水位传感器" + (f"{what[1]}，该点暂无有效监测" if what else "恢复正常")
-    info = [
-        Info(lang, "Infra", "Waterlogging sensor fault", "AllClear" if recovered else "Assess",
-             "Past" if recovered else "Expected", "Minor", "Observed", head, head,
-             "No action for residents; maintenance to inspect the sensor." if lang == "en-US" else "请运维人员检查传感器。",
-             [("point_id", point.point_id), ("zone_id", point.zone_id), ("sensor_health", health)],
-             [Area(point.name, circles=[f"{point.lat},{point.lon} 0.3"])])
-        for lang, head in (("zh-CN", zh), ("en-US", en))
-    ]
-    alert = Alert(incident.message_id(s.alert_sender), s.alert_sender, cap_time(t), "Actual",
-                  "Cancel" if recovered else ("Alert" if watch.health_incident is None else "Update"), "Public",
-                  incident.last_reference, incident.id, info)
-    incident = None if recovered else incident.after(alert)
-    return replace(watch, health=health, health_incident=incident), alert
+    texts = {"zh-CN": (zh, zh, "请运维人员检查传感器。"),
+             "en-US": (en, en, "No action for residents; maintenance to inspect the sensor.")}
+    info = bilingual(texts, "Infra", "Waterlogging sensor fault", "AllClear" if recovered else "Assess",
+                     "Past" if recovered else "Expected", "Minor", "Observed",
+                     [("point_id", point.point_id), ("zone_id", point.zone_id), ("sensor_health", health)],
+                     [circle_area(point.name, point.lat, point.lon, POINT_RADIUS_KM)])
+    msg_type = "Cancel" if recovered else ("Alert" if watch.health_incident is None else "Update")
+    after, alert = incident.message(s.alert_sender, msg_type, t, info)
+    return replace(watch, health=health, health_incident=None if recovered else after), alert
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,16 +414,10 @@ def _signal_message(
                            "Keep away from low-lying roads, underpasses and underground garages; expect waterlogging.")}
     parameters = [("zone_id", zone.zone_id), ("signal", "cleared" if cleared else colour),
                   *((f"rain_{h:g}h_mm", f"{mm:.1f}") for h, mm in zip(s.rain_horizons_h, totals))]
-    info = [
-        Info(lang, "Met", "Rainstorm", "AllClear" if cleared else "Prepare", "Past" if cleared else "Expected",
-             COLOUR_SEVERITY[colour], "Observed", head, text, todo, parameters,
-             [zone_area(zone)])
-        for lang, (head, text, todo) in texts.items()
-    ]
-    incident = watch.incident
-    alert = Alert(incident.message_id(s.alert_sender), s.alert_sender, cap_time(as_of), "Actual",
-                  msg_type, "Public", incident.last_reference, incident.id, info)
-    return replace(watch, incident=incident.after(alert)), alert
+    info = bilingual(texts, "Met", "Rainstorm", "AllClear" if cleared else "Prepare", "Past" if cleared else "Expected",
+                     COLOUR_SEVERITY[colour], "Observed", parameters, [zone_area(zone)])
+    incident, alert = watch.incident.message(s.alert_sender, msg_type, as_of, info)
+    return replace(watch, incident=incident), alert
 
 
 class GaugeStage(Stage):
@@ -641,13 +628,11 @@ def _cell_message(watch: CellWatch, incident: Incident, msg_type: str, at: float
                   f"{len(watch.reports)} residents' reports where no point is monitored.",
                   "No action needed." if cleared else "Take care on low-lying roads here; avoid them if you can."),
     }
-    info = [Info(lang, "Met", "Reported waterlogging", "AllClear" if cleared else "Avoid", "Past" if cleared else "Expected",
-                 "Moderate", "Likely", head, text, todo, [("cell_id", cell_id), ("reports", str(len(watch.reports)))],
-                 [Area(f"Reports around {watch.lat:.4f},{watch.lon:.4f}", circles=[f"{watch.lat},{watch.lon} 0.5"])])
-            for lang, (head, text, todo) in texts.items()]
-    alert = Alert(incident.message_id(s.alert_sender), s.alert_sender, cap_time(at), "Actual", msg_type, "Public",
-                  incident.last_reference, incident.id, info)
-    return replace(watch, incident=incident.after(alert)), alert
+    info = bilingual(texts, "Met", "Reported waterlogging", "AllClear" if cleared else "Avoid", "Past" if cleared else "Expected",
+                     "Moderate", "Likely", [("cell_id", cell_id), ("reports", str(len(watch.reports)))],
+                     [circle_area(f"Reports around {watch.lat:.4f},{watch.lon:.4f}", watch.lat, watch.lon, CELL_RADIUS_KM)])
+    incident, alert = incident.message(s.alert_sender, msg_type, at, info)
+    return replace(watch, incident=incident), alert
 
 
 def _cell_from(raw: bytes) -> CellWatch:

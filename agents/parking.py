@@ -21,7 +21,7 @@ from typing import Literal
 import orjson
 
 from agents.alerts import as_json, send_alert, send_notice
-from schemas.cap import Alert, Area, Incident, bilingual, cap_id
+from schemas.cap import Alert, Incident, bilingual, cap_id, circle_area
 from schemas.contract import Rejected, from_dict, iso
 from schemas.events import ParkingEvent
 from schemas.records import Bill, LotOrder, Notice, ParkingAnomaly
@@ -196,7 +196,7 @@ def _lot_message(watch: LotWatch, msg_type: str, occupied: int, at: float, lot: 
                      "Past" if cleared else "Expected", "Moderate" if watch.level == "full" else "Minor", "Observed",
                      [("lot_id", lot.lot_id), ("zone_id", lot.zone_id), ("status", watch.level or "spacesAvailable"),
                       ("available_spots", str(free))],
-                     [Area(lot.name, circles=[f"{lot.lat},{lot.lon} 0.2"])])
+                     [circle_area(lot.name, lot.lat, lot.lon, 0.2)])
     incident, alert = watch.incident.message(s.alert_sender, msg_type, at, info)
     return replace(watch, incident=incident), alert
 

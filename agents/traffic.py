@@ -13,33 +13,33 @@ import logging
 import math
 import zlib
 from bisect import bisect_right
-from collections.abc import Iterable
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
+from agents.alerts import as_json, send_alert
+from schemas.cap import Alert, Incident, bilingual, cap_id, road_area
 from schemas.contract import Rejected, encode, from_dict, iso, parse_time, rounded
 from schemas.events import TrafficReading
 from schemas.records import (
     ApproachFlow,
-    FlowReport,
-    RoadClosure,
     CityIndex,
     CityIndexPart,
     CongestionLevel,
+    FlowReport,
     PhaseGreen,
+    RoadClosure,
     SegmentWindow,
     SignalPlan,
 )
-from agents.alerts import as_json, send_alert
-from schemas.cap import Alert, Area, Incident, Info, cap_id, cap_time, polygon
 from schemas.reference import Intersection, Segment, Zone
 from streams import metrics, runtime, topics
-from streams.topics import partitions_of
 from streams.processor import Effects, Source, Stage, WindowedStage
 from streams.settings import Settings
+from streams.topics import partitions_of
 
 log = logging.getLogger(__name__)
 
@@ -160,19 +160,13 @@ def _message(
     watch: CongestionWatch, w: SegmentWindow, segment: Segment, zone: Zone | None, msg_type: str, s: Settings
 ) -> tuple[CongestionWatch, Alert]:
     cleared = msg_type == "Cancel"
-    area = Area(f"{segment.name}, {zone.name if zone else segment.zone_id}", [polygon(zone.polygon)] if zone and zone.polygon else [])
     parameters = [("zone_id", segment.zone_id), ("segment_id", segment.segment_id),
                   ("level", "cleared" if cleared else watch.level), ("tpi", f"{w.tpi:.3f}")]
-    info = [
-        Info(language, "Transport", "Road congestion", "AllClear" if cleared else "Avoid", "Past" if cleared else "Immediate",
-             "Severe" if watch.level == "severe" else "Moderate", "Observed", headline, description, instruction,
-             parameters, [area])
-        for language, (headline, description, instruction) in congestion_texts(msg_type, watch.level, segment, w.tpi).items()
-    ]
-    incident = watch.incident
-    alert = Alert(incident.message_id(s.alert_sender), s.alert_sender, cap_time(w.window_end), "Actual", msg_type,
-                  "Public", incident.last_reference, incident.id, info)
-    return replace(watch, incident=incident.after(alert)), alert
+    info = bilingual(congestion_texts(msg_type, watch.level, segment, w.tpi), "Transport", "Road congestion",
+                     "AllClear" if cleared else "Avoid", "Past" if cleared else "Immediate",
+                     "Severe" if watch.level == "severe" else "Moderate", "Observed", parameters, [road_area(segment, zone)])
+    incident, alert = watch.incident.message(s.alert_sender, msg_type, w.window_end, info)
+    return replace(watch, incident=incident), alert
 
 
 def webster(intersection: Intersection, flows: dict[str, float], window_start: float, s: Settings) -> SignalPlan:
@@ -375,15 +369,12 @@ def step_closure(
                   "Do not drive in; follow the detour signs.")
         if closing else (f"Road reopened: {segment.name}", f"The water on {segment.name} has gone down.", "The road is open again."),
     }
-    area = Area(f"{segment.name}, {zone.name if zone else segment.zone_id}", [polygon(zone.polygon)] if zone and zone.polygon else [])
     parameters = [("segment_id", segment.segment_id), ("zone_id", segment.zone_id), ("point_id", c.point_id),
                   ("closed", "true" if closing else "false")]
-    info = [Info(lang, "Transport", "Road closure", "Avoid" if closing else "AllClear",
-                 "Immediate" if closing else "Past", "Severe", "Observed", head, text, todo, parameters, [area])
-            for lang, (head, text, todo) in texts.items()]
-    alert = Alert(incident.message_id(s.alert_sender), s.alert_sender, cap_time(c.at), "Actual",
-                  "Alert" if closing else "Cancel", "Public", incident.last_reference, incident.id, info)
-    return replace(now, incident=incident.after(alert) if closing else None), alert
+    info = bilingual(texts, "Transport", "Road closure", "Avoid" if closing else "AllClear",
+                     "Immediate" if closing else "Past", "Severe", "Observed", parameters, [road_area(segment, zone)])
+    incident, alert = incident.message(s.alert_sender, "Alert" if closing else "Cancel", c.at, info)
+    return replace(now, incident=incident if closing else None), alert
 
 
 class CityStage(Stage):

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from schemas.contract import contract, text
-from schemas.reference import Zone
+from schemas.reference import Segment, Zone
 
 NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
 
@@ -32,7 +32,7 @@ _NOT_IN_IDS = re.compile(r"[\s,<&]")
 
 def cap_time(t: float) -> str:
     """Epoch seconds as a CAP time: whole seconds, numeric offset, UTC written -00:00."""
-    return datetime.fromtimestamp(int(t), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S-00:00")
+    return datetime.fromtimestamp(int(t), UTC).strftime("%Y-%m-%dT%H:%M:%S-00:00")
 
 
 def cap_id(text: str) -> str:
@@ -58,6 +58,17 @@ class Area:
 def zone_area(zone: Zone) -> Area:
     """A zone as a CAP area: its name and, when it has one, its polygon."""
     return Area(zone.name, [polygon(zone.polygon)] if zone.polygon else [])
+
+
+def road_area(segment: Segment, zone: Zone | None) -> Area:
+    """A road segment as a CAP area: named with its zone, drawn as the zone when it has a polygon."""
+    return Area(f"{segment.name}, {zone.name if zone else segment.zone_id}",
+                [polygon(zone.polygon)] if zone and zone.polygon else [])
+
+
+def circle_area(name: str, lat: float, lon: float, radius_km: float) -> Area:
+    """A place as a CAP area: a circle around it."""
+    return Area(name, circles=[f"{lat},{lon} {radius_km:g}"])
 
 
 @contract
