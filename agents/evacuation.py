@@ -18,17 +18,16 @@ import logging
 import math
 from dataclasses import dataclass, field, replace
 
-import orjson
-
-from agents.alerts import as_json, send_alert, send_notice
+from agents.alerts import send_alert, send_notice
 from agents.flood import LEVELS, colour_rank
 from schemas.cap import Alert, Incident, bilingual, cap_id, zone_area
-from schemas.contract import Rejected, from_dict
+from schemas.contract import Rejected
 from schemas.records import EvacuationOrder, LotOrder, Notice, Whereabouts, ZoneFlood
 from schemas.reference import CityMap, Venue, Zone
 from streams import metrics, runtime, topics
 from streams.processor import Effects, Source, Stage
 from streams.settings import Settings
+from streams.table import GroupedTable, Table
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +156,7 @@ class FloodZoneStage(Stage):
     name = "flood_zones"
     source = "zone_floods"
     contract = ZoneFlood
-    hashes = ("zones",)
-
-    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.zones = {z: from_dict(ZoneFloodWatch, orjson.loads(v)) for z, v in hashes.get("zones", {}).items()}
-        self.changed: set[str] = set()
+    zones = Table(ZoneFloodWatch)
 
     def knows(self, f: ZoneFlood) -> bool:
         return f.zone_id in self.reference.city.zones
@@ -202,15 +197,10 @@ class FloodZoneStage(Stage):
             effects.send(topics.evacuation_orders, zone.zone_id, order)
             watch = replace(watch, evacuation_order=order.order_id if why else None)
         self.zones[zone.zone_id] = watch
-        self.changed.add(zone.zone_id)
 
     def gauges(self) -> metrics.Gauges:
         return metrics.gauge("citybrain_active_incidents", sum(1 for w in self.zones.values() if w.garages_incident), "Safety")
 
-    def flush(self, effects: Effects) -> None:
-        if self.changed:
-            effects.batch.hset("zones", {z: as_json(self.zones[z]) for z in self.changed})
-        self.changed.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,27 +219,20 @@ class EvacuationStage(Stage):
     source = "whereabouts"
     contract = Whereabouts
     tables = {"evacuation_orders": EvacuationOrder}
-    hashes = ("residents", "orders", "notified")
+    residents = GroupedTable(str)  # by (zone, person token): the shelter they are at, "" at none
+    orders = Table(ZoneOrder)  # by zone: the order it is under
+    notified = GroupedTable(str)  # by (zone, person token) told to evacuate: the order they were told of
+    zones = Table(dict, restored=False)  # the live view of each zone's people
+    shelters = Table(dict, restored=False)  # the live view of each shelter's occupancy
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.residents: dict[str, dict[str, str]] = {}  # zone -> token -> shelter id ("" when not at one)
-        for key, shelter in hashes.get("residents", {}).items():
-            zone_id, token = key.split("|", 1)
-            self.residents.setdefault(zone_id, {})[token] = shelter.decode()
         self.sheltered: dict[str, int] = {}  # shelter -> people checked in
-        for residents in self.residents.values():
-            for shelter in residents.values():
-                if shelter:
-                    self.sheltered[shelter] = self.sheltered.get(shelter, 0) + 1
-        self.orders = {z: from_dict(ZoneOrder, orjson.loads(v)) for z, v in hashes.get("orders", {}).items()}
-        self.notified: dict[str, set[str]] = {}  # zone -> tokens told to evacuate under its order
-        for key in hashes.get("notified", {}):
-            zone_id, token = key.split("|", 1)
-            self.notified.setdefault(zone_id, set()).add(token)
-        self.changed: set[str] = set()
+        for shelter in self.residents.values():
+            if shelter:
+                self.sheltered[shelter] = self.sheltered.get(shelter, 0) + 1
 
     def gauges(self) -> metrics.Gauges:
-        under = sum(len(self.notified.get(z, ())) for z in self.orders)
+        under = sum(len(self.notified.group(z)) for z in self.orders)
         return metrics.merge(metrics.gauge("citybrain_people_under_evacuation_orders", under),
                              metrics.gauge("citybrain_active_incidents", len(self.orders), "Safety"))
 
@@ -258,20 +241,16 @@ class EvacuationStage(Stage):
 
     def on_event(self, e: Whereabouts | EvacuationOrder, source: Source, effects: Effects) -> None:
         zone = _zone(self.reference.city, e.zone_id)
-        self.changed.add(zone.zone_id)
         if isinstance(e, EvacuationOrder):
             self.on_order(e, zone, effects)
             return
-        residents = self.residents.setdefault(zone.zone_id, {})
-        key = f"{zone.zone_id}|{e.person_token}"
-        was_at = residents.pop(e.person_token, None)
+        key = (zone.zone_id, e.person_token)
+        was_at = self.residents.pop(key, None)
         if was_at:
             self.sheltered[was_at] -= 1
         if not e.arrived:
-            effects.batch.hdel("residents", [key])
             return
-        residents[e.person_token] = e.shelter_id or ""
-        effects.batch.hset("residents", {key: e.shelter_id or ""})
+        self.residents[key] = e.shelter_id or ""
         if e.shelter_id:
             self.sheltered[e.shelter_id] = self.sheltered.get(e.shelter_id, 0) + 1
         order = self.orders.get(zone.zone_id)
@@ -280,11 +259,9 @@ class EvacuationStage(Stage):
 
     def notify(self, order: ZoneOrder, zone: Zone, token: str, at: float, effects: Effects) -> None:
         """Tell one person in the zone to evacuate, once per order."""
-        told = self.notified.setdefault(zone.zone_id, set())
-        if token in told:
+        if token in self.notified.group(zone.zone_id):
             return
-        told.add(token)
-        effects.batch.hset("notified", {f"{zone.zone_id}|{token}": order.order_id})
+        self.notified[zone.zone_id, token] = order.order_id
         shelter = self.reference.city.venues.get(order.shelter_id) if order.shelter_id else None
         send_notice(evacuation_notice(order.order_id, at, token, zone, shelter), effects)
 
@@ -298,35 +275,29 @@ class EvacuationStage(Stage):
             send_alert(alert, effects)
             order = ZoneOrder(o.order_id, shelter.venue_id if shelter else None, incident)
             self.orders[zone.zone_id] = order
-            effects.batch.hset("orders", {zone.zone_id: as_json(order)})
-            for token, at_shelter in sorted(self.residents.get(zone.zone_id, {}).items()):
+            for token, at_shelter in sorted(self.residents.group(zone.zone_id).items()):
                 if not at_shelter:
                     self.notify(order, zone, token, o.at, effects)
         elif o.action == "lift" and current is not None and current.order_id == o.order_id:
             _, alert = evacuation_message(current.incident, "Cancel", zone, None, o.reason, o.at, s)
             send_alert(alert, effects)
-            told = sorted(self.notified.pop(zone.zone_id, set()))
-            for token in told:
+            for token in sorted(self.notified.pop_group(zone.zone_id)):
                 send_notice(lifted_notice(o.order_id, token, zone, o.at), effects)
-            effects.batch.hdel("notified", [f"{zone.zone_id}|{t}" for t in told])
             del self.orders[zone.zone_id]
-            effects.batch.hdel("orders", [zone.zone_id])
 
     def flush(self, effects: Effects) -> None:
         city = self.reference.city
-        for zone_id in self.changed:
-            residents = self.residents.get(zone_id, {})
+        for zone_id in self.residents.dirty_groups() | self.notified.dirty_groups() | self.orders.dirty():
             order = self.orders.get(zone_id)
-            effects.batch.hset("zones", {zone_id: orjson.dumps({
-                "zone_id": zone_id, "people": len(residents), "evacuation_order": order.order_id if order else None,
-                "shelter_id": order.shelter_id if order else None, "told_to_evacuate": len(self.notified.get(zone_id, ())),
-            }).decode()})
-            shelters = [v for v in city.venues.values() if v.kind == "shelter" and v.zone_id == zone_id]
-            if shelters:
-                effects.batch.hset("shelters", {v.venue_id: orjson.dumps({
-                    "shelter_id": v.venue_id, "zone_id": zone_id, "capacity": v.capacity, "occupancy": self.sheltered.get(v.venue_id, 0),
-                }).decode() for v in shelters})
-        self.changed.clear()
+            self.zones[zone_id] = {
+                "zone_id": zone_id, "people": len(self.residents.group(zone_id)),
+                "evacuation_order": order.order_id if order else None,
+                "shelter_id": order.shelter_id if order else None, "told_to_evacuate": len(self.notified.group(zone_id)),
+            }
+            for v in city.venues.values():
+                if v.kind == "shelter" and v.zone_id == zone_id:
+                    self.shelters[v.venue_id] = {"shelter_id": v.venue_id, "zone_id": zone_id, "capacity": v.capacity,
+                                                 "occupancy": self.sheltered.get(v.venue_id, 0)}
 
 
 runtime.stage(FloodZoneStage, "watch_flood_zones")

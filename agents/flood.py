@@ -14,17 +14,16 @@ import math
 from collections import Counter as Tally
 from dataclasses import dataclass, field, replace
 
-import orjson
-
 from agents.alerts import send_alert
 from schemas.cap import COLOUR_SEVERITY, Alert, Incident, bilingual, cap_id, circle_area, zone_area
-from schemas.contract import Rejected, encode, from_dict, iso
+from schemas.contract import Rejected, iso
 from schemas.events import CitizenFloodReport, RainGaugeReading, WaterDepthReading
 from schemas.records import CellReport, GaugeRain, PointReport, RoadClosure, ZoneFlood
 from schemas.reference import WaterloggingPoint, Zone
 from streams import metrics, runtime, topics
 from streams.processor import Effects, Skew, Source, Stage
 from streams.settings import Settings
+from streams.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -220,15 +219,6 @@ def _health_change(watch: PointWatch, health: str, t: float, point: Waterlogging
 # Stage
 
 
-def _watch_from(raw: bytes) -> PointWatch:
-    d = orjson.loads(raw)
-    for name in ("incident", "health_incident"):
-        if d[name] is not None:
-            d[name] = Incident(**d[name])
-    d["history"] = [tuple(x) for x in d["history"]]
-    return PointWatch(**d)
-
-
 class PointStage(Stage):
     """Per monitored point: depth, level, rise and sensor health; alerts on the way up and down."""
 
@@ -236,11 +226,11 @@ class PointStage(Stage):
     source = "water_depths"
     contract = WaterDepthReading
     tables = {"point_reports": PointReport}
-    hashes = ("watch", "meta")
+    hashes = ("meta",)
+    watch = Table(PointWatch)
+    points = Table(dict, restored=False)  # the live view of each point
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.watch = {k: _watch_from(v) for k, v in hashes.get("watch", {}).items()}
-        self.changed: set[str] = set()
         # The partition's event time: the newest reading of any of its points.
         self.clock = max((w.updated for w in self.watch.values() if w.updated is not None), default=-math.inf)
         self.skew = Skew(self.settings.max_skew_s)
@@ -255,7 +245,6 @@ class PointStage(Stage):
             point = self.reference.city.points.get(r.point_id)
             if point is not None:
                 self.watch[r.point_id], alerts = corroborate(self.watch.get(r.point_id, PointWatch()), r, point, self.settings)
-                self.changed.add(r.point_id)
                 for alert in alerts:
                     send_alert(alert, effects)
             return
@@ -285,7 +274,6 @@ class PointStage(Stage):
         if watch.level != before.level:  # the zone weighs its points' levels for garages and evacuation
             effects.send(topics.zone_floods, point.zone_id,
                          ZoneFlood(point.zone_id, point.point_id, "waterlogging", watch.level, r.event_time))
-        self.changed.add(r.point_id)
         for alert in alerts:
             send_alert(alert, effects)
 
@@ -302,7 +290,6 @@ class PointStage(Stage):
             point = self.reference.city.points.get(point_id)
             if point is not None:
                 self.watch[point_id], alert = mark_stale(self.watch[point_id], point, self.settings)
-                self.changed.add(point_id)
                 send_alert(alert, effects)
 
     def on_idle(self, wall_now: float, effects: Effects) -> None:
@@ -315,19 +302,17 @@ class PointStage(Stage):
         if self.skew.saved() != self._saved_skew:
             self._saved_skew = self.skew.saved()
             effects.batch.hset("meta", self._saved_skew)
-        if self.changed:
-            effects.batch.hset("watch", {p: encode(self.watch[p]).decode() for p in self.changed})
-            effects.batch.hset("points", {p: _point_view(p, self.watch[p], self.settings) for p in self.changed})
-        self.changed.clear()
+        for p in self.watch.changed:
+            self.points[p] = _point_view(p, self.watch[p], self.settings)
 
 
-def _point_view(point_id: str, w: PointWatch, s: Settings) -> str:
+def _point_view(point_id: str, w: PointWatch, s: Settings) -> dict:
     """The live record of a point that dashboards and other stages read."""
-    return orjson.dumps({
+    return {
         "point_id": point_id, "depth_cm": w.depth_cm, "updated": iso(w.updated) if w.updated else None,
         "level": waterlogging_level(w.depth_cm, s) if w.health == "ok" and w.depth_cm is not None else None,
         "alert_level": w.level, "rising": w.rising, "sensor_health": w.health,
-    }).decode()
+    }
 
 
 runtime.stage(PointStage, "track_waterlogging")
@@ -427,11 +412,8 @@ class GaugeStage(Stage):
     name = "rain"
     source = "rain_readings"
     contract = RainGaugeReading
-    hashes = ("history",)
-
-    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.history = {g: {float(t): mm for t, mm in orjson.loads(v)} for g, v in hashes.get("history", {}).items()}
-        self.changed: dict[str, GaugeRain] = {}
+    history = Table(list[tuple[float, float]])  # per gauge: (time, mm) within the longest horizon, in time order
+    totals = Table(GaugeRain, hash="gauges", restored=False)
 
     def knows(self, r: RainGaugeReading) -> bool:
         return r.gauge_id in self.reference.city.gauges
@@ -440,7 +422,7 @@ class GaugeStage(Stage):
         gauge = self.reference.city.gauges.get(r.gauge_id)
         if gauge is None:
             raise Rejected(f"unknown gauge_id {r.gauge_id!r}: not in the rain gauges reference", "unknown_reference")
-        history = self.history.setdefault(r.gauge_id, {})
+        history = dict(self.history.get(r.gauge_id, ()))
         keep_s = max(self.settings.rain_horizons_h) * 3600
         if r.event_time in history:
             if history[r.event_time] == r.rain_mm:
@@ -456,15 +438,10 @@ class GaugeStage(Stage):
         as_of = max(history)
         for t in [t for t in history if t <= as_of - keep_s]:
             del history[t]
+        self.history[r.gauge_id] = sorted(history.items())
         totals = GaugeRain(r.gauge_id, gauge.zone_id, as_of, rolling_totals(history, as_of, self.settings))
         effects.send(topics.gauge_rain, gauge.zone_id, totals)
-        self.changed[r.gauge_id] = totals
-
-    def flush(self, effects: Effects) -> None:
-        if self.changed:
-            effects.batch.hset("history", {g: orjson.dumps(sorted(self.history[g].items())).decode() for g in self.changed})
-            effects.batch.hset("gauges", {g: encode(totals).decode() for g, totals in self.changed.items()})
-        self.changed.clear()
+        self.totals[r.gauge_id] = totals
 
 
 class ZoneRainStage(Stage):
@@ -478,15 +455,9 @@ class ZoneRainStage(Stage):
     name = "zone_rain"
     source = "gauge_rain"
     contract = GaugeRain
-    hashes = ("gauges", "signal")
-
-    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.rain_gauges: dict[str, dict[str, GaugeRain]] = {}
-        for key, raw in hashes.get("gauges", {}).items():
-            zone_id, gauge_id = key.split("|", 1)
-            self.rain_gauges.setdefault(zone_id, {})[gauge_id] = from_dict(GaugeRain, orjson.loads(raw))
-        self.signal = {z: _signal_from(v) for z, v in hashes.get("signal", {}).items()}
-        self.changed: set[str] = set()
+    rain_gauges = Table(GaugeRain, key=(str, str), hash="gauges")  # by (zone, gauge): its latest totals
+    signal = Table(ZoneSignal)
+    zones = Table(dict, restored=False)  # the live view of each zone's rain
 
     def gauges(self) -> metrics.Gauges:
         return metrics.merge(
@@ -495,14 +466,14 @@ class ZoneRainStage(Stage):
         )
 
     def on_event(self, g: GaugeRain, source: Source, effects: Effects) -> None:
-        gauges = self.rain_gauges.setdefault(g.zone_id, {})
-        known = gauges.get(g.gauge_id)
+        known = self.rain_gauges.get((g.zone_id, g.gauge_id))
         if known is not None and (g.as_of < known.as_of or (g.as_of == known.as_of and g.totals_mm == known.totals_mm)):
             return  # a resent or older update (a late reading re-sends its gauge's totals, changed)
-        gauges[g.gauge_id] = g
+        self.rain_gauges[g.zone_id, g.gauge_id] = g
         # Every gauge's latest totals count, however far behind its partition runs: in a replay one
         # gauge's updates may come long after another's.
-        totals = [max(values) for values in zip(*(x.totals_mm for x in gauges.values()))]
+        zone_gauges = [x for (zone_id, _), x in self.rain_gauges.items() if zone_id == g.zone_id]
+        totals = [max(values) for values in zip(*(x.totals_mm for x in zone_gauges))]
         zone = self.reference.city.zones.get(g.zone_id) or Zone(g.zone_id, g.zone_id, [])
         before = self.signal.get(g.zone_id, ZoneSignal())
         watch, alert = step_signal(before, totals, g.as_of, zone, self.settings)
@@ -511,24 +482,10 @@ class ZoneRainStage(Stage):
             effects.send(topics.zone_floods, g.zone_id, ZoneFlood(g.zone_id, f"rain.{g.zone_id}", "rain", watch.colour, g.as_of))
         if alert is not None:
             send_alert(alert, effects)
-        self.changed.add(g.zone_id)
-        effects.batch.hset("gauges", {f"{g.zone_id}|{g.gauge_id}": encode(g).decode()})
-        effects.batch.hset("zones", {g.zone_id: orjson.dumps({
+        self.zones[g.zone_id] = {
             "zone_id": g.zone_id, "as_of": iso(g.as_of), "signal": watch.colour,
             **{f"rain_{h:g}h_mm": mm for h, mm in zip(self.settings.rain_horizons_h, totals)},
-        }).decode()})
-
-    def flush(self, effects: Effects) -> None:
-        if self.changed:
-            effects.batch.hset("signal", {z: encode(self.signal[z]).decode() for z in self.changed})
-        self.changed.clear()
-
-
-def _signal_from(raw: bytes) -> ZoneSignal:
-    d = orjson.loads(raw)
-    if d["incident"] is not None:
-        d["incident"] = Incident(**d["incident"])
-    return ZoneSignal(**d)
+        }
 
 
 runtime.stage(GaugeStage, "track_rain")
@@ -567,10 +524,6 @@ class ReportStage(Stage):
     name = "reports"
     source = "flood_reports"
     contract = CitizenFloodReport
-    hashes = ()
-
-    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        pass
 
     def on_event(self, r: CitizenFloodReport, source: Source, effects: Effects) -> None:
         point, metres = nearest_point(self.reference.city.points, r.lat, r.lon)
@@ -635,30 +588,19 @@ def _cell_message(watch: CellWatch, incident: Incident, msg_type: str, at: float
     return replace(watch, incident=incident), alert
 
 
-def _cell_from(raw: bytes) -> CellWatch:
-    d = orjson.loads(raw)
-    return CellWatch({k: float(v) for k, v in d["reports"].items()}, Incident(**d["incident"]) if d["incident"] else None,
-                     d["lat"], d["lon"], d.get("cleared_at"))
-
-
 class CellStage(Stage):
     """Per grid cell without a monitored point: clusters of residents' reports."""
 
     name = "report_cells"
     source = "report_cells"
     contract = CellReport
-    hashes = ("cells",)
-
-    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.cells = {k: _cell_from(v) for k, v in hashes.get("cells", {}).items()}
-        self.changed: set[str] = set()
+    cells = Table(CellWatch)
 
     def gauges(self) -> metrics.Gauges:
         return metrics.gauge("citybrain_active_incidents", sum(1 for w in self.cells.values() if w.incident), "Met")
 
     def on_event(self, c: CellReport, source: Source, effects: Effects) -> None:
         self.cells[c.cell_id], alert = step_cell(self.cells.get(c.cell_id, CellWatch()), c, self.settings)
-        self.changed.add(c.cell_id)
         if alert is not None:
             send_alert(alert, effects)
 
@@ -666,11 +608,7 @@ class CellStage(Stage):
         clock = max((t for w in self.cells.values() for t in w.reports.values()), default=-math.inf)
         for cell_id in quiet_cells(self.cells, clock, self.settings):
             self.cells[cell_id], alert = clear_cell(self.cells[cell_id], cell_id, self.settings)
-            self.changed.add(cell_id)
             send_alert(alert, effects)
-        if self.changed:
-            effects.batch.hset("cells", {c: encode(self.cells[c]).decode() for c in self.changed})
-        self.changed.clear()
 
 
 runtime.stage(ReportStage, "locate_reports")

@@ -18,11 +18,9 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import orjson
-
-from agents.alerts import as_json, send_alert, send_notice
+from agents.alerts import send_alert, send_notice
 from schemas.cap import Alert, Incident, bilingual, cap_id, zone_area
-from schemas.contract import Rejected, from_dict, iso
+from schemas.contract import Rejected, iso
 from schemas.events import HealthCodeScan, HealthCodeStatusChange
 from schemas.records import Notice, PersonScan, PersonStatus, Whereabouts, ZoneScan
 from schemas.reference import Venue, Zone
@@ -30,6 +28,7 @@ from streams import metrics, runtime, topics
 from streams.processor import Effects, Source, Stage, WindowedStage
 from streams.reference import Reference
 from streams.settings import Settings
+from streams.table import Table
 from streams.windows import TumblingWindows
 
 log = logging.getLogger(__name__)
@@ -187,10 +186,6 @@ class HealthIntakeStage(Stage):
     source = "health_scans"
     contract = HealthCodeScan
     tables = {"health_status": HealthCodeStatusChange}  # a second stream read alongside, not a table
-    hashes = ()
-
-    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        pass
 
     def knows(self, e: HealthCodeScan | HealthCodeStatusChange) -> bool:
         if isinstance(e, HealthCodeScan):
@@ -209,9 +204,6 @@ class HealthIntakeStage(Stage):
         effects.send(topics.person_scans, e.person_id,
                      PersonScan(e.scan_id, e.person_id, venue.venue_id, venue.zone_id, venue.kind == "shelter", e.event_time))
 
-    def flush(self, effects: Effects) -> None:
-        pass
-
 
 class PersonStage(Stage):
     """Per person token: health colour, last known zone and safety code."""
@@ -220,13 +212,12 @@ class PersonStage(Stage):
     source = "person_scans"
     contract = PersonScan
     tables = {"person_status": PersonStatus, "notices": Notice}
-    hashes = ("people", "meta")
+    hashes = ("meta",)
+    people = Table(Person)  # by person token
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.people = {k: from_dict(Person, orjson.loads(v)) for k, v in hashes.get("people", {}).items()}
         self.swept_at = float(hashes.get("meta", {}).get("swept_at", "-inf"))
         self.clock = max((p.seen_at for p in self.people.values() if p.seen_at is not None), default=float("-inf"))
-        self.changed: set[str] = set()
 
     def on_event(self, e: PersonScan | PersonStatus | Notice, source: Source, effects: Effects) -> None:
         if isinstance(e, Notice):
@@ -239,7 +230,6 @@ class PersonStage(Stage):
                 self.sweep(effects)
         token = e.person_token
         person = self.people.get(token, Person())
-        self.changed.add(token)
         if isinstance(e, PersonStatus):
             person = step_status(person, e)
             if e.zone_id is not None:
@@ -273,9 +263,6 @@ class PersonStage(Stage):
             self.people[n.to] = replace(person, safety_code="red", order_id=n.order_id)
         elif n.kind == "order_lifted" and person.order_id is not None and person.order_id == n.order_id:
             self.people[n.to] = replace(person, safety_code="green", order_id=None)
-        else:
-            return
-        self.changed.add(n.to)
 
     def send_moves(self, moves: list[Whereabouts], effects: Effects) -> None:
         for w in moves:
@@ -287,15 +274,8 @@ class PersonStage(Stage):
             person = self.people.pop(token)
             if person.zone_id is not None:
                 self.send_moves([Whereabouts(person.zone_id, token, False, self.clock)], effects)
-            effects.batch.hdel("people", [token])
-            self.changed.discard(token)
         self.swept_at = self.clock
         effects.batch.hset("meta", {"swept_at": repr(self.swept_at)})
-
-    def flush(self, effects: Effects) -> None:
-        if self.changed:
-            effects.batch.hset("people", {t: as_json(self.people[t]) for t in self.changed if t in self.people})
-        self.changed.clear()
 
 
 class ZoneHealthStage(WindowedStage):
@@ -304,16 +284,13 @@ class ZoneHealthStage(WindowedStage):
     name = "zone_health"
     source = "zone_scans"
     contract = ZoneScan
-    hashes = (*WindowedStage.hashes, "watch")
+    watch = Table(ZoneHealth)
+    zones = Table(dict, restored=False)  # the live view of each zone's last window
     sensor_clocks = False  # scans come from every person partition, whose progress can run apart
 
     def __init__(self, partition: int, settings: Settings, reference: Reference):
         super().__init__(partition, settings, reference)
         self.windows = TumblingWindows(settings.health_window_s, settings.health_grace_s)
-
-    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        super().restore(hashes)
-        self.watch = {z: from_dict(ZoneHealth, orjson.loads(v)) for z, v in hashes.get("watch", {}).items()}
 
     def gauges(self) -> metrics.Gauges:
         incidents = sum(1 for w in self.watch.values() if w.incident)
@@ -332,21 +309,18 @@ class ZoneHealthStage(WindowedStage):
         self.fold(scan.zone_id, scan.at, count, source, effects)
 
     def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
-        changed = {}
         for zone_id, start, counts in closed:
             zone = self.reference.city.zones.get(zone_id) or Zone(zone_id, zone_id, [])
             end = start + self.settings.health_window_s
             watch, alert = step_zone_health(self.watch.get(zone_id, ZoneHealth()), counts, end, zone, self.settings)
-            self.watch[zone_id] = changed[zone_id] = watch
+            self.watch[zone_id] = watch
             if alert is not None:
                 send_alert(alert, effects)
             scans, yellow, red = counts
-            effects.batch.hset("zones", {zone_id: orjson.dumps({
+            self.zones[zone_id] = {
                 "zone_id": zone_id, "window_start": iso(start), "window_end": iso(end), "scans": scans,
                 "yellow": yellow, "red": red, "risk": zone_risk(scans, yellow, red, self.settings), "alert": watch.severity,
-            }).decode()})
-        if changed:
-            effects.batch.hset("watch", {z: as_json(w) for z, w in changed.items()})
+            }
 
 
 runtime.stage(HealthIntakeStage, "admit_health_events")

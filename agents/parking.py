@@ -18,17 +18,16 @@ from collections import Counter as Tally
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-import orjson
-
-from agents.alerts import as_json, send_alert, send_notice
+from agents.alerts import send_alert, send_notice
 from schemas.cap import Alert, Incident, bilingual, cap_id, circle_area
-from schemas.contract import Rejected, from_dict, iso
+from schemas.contract import Rejected, iso
 from schemas.events import ParkingEvent
 from schemas.records import Bill, LotOrder, Notice, ParkingAnomaly
 from schemas.reference import Lot
 from streams import metrics, runtime, topics
 from streams.processor import Effects, Source, Stage
 from streams.settings import Settings
+from streams.table import GroupedTable, Table
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +60,6 @@ class LotWatch:
     incident: Incident | None = None
     closed_by: str | None = None  # the flood order that closed the lot to entry
     anomalies: dict[str, int] = field(default_factory=dict)
-
-
-def restored_watch(saved: dict) -> LotWatch:
-    """A lot's watch as saved in Redis, with the lists it keeps in place as lists."""
-    watch = from_dict(LotWatch, saved)
-    return replace(watch, arrivals=list(watch.arrivals), departures=list(watch.departures))
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,15 +216,11 @@ class ParkingStage(Stage):
     source = "parking_events"
     contract = ParkingEvent
     tables = {"lot_orders": LotOrder}
-    hashes = ("watch", "stays")
+    watch = Table(LotWatch)  # by lot; written after every event at the lot (its lists change in place)
+    stays = GroupedTable(Stay)  # by (lot, plate token): the open stays
+    lots = Table(dict, restored=False)  # the live view of each lot
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.watch = {k: restored_watch(orjson.loads(v)) for k, v in hashes.get("watch", {}).items()}
-        self.stays: dict[str, dict[str, Stay]] = {}
-        for key, raw in hashes.get("stays", {}).items():
-            lot_id, token = key.split("|", 1)
-            self.stays.setdefault(lot_id, {})[token] = Stay(*orjson.loads(raw))
-        self.changed: set[str] = set()
         # Per lot, no stay becomes a missed exit before this event time (a lower bound, so that
         # the stays are not all looked at on every event).
         self.no_missed_exit_before: dict[str, float] = {}
@@ -243,8 +232,7 @@ class ParkingStage(Stage):
         lot = self.reference.city.lots.get(e.lot_id)
         if lot is None:
             raise Rejected(f"unknown lot_id {e.lot_id!r}: not in the car parks reference", "unknown_reference")
-        watch, stays = self.watch.get(lot.lot_id, LotWatch()), self.stays.setdefault(lot.lot_id, {})
-        self.changed.add(lot.lot_id)
+        watch, stays = self.watch.get(lot.lot_id, LotWatch()), self.stays.group(lot.lot_id)
         if isinstance(e, LotOrder):
             self.on_order(e, watch, stays, lot, effects)
             self.settle(lot, watch.clock, effects)
@@ -259,11 +247,9 @@ class ParkingStage(Stage):
         if outcome.stay is not None:
             token, stay = outcome.stay
             if stay is None:
-                stays.pop(token, None)
-                effects.batch.hdel("stays", [f"{lot.lot_id}|{token}"])
+                self.stays.pop((lot.lot_id, token), None)
             else:
-                stays[token] = stay
-                effects.batch.hset("stays", {f"{lot.lot_id}|{token}": orjson.dumps([stay.entry_at, stay.event_id]).decode()})
+                self.stays[lot.lot_id, token] = stay
                 self.no_missed_exit_before[lot.lot_id] = min(self.no_missed_exit_before.get(lot.lot_id, math.inf),
                                                              stay.entry_at + self.settings.parking_stay_max_s)
                 if outcome.watch.closed_by is not None:
@@ -278,29 +264,27 @@ class ParkingStage(Stage):
         `parking_stay_max_s` are exits the reader missed (they stop counting), arrival and
         departure rates keep the last window, and the almost-full and full alert steps."""
         s, lot_id = self.settings, lot.lot_id
-        watch, stays = self.watch.setdefault(lot_id, LotWatch()), self.stays.setdefault(lot_id, {})
+        watch = self.watch.setdefault(lot_id, LotWatch())
         if watch.clock is None:
             return
         if watch.clock > self.no_missed_exit_before.get(lot_id, -math.inf):
-            missed = sorted(t for t, stay in stays.items() if stay.entry_at < watch.clock - s.parking_stay_max_s)
+            missed = sorted(t for t, stay in self.stays.group(lot_id).items() if stay.entry_at < watch.clock - s.parking_stay_max_s)
             for token in missed:
-                self.report(ParkingAnomaly(lot_id, "missed_exit", stays.pop(token).event_id, watch.clock), effects)
-            if missed:
-                effects.batch.hdel("stays", [f"{lot_id}|{t}" for t in missed])
-            self.no_missed_exit_before[lot_id] = min((stay.entry_at for stay in stays.values()), default=math.inf) \
-                + s.parking_stay_max_s
+                self.report(ParkingAnomaly(lot_id, "missed_exit", self.stays.pop((lot_id, token)).event_id, watch.clock), effects)
+            self.no_missed_exit_before[lot_id] = min((stay.entry_at for stay in self.stays.group(lot_id).values()),
+                                                     default=math.inf) + s.parking_stay_max_s
             watch = self.watch[lot_id]
         if crossed(before, watch.clock, s.parking_rate_window_s):
             watch.arrivals[:] = recent(watch.arrivals, watch.clock, s)
             watch.departures[:] = recent(watch.departures, watch.clock, s)
-        watch, alert = step_lot_alert(watch, len(stays), watch.clock, lot, s)
+        watch, alert = step_lot_alert(watch, len(self.stays.group(lot_id)), watch.clock, lot, s)
         if alert is not None:
             send_alert(alert, effects)
         self.watch[lot_id] = watch
 
     def gauges(self) -> metrics.Gauges:
         lots = self.reference.city.lots
-        statuses = Tally((lot_status(len(self.stays.get(lot_id, ())), lots[lot_id], w.closed_by is not None, self.settings),)
+        statuses = Tally((lot_status(len(self.stays.group(lot_id)), lots[lot_id], w.closed_by is not None, self.settings),)
                          for lot_id, w in self.watch.items() if lot_id in lots)
         return metrics.merge({"citybrain_lots": statuses},
                              metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.incident), "Transport"))
@@ -321,23 +305,21 @@ class ParkingStage(Stage):
         effects.send(topics.parking_anomalies, anomaly.lot_id, anomaly)
 
     def flush(self, effects: Effects) -> None:
-        for lot_id in sorted(self.changed):
-            lot, watch = self.reference.city.lots[lot_id], self.watch.setdefault(lot_id, LotWatch())
-            effects.batch.hset("watch", {lot_id: as_json(watch)})
-            effects.batch.hset("lots", {lot_id: lot_view(lot, watch, len(self.stays.get(lot_id, {})), self.settings)})
-        self.changed.clear()
+        for lot_id in self.watch.dirty():
+            self.lots[lot_id] = lot_view(self.reference.city.lots[lot_id], self.watch[lot_id],
+                                         len(self.stays.group(lot_id)), self.settings)
 
 
-def lot_view(lot: Lot, watch: LotWatch, occupied: int, s: Settings) -> str:
+def lot_view(lot: Lot, watch: LotWatch, occupied: int, s: Settings) -> dict:
     """The live record of a car park, named as FIWARE OffStreetParking names it."""
-    return orjson.dumps({
+    return {
         "lot_id": lot.lot_id, "zone_id": lot.zone_id, "underground": lot.underground,
         "totalSpotNumber": lot.capacity, "occupiedSpotNumber": occupied,
         "availableSpotNumber": max(0, lot.capacity - occupied), "occupancy": round(min(1.0, occupied / lot.capacity), 4),
         "status": lot_status(occupied, lot, watch.closed_by is not None, s),
         "minutes_to_full": minutes_to_full(watch, occupied, lot, s), "closed_by": watch.closed_by,
         "anomalies": watch.anomalies, "updated": iso(watch.clock) if watch.clock is not None else None,
-    }).decode()
+    }
 
 
 runtime.stage(ParkingStage, "count_parking")

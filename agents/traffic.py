@@ -18,11 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import orjson
-
 from agents.alerts import as_json, send_alert
 from schemas.cap import Alert, Incident, bilingual, cap_id, road_area
-from schemas.contract import Rejected, encode, from_dict, iso, parse_time, rounded
+from schemas.contract import Rejected, iso, rounded
 from schemas.events import TrafficReading
 from schemas.records import (
     ApproachFlow,
@@ -39,6 +37,7 @@ from schemas.reference import Intersection, Segment, Zone
 from streams import metrics, runtime, topics
 from streams.processor import Effects, Source, Stage, WindowedStage
 from streams.settings import Settings
+from streams.table import GroupedTable, Table
 from streams.topics import partitions_of
 
 log = logging.getLogger(__name__)
@@ -110,6 +109,14 @@ class CongestionWatch:
 
 
 FLOWING = CongestionWatch()  # a segment with no congestion under way
+
+
+@dataclass(frozen=True, slots=True)
+class RoadClosed:
+    """Which waterlogging points close a segment (point_id -> since), and the closure incident."""
+
+    points: dict[str, float] = field(default_factory=dict)
+    incident: Incident | None = None
 
 
 def step_congestion(
@@ -211,7 +218,9 @@ class SegmentStage(WindowedStage):
     source = "traffic_readings"
     contract = TrafficReading
     tables = {"closures": RoadClosure}
-    hashes = (*WindowedStage.hashes, "watch", "closed")
+    watch = Table(CongestionWatch)  # by segment: congestion under alert
+    closed = Table(RoadClosed)  # by segment: the points that close it
+    segments = Table(SegmentWindow, restored=False)  # the live view: each segment's latest window
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         super().restore(hashes)
@@ -222,8 +231,6 @@ class SegmentStage(WindowedStage):
                 if len(acc) == 5:
                     for reading in acc.pop():
                         self.count_once(key, start, reading)
-        self.watch = {k: _congestion_from(v) for k, v in hashes.get("watch", {}).items()}
-        self.closed = {k: _closed_from(v) for k, v in hashes.get("closed", {}).items()}
         self.flows: list[ApproachFlow] = []  # closed approach windows not yet reported
         self.reported = -math.inf
 
@@ -252,7 +259,6 @@ class SegmentStage(WindowedStage):
         self.closed[c.segment_id] = now
         if alert is not None:
             send_alert(alert, effects)
-        effects.batch.hset("closed", {c.segment_id: as_json(now)})
         if now.points:
             effects.batch.zrem("ranking", [c.segment_id])
 
@@ -279,7 +285,6 @@ class SegmentStage(WindowedStage):
         s, city = self.settings, self.reference.city
         latest: dict[str, SegmentWindow] = {}
         by_start: dict[float, list[SegmentWindow]] = defaultdict(list)
-        watch_changes: dict[str, CongestionWatch] = {}
         for key, start, acc in closed:
             kind, ident = key.split(":", 1)
             junction = self.reference.approaches.get(ident) if kind == "approach" else None
@@ -298,10 +303,10 @@ class SegmentStage(WindowedStage):
             by_start[start].append(w)
             if w.closed:
                 continue  # closed, not congested: out of the ranking and congestion alerts
-            before = watch_changes.get(ident) or self.watch.get(ident, FLOWING)
+            before = self.watch.get(ident, FLOWING)
             watch, alert = step_congestion(before, w, segment, city.zones.get(segment.zone_id), s)
             if watch is not before:
-                watch_changes[ident] = watch
+                self.watch[ident] = watch
             if alert is not None:
                 send_alert(alert, effects)
         for start, windows in sorted(by_start.items()):
@@ -315,15 +320,10 @@ class SegmentStage(WindowedStage):
                     len(windows), [(seg, tpi) for tpi, seg in top],
                 ),
             )
-        if latest:
-            effects.batch.hset("segments", {k: as_json(w) for k, w in latest.items()})
-            open_roads = {k: w.tpi for k, w in latest.items() if not w.closed}
-            if open_roads:
-                effects.batch.zadd("ranking", open_roads)
-        if watch_changes:
-            self.watch.update(watch_changes)
-            effects.batch.hset("watch", {k: as_json(v) for k, v in watch_changes.items()})
-
+        self.segments.update(latest)
+        open_roads = {k: w.tpi for k, w in latest.items() if not w.closed}
+        if open_roads:
+            effects.batch.zadd("ranking", open_roads)
 
     def gauges(self) -> metrics.Gauges:
         incidents = sum(1 for w in self.watch.values() if w.incident) + sum(1 for c in self.closed.values() if c.incident)
@@ -332,25 +332,6 @@ class SegmentStage(WindowedStage):
     def is_closed(self, segment_id: str) -> bool:
         closure = self.closed.get(segment_id)
         return closure is not None and bool(closure.points)
-
-
-def _congestion_from(raw: bytes) -> CongestionWatch:
-    d = orjson.loads(raw)
-    return CongestionWatch(**{**d, "incident": Incident(**d["incident"]) if d["incident"] else None})
-
-
-@dataclass(frozen=True, slots=True)
-class RoadClosed:
-    """Which waterlogging points close a segment (point_id -> since), and the closure incident."""
-
-    points: dict[str, float] = field(default_factory=dict)
-    incident: Incident | None = None
-
-
-def _closed_from(raw: bytes) -> RoadClosed:
-    d = orjson.loads(raw)
-    return RoadClosed({p: float(t) for p, t in d["points"].items()},
-                      Incident(**d["incident"]) if d["incident"] else None)
 
 
 def step_closure(
@@ -387,37 +368,30 @@ class CityStage(Stage):
     name = "city"
     source = "city_parts"
     contract = CityIndexPart
-    hashes = ("parts",)
-
-    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.parts: dict[float, dict[int, CityIndexPart]] = defaultdict(dict)
-        for name, raw in hashes.get("parts", {}).items():
-            part = from_dict(CityIndexPart, orjson.loads(raw))
-            self.parts[part.window_start][part.partition] = part
-        self.changed: set[float] = set()
+    parts = GroupedTable(CityIndexPart, key=(float, int))  # by (window start, traffic partition)
+    index = Table(CityIndex, restored=False)  # the city's index by window (ISO start)
 
     def horizon(self) -> float:
-        newest = max(self.parts, default=-math.inf)
+        newest = max(self.parts.groups, default=-math.inf)
         return newest - self.settings.city_history_windows * self.settings.window_s
 
     def gauges(self) -> metrics.Gauges:
-        newest = max(self.parts, default=None)
-        return {} if newest is None else metrics.gauge("citybrain_city_tpi", city_index(newest, self.parts[newest].values()).tpi)
+        newest = max(self.parts.groups, default=None)
+        return {} if newest is None else metrics.gauge("citybrain_city_tpi",
+                                                       city_index(newest, self.parts.group(newest).values()).tpi)
 
     def on_event(self, part: CityIndexPart, source: Source, effects: Effects) -> None:
         if part.window_start < self.horizon():
             effects.late(source, f"late: window {iso(part.window_start)} is past the city's history")
             return
-        self.parts[part.window_start][part.partition] = part
-        self.changed.add(part.window_start)
-        effects.batch.hset("parts", {f"{part.window_start!r}|{part.partition}": encode(part).decode()})
+        self.parts[part.window_start, part.partition] = part
 
     def flush(self, effects: Effects) -> None:
-        newest = max(self.parts, default=None)
-        for start in sorted(self.changed):
-            parts = self.parts[start].values()
+        newest = max(self.parts.groups, default=None)
+        for start in sorted(self.parts.dirty_groups()):
+            parts = self.parts.group(start).values()
             index = city_index(start, parts)
-            effects.batch.hset("index", {iso(start): as_json(index)})
+            self.index[iso(start)] = index
             if start == newest:
                 effects.batch.set("latest", as_json(index))
                 effects.batch.delete("ranking")
@@ -427,11 +401,10 @@ class CityStage(Stage):
                                          key=lambda x: (x[1], x[0]))
                 if ranking:
                     effects.batch.zadd("ranking", dict(ranking))
-        self.changed.clear()
         horizon = self.horizon()
-        for start in [w for w in self.parts if w < horizon]:
-            effects.batch.hdel("parts", [f"{start!r}|{p}" for p in self.parts.pop(start)])
-            effects.batch.hdel("index", [iso(start)])
+        for start in [w for w in self.parts.groups if w < horizon]:
+            self.parts.pop_group(start)
+            self.index.discard(iso(start))
 
 
 def city_index(start: float, parts: Iterable[CityIndexPart]) -> CityIndex:
@@ -459,21 +432,17 @@ class SignalStage(Stage):
     name = "signals"
     source = "approach_flows"
     contract = FlowReport
-    hashes = ("upstream", "windows", "plans")
+    hashes = ("upstream",)
+    # By (window start, junction): the approaches' flows, and whether the plan went out since.
+    windows = Table(dict, key=(float, str))
+    plans = Table(SignalPlan)  # by junction: its newest plan
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         upstream = dict(hashes.get("upstream", {}))
         # Only ever forward: a partition that reports for the first time must not reopen windows.
         self.pruned = float(upstream.pop("pruned", -math.inf))
         self.upstream = {int(p): float(v) for p, v in upstream.items()}
-        self.windows: dict[tuple[str, float], dict] = {}
-        for name, raw in hashes.get("windows", {}).items():
-            start, junction = name.split("|", 1)
-            self.windows[(junction, float(start))] = orjson.loads(raw)
         self.unplanned = {slot for slot, acc in self.windows.items() if not acc["sent"]}
-        self.latest = {j: parse_time(orjson.loads(raw)["window_start"]) for j, raw in hashes.get("plans", {}).items()}
-        self.latest_plans: dict[str, str] = {}  # changed since the last flush
-        self.touched: set[tuple[str, float]] = set()
         self.upstream_moved = False
 
     def final_through(self) -> float:
@@ -496,13 +465,13 @@ class SignalStage(Stage):
                 effects.late(source, f"late: flow of {f.approach_id} for window {iso(f.window_start)} "
                                      f"is past revision (plans final through {iso(self.final_through())})")
             else:
-                slot = (f.intersection_id, f.window_start)
+                slot = (f.window_start, f.intersection_id)
                 acc = self.windows.setdefault(slot, {"flows": {}, "sent": False})
                 if acc["flows"].get(f.approach_id) != f.flow_vph:
                     acc["flows"][f.approach_id] = f.flow_vph
                     acc["sent"] = False  # (again) due once the window is final
                     self.unplanned.add(slot)
-                    self.touched.add(slot)
+                    self.windows.touch(slot)
         if report.final_through > self.upstream.get(report.upstream_partition, -math.inf):
             self.upstream[report.upstream_partition] = report.final_through
             self.upstream_moved = True
@@ -514,39 +483,27 @@ class SignalStage(Stage):
     def plan(self, effects: Effects) -> None:
         """Send the plans of the windows that are now final on every reporting partition."""
         final = self.final_through()
-        for junction_id, start in sorted((slot for slot in self.unplanned if slot[1] <= final), key=lambda slot: slot[1]):
-            self.unplanned.discard((junction_id, start))
-            acc = self.windows[(junction_id, start)]
+        for start, junction_id in sorted((slot for slot in self.unplanned if slot[0] <= final), key=lambda slot: slot[0]):
+            self.unplanned.discard((start, junction_id))
+            acc = self.windows[start, junction_id]
             acc["sent"] = True
-            self.touched.add((junction_id, start))
+            self.windows.touch((start, junction_id))
             junction = self.reference.city.intersections.get(junction_id)
             if junction is None:
                 log.warning("plan of %s for %s dropped: removed from the reference data", junction_id, iso(start))
                 continue
             plan = webster(junction, acc["flows"], start, self.settings)
             effects.send(topics.signal_plans, junction_id, plan)
-            if start >= self.latest.get(junction_id, -math.inf):
-                self.latest[junction_id] = start
-                self.latest_plans[junction_id] = as_json(plan)
+            newest = self.plans.get(junction_id)
+            if newest is None or start >= newest.window_start:
+                self.plans[junction_id] = plan
 
     def flush(self, effects: Effects) -> None:
-        if self.latest_plans:
-            effects.batch.hset("plans", self.latest_plans)
-            self.latest_plans = {}
-        expired = [slot for slot in self.windows if slot[1] < self.pruned]
-        for slot in expired:
+        for slot in [slot for slot in self.windows if slot[0] < self.pruned]:
             del self.windows[slot]
             self.unplanned.discard(slot)
-        if expired:
-            effects.batch.hdel("windows", (f"{start!r}|{j}" for j, start in expired))
-        kept = {slot: self.windows[slot] for slot in self.touched if slot in self.windows}
-        if kept:
-            effects.batch.hset("windows", {
-                f"{start!r}|{j}": orjson.dumps(acc, option=orjson.OPT_SORT_KEYS).decode() for (j, start), acc in kept.items()
-            })
         if self.upstream_moved:
             effects.batch.hset("upstream", {"pruned": repr(self.pruned), **{str(p): repr(t) for p, t in self.upstream.items()}})
-        self.touched.clear()
         self.upstream_moved = False
 
 

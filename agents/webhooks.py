@@ -25,7 +25,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -36,7 +36,6 @@ import aiohttp
 import orjson
 from aiohttp.resolver import ThreadedResolver
 
-from agents.alerts import as_json
 from schemas.cap import Alert
 from schemas.contract import encode, from_dict, iso
 from schemas.records import Notice
@@ -45,6 +44,7 @@ from streams import metrics, runtime, topics
 from streams.app import app
 from streams.processor import Effects, Processor, Source, Stage
 from streams.settings import Settings, settings
+from streams.table import Table
 from streams.topics import partitions_of
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class DeliveryQueue:
         self.pending[d.delivery_id] = d
         heapq.heappush(self.schedule, (d.next_at, d.seq, d.delivery_id))
 
-    def take_due(self, now: float, disabled: set[str] | frozenset[str] = frozenset()) -> list[Delivery]:
+    def take_due(self, now: float, disabled: Container[str] = frozenset()) -> list[Delivery]:
         """The first delivery of each order key whose time has come, oldest appointment first;
         each is handed out once, until it is rescheduled."""
         out = []
@@ -219,13 +219,22 @@ class DispatchStage(Stage):
     source = "alerts"
     contract = Alert
     tables = {"notices": Notice, "webhook_outcomes": DeliveryOutcome}  # read alongside the alerts
-    hashes = ("pending", "disabled")
+    pending = Table(Delivery)  # by delivery id: the deliveries still to make
+    disabled = Table(str)  # by subscription whose endpoint answered 410 Gone: since when
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.queue = DeliveryQueue(from_dict(Delivery, orjson.loads(v)) for v in hashes.get("pending", {}).values())
-        self.pending = self.queue.pending
-        self.disabled = set(hashes.get("disabled", {}))
+        self.queue = DeliveryQueue(self.pending.values())
         self.queued = False
+
+    def due(self, now: float) -> list[Delivery]:
+        """The deliveries whose time has come, each handed out once until it is rescheduled."""
+        return self.queue.take_due(now, self.disabled)
+
+    def retry_later(self, d: Delivery, at: float) -> None:
+        """An attempt whose outcome could not be recorded is made again at `at` (in memory: the
+        delivery is still pending in Redis), unless the delivery has moved on meanwhile."""
+        if self.queue.pending.get(d.delivery_id) == d:
+            self.queue.reschedule(replace(d, next_at=at))
 
     def on_event(self, m: Alert | Notice | DeliveryOutcome, source: Source, effects: Effects) -> None:
         if isinstance(m, DeliveryOutcome):
@@ -240,15 +249,14 @@ class DispatchStage(Stage):
             d = Delivery(f"{sub.subscription_id}.{message_id}", sub.subscription_id, order_key, source.offset,
                          payload(m, queued_at, sub), queued_at, 0, queued_at)
             self.queue.add(d)
-            effects.batch.hset("pending", {d.delivery_id: as_json(d)})
+            self.pending[d.delivery_id] = d
             self.queued = True
 
     def on_outcome(self, o: DeliveryOutcome, effects: Effects) -> None:
         if o.outcome == "gone" and o.subscription_id not in self.disabled:
             # Every partition hears of it: the endpoint takes nothing more from any of them.
             log.warning("webhook endpoint of %s answered 410 Gone: disabled", o.subscription_id)
-            self.disabled.add(o.subscription_id)
-            effects.batch.hset("disabled", {o.subscription_id: iso(o.at)})
+            self.disabled[o.subscription_id] = iso(o.at)
             for d in [d for d in self.pending.values() if d.subscription_id == o.subscription_id]:
                 self.give_up(d, d.attempt + (d.delivery_id == o.delivery_id), "endpoint gone (HTTP 410)", o, effects)
             return
@@ -257,19 +265,19 @@ class DispatchStage(Stage):
             return  # an outcome already applied, or of a delivery already done
         if o.outcome == "delivered":
             self.queue.remove(d.delivery_id)
-            effects.batch.hdel("pending", [d.delivery_id])
+            del self.pending[d.delivery_id]
             self.queued = True  # the next of its order key may go
         elif o.outcome == "exhausted":
             self.give_up(d, o.attempt, o.error or "attempts exhausted", o, effects)
         else:
             d = replace(d, attempt=o.attempt, next_at=o.next_at or o.at, last_error=o.error)
             self.queue.reschedule(d)
-            effects.batch.hset("pending", {d.delivery_id: as_json(d)})
+            self.pending[d.delivery_id] = d
 
     def give_up(self, d: Delivery, attempts: int, reason: str, o: DeliveryOutcome, effects: Effects) -> None:
         self.queue.remove(d.delivery_id)
+        del self.pending[d.delivery_id]
         self.queued = True
-        effects.batch.hdel("pending", [d.delivery_id])
         effects.send(topics.webhook_dead_letters, d.subscription_id,
                      DeadDelivery(d.delivery_id, d.subscription_id, attempts, reason, o.status, d.body, o.at))
 
@@ -302,7 +310,7 @@ class Courier:
         """The deliveries whose time has come, by partition, each handed out once."""
         async with self.dispatch.between_batches() as stages:
             now = time.time()
-            return [(p, d) for p, stage in stages.items() for d in stage.queue.take_due(now, stage.disabled)]
+            return [(p, d) for p, stage in stages.items() for d in stage.due(now)]
 
     async def run(self) -> None:
         headers = {"User-Agent": "citybrain-webhooks"}
@@ -312,7 +320,7 @@ class Courier:
             while True:
                 try:
                     await asyncio.wait_for(delivery_due.wait(), 0.25)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 delivery_due.clear()
                 for p, d in await self.due():
@@ -333,8 +341,8 @@ class Courier:
             log.exception("webhook delivery %s: outcome could not be recorded; will attempt again", d.delivery_id)
             async with self.dispatch.between_batches() as stages:
                 stage = stages.get(partition)
-                if stage is not None and stage.pending.get(d.delivery_id) == d:
-                    stage.queue.reschedule(replace(d, next_at=time.time() + self.settings.webhook_backoff_s))
+                if stage is not None:
+                    stage.retry_later(d, time.time() + self.settings.webhook_backoff_s)
 
     async def try_once(self, session: aiohttp.ClientSession, d: Delivery) -> DeliveryOutcome:
         sub = subscriptions().get(d.subscription_id)
@@ -370,7 +378,7 @@ class Courier:
             if isinstance(exc.os_error, RefusedAddress):
                 return None, f"refused: {exc.os_error}", None, True
             return None, f"{type(exc).__name__}: {exc}", None, False
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return None, f"{type(exc).__name__}: {exc}".strip(": "), None, False
         finally:
             metrics.WEBHOOK_ATTEMPT_SECONDS.observe(time.perf_counter() - started)

@@ -15,7 +15,7 @@ import dataclasses
 import math
 import types
 import typing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Any, Literal, TypeVar, Union
 
@@ -24,7 +24,7 @@ import orjson
 
 C = TypeVar("C")
 
-UTC = timezone.utc
+UTC = UTC
 # Times the city brain accepts: far enough from year 1 and 9999 that windows stay representable.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
@@ -58,6 +58,7 @@ def text(most: int, default: Any = dataclasses.MISSING):
 DECLARED: list[type] = []  # every contract, in the order declared
 
 
+@typing.dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field, bounded, text))
 def contract(cls: type[C]) -> type[C]:
     """Declare an event or record: a frozen dataclass with slots.
 
@@ -80,8 +81,11 @@ def contract(cls: type[C]) -> type[C]:
     return cls
 
 
-class EventTime(float):
-    """Epoch seconds (UTC); ISO 8601 with an offset on the wire."""
+if typing.TYPE_CHECKING:
+    EventTime = float  # to the type checker a time is the float it is
+else:
+    class EventTime(float):
+        """Epoch seconds (UTC); ISO 8601 with an offset on the wire."""
 
 
 @lru_cache(maxsize=1 << 16)  # window bounds repeat across thousands of records

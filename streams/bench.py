@@ -30,8 +30,8 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.cap import Alert, Area, Incident, bilingual
-from schemas.events import HealthCodeScan, HealthCodeStatusChange, ParkingEvent, TrafficReading, WaterDepthReading
 from schemas.contract import parse_time
+from schemas.events import HealthCodeScan, HealthCodeStatusChange, ParkingEvent, TrafficReading, WaterDepthReading
 from schemas.reference import CityMap, Lot, Segment, Venue, WaterloggingPoint, Zone
 from streams.admin import ensure_topics
 from streams.clients import async_redis, kafka_admin, kafka_auth

@@ -29,7 +29,8 @@ from streams.app import partition_for
 from streams.batching import RecordBatch
 from streams.processor import Processor, Stage
 from streams.reference import Reference
-from streams.settings import Settings, settings as default_settings
+from streams.settings import Settings
+from streams.settings import settings as default_settings
 from streams.state import Batch, Snapshot
 from streams.topics import REFERENCE, partitions_of, topic_name
 

@@ -36,6 +36,7 @@ from streams.privacy import Keyring
 from streams.reference import Reference
 from streams.settings import Settings
 from streams.state import Batch, StateStore, partition_key
+from streams.table import tables_of
 from streams.topics import topic_name
 from streams.windows import TumblingWindows
 
@@ -156,7 +157,9 @@ class Stage(ABC):
     # Co-partitioned topics joined in as tables (topic role -> contract): keyed like the source
     # topic, so partition n of each lands on the worker that holds partition n of the stage.
     tables: ClassVar[dict[str, type]] = {}
-    hashes: ClassVar[tuple[str, ...]]  # Redis hashes restored when the partition is loaded
+    # Its keyed state is declared as `Table` attributes (streams/table.py); these are the other
+    # Redis hashes it restores itself.
+    hashes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, partition: int, settings: Settings, reference: Reference):
         self.partition = partition
@@ -164,9 +167,26 @@ class Stage(ABC):
         self.reference = reference
         self.last_event_wall = time.monotonic()
 
-    @abstractmethod
+    @classmethod
+    def restored_hashes(cls) -> tuple[str, ...]:
+        """The Redis hashes read when a partition of the stage is loaded."""
+        return (*cls.hashes, *(t.hash for t in tables_of(cls).values() if t.restored and t.hash))
+
+    def load(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        """Restore the partition's tables from its Redis hashes, then the rest (`restore`)."""
+        for name, table in tables_of(type(self)).items():
+            if table.restored:
+                getattr(self, name).restore(hashes.get(table.hash, {}))
+        self.restore(hashes)
+
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        """Rebuild in-memory state from the partition's Redis hashes."""
+        """Rebuild in memory what the tables do not hold: derived state, hand-kept hashes."""
+
+    def end_batch(self, effects: Effects) -> None:
+        """The batch's end: the stage's `flush`, then the writes of what its tables changed."""
+        self.flush(effects)
+        for name in tables_of(type(self)):
+            getattr(self, name).save(effects.batch)
 
     def knows(self, value: Any) -> bool:
         """Whether the reference data this event needs is loaded."""
@@ -176,9 +196,8 @@ class Stage(ABC):
     def on_event(self, value: Any, source: Source, effects: Effects) -> None:
         """Fold one valid event into the state; raise Rejected to dead-letter it untouched."""
 
-    @abstractmethod
     def flush(self, effects: Effects) -> None:
-        """End of a batch: emit what is complete and stage the state's Redis writes."""
+        """End of a batch: emit what is complete and stage the Redis writes of hand-kept state."""
 
     def on_idle(self, wall_now: float, effects: Effects) -> None:
         """The partition has been silent for `idle_close_s`; close what silence completes."""
@@ -291,8 +310,9 @@ class Processor:
             # timer before any event of its own has asked for the map.
             await self.reference.start()
             stage = self.stage(partition, self.settings, self.reference)
-            snapshot = await self.state.load(self.base(partition), list(self.offset_names.values()), stage.hashes)
-            stage.restore(snapshot.hashes)
+            snapshot = await self.state.load(self.base(partition), list(self.offset_names.values()),
+                                             stage.restored_hashes())
+            stage.load(snapshot.hashes)
             self.stages[partition] = Owned(stage, snapshot.offsets, snapshot.commits)
         return self.stages[partition]
 
@@ -444,7 +464,7 @@ class Processor:
                         continue
                     effects = Effects(self.name, Batch(self.base(p), owned.commits, dict(owned.offsets)))
                     owned.stage.on_idle(time.time(), effects)
-                    owned.stage.flush(effects)
+                    owned.stage.end_batch(effects)
                     if effects.batch.commands or effects.sends:
                         owned.commits += 1
                         work.append((p, effects))
@@ -506,7 +526,7 @@ class Processor:
                 effects.reject(source, exc)
             except Exception as exc:
                 raise RuleFailed(source, exc) from exc
-        stage.flush(effects)
+        stage.end_batch(effects)
         stage.last_event_wall = time.monotonic()
         owned.offsets, owned.commits = effects.batch.offsets, owned.commits + 1
         metrics.BATCH_SIZE.labels(self.name).observe(len(fresh))

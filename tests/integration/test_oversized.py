@@ -12,7 +12,7 @@ from schemas.contract import to_dict
 from schemas.events import CitizenFloodReport
 from streams.processor import without_identifiers
 from streams.topics import personal_fields, topic_name
-from tests.integration.test_flood_pipeline import P1, P2, ZONE, T0, storm
+from tests.integration.test_flood_pipeline import P1, P2, T0, ZONE, storm
 
 pytestmark = pytest.mark.integration
 

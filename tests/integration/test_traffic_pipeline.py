@@ -12,13 +12,13 @@ from lxml import etree
 
 from agents.traffic import city_index, fold_reading, summarize, webster
 from schemas.cap import cap_time
-from tests.unit.test_cap import XSD as CAP_XSD
 from schemas.contract import encode, iso, parse_time
 from schemas.events import TrafficReading
 from schemas.records import CityIndexPart
 from schemas.reference import Approach, Intersection, Segment, Zone
 from streams.settings import Settings
 from tests.integration.conftest import CITYBRAIN
+from tests.unit.test_cap import XSD as CAP_XSD
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,16 @@
 import pytest
 
 from agents.health import (
-    RECENT_SCANS, Person, ZoneHealth, expired, move, seen_scan, step_status, step_zone_health, venue_notice, zone_risk,
+    RECENT_SCANS,
+    Person,
+    ZoneHealth,
+    expired,
+    move,
+    seen_scan,
+    step_status,
+    step_zone_health,
+    venue_notice,
+    zone_risk,
 )
 from schemas.cap import reference_to
 from schemas.records import PersonScan, PersonStatus, Whereabouts

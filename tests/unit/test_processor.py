@@ -10,16 +10,16 @@ import orjson
 import pytest
 from faust.types import TP
 
+from agents.traffic import SegmentStage
 from schemas.contract import encode, to_dict
 from schemas.events import TrafficReading
-from agents.traffic import SegmentStage
+from streams import topics
 from streams.batching import RecordBatch
-from streams.processor import Source
 from streams.harness import FixedReference, HarnessProcessor, MemoryState, Record, place, run_stage
+from streams.processor import Source
 from streams.settings import Settings
 from streams.simulate import build_city
 from streams.state import Batch
-from streams import topics
 from streams.topics import topic_name
 
 S = Settings(privacy_keys=("k1:processor-unit-test-key",))

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-
 from dataclasses import replace
 
 import orjson
+import pytest
 
 from agents.flood import GaugeStage, PointStage
+from agents.traffic import SegmentStage, SignalStage
 from schemas.contract import Rejected
-from schemas.events import RainGaugeReading, WaterDepthReading
+from schemas.events import RainGaugeReading, TrafficReading, WaterDepthReading
 from schemas.records import ApproachFlow, FlowReport
 from schemas.reference import Approach, Intersection, RainGauge, Segment, WaterloggingPoint
 from streams import topics
@@ -18,9 +18,6 @@ from streams.processor import Effects, Source
 from streams.reference import Reference
 from streams.settings import Settings
 from streams.state import Batch
-
-from agents.traffic import SegmentStage, SignalStage
-from schemas.events import TrafficReading
 
 S = Settings(partitions=2)
 SEG = Segment("S1", "Yan'an Rd", "Z1", "arterial", 1.0, 50.0, 2)
@@ -218,7 +215,7 @@ def test_a_rain_reading_past_the_longest_horizon_or_at_a_counted_time_is_late():
     t = 100_000.0
     for at, mm in ((t, 5.0), (t, 5.0), (t, 7.0), (t - 12 * 3600, 3.0), (t - 3600, 2.0)):
         stage.on_event(RainGaugeReading("G1", at, mm, 300.0), source(), e)
-    assert stage.history["G1"] == {t: 5.0, t - 3600: 2.0}
+    assert dict(stage.history["G1"]) == {t: 5.0, t - 3600: 2.0}
     assert len(sent_to(e, topics.gauge_rain)) == 2
     assert late_reasons(e) == [
         "late: gauge G1 has a reading for 1970-01-02T03:46:40.000Z already",

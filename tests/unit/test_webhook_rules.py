@@ -16,7 +16,14 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from agents.alerts import as_json
 from agents.webhooks import (
-    DeliveryQueue, DispatchStage, check_subscription, load_subscriptions, matches, next_step, refused_address, retry_after_s,
+    DeliveryQueue,
+    DispatchStage,
+    check_subscription,
+    load_subscriptions,
+    matches,
+    next_step,
+    refused_address,
+    retry_after_s,
 )
 from schemas.cap import Alert, Area, Incident, bilingual, to_xml
 from schemas.contract import encode, from_dict
@@ -496,11 +503,16 @@ def test_a_subscription_with_a_bad_secret_in_the_file_is_refused(tmp_path):
 
 
 def stage_with(*ds: Delivery) -> DispatchStage:
+    """A partition restored with these deliveries pending."""
     stage = DispatchStage(0, Settings(), Reference(Settings()))
-    stage.restore({})
-    for d in ds:
-        stage.queue.add(d)
+    stage.load({"pending": {d.delivery_id: as_json(d).encode() for d in ds}})
     return stage
+
+
+def written(stage: DispatchStage, e: Effects) -> list[list[str]]:
+    """The Redis commands of the batch, once it ends."""
+    stage.end_batch(e)
+    return e.batch.commands
 
 
 def effects() -> Effects:
@@ -518,17 +530,17 @@ def dead_letters(e: Effects) -> list[dict]:
 def test_restore_reads_pending_deliveries_and_disabled_subscriptions():
     d = delivery(attempt=2, next_at=T0 + 9)
     stage = DispatchStage(0, Settings(), Reference(Settings()))
-    stage.restore({"pending": {d.delivery_id: as_json(d).encode()},
-                   "disabled": {"s9": b"2026-07-20T08:00:00.000Z"}})
+    stage.load({"pending": {d.delivery_id: as_json(d).encode()},
+                "disabled": {"s9": b"2026-07-20T08:00:00.000Z"}})
     assert stage.pending["s1.m1"].attempt == 2 and stage.pending["s1.m1"].next_at == T0 + 9
-    assert stage.disabled == {"s9"}
+    assert set(stage.disabled) == {"s9"}
 
 
 def test_a_delivered_outcome_removes_the_delivery():
     stage, e = stage_with(delivery(), delivery("s1.m2", seq=1)), effects()
     stage.on_outcome(outcome("delivered", status=200), e)
     assert set(stage.pending) == {"s1.m2"}
-    assert ["HDEL", "cb:{webhooks.0}:pending", "s1.m1"] in e.batch.commands
+    assert ["HDEL", "cb:{webhooks.0}:pending", "s1.m1"] in written(stage, e)
     assert e.sends == []
 
 
@@ -537,7 +549,7 @@ def test_a_retry_outcome_records_the_attempt_next_time_and_error():
     stage.on_outcome(outcome("retry", status=503, error="HTTP 503", next_at=T0 + 40), e)
     d = stage.pending["s1.m1"]
     assert (d.attempt, d.next_at, d.last_error) == (1, T0 + 40, "HTTP 503")
-    (command,) = e.batch.commands
+    (command,) = written(stage, e)
     assert command[:3] == ["HSET", "cb:{webhooks.0}:pending", "s1.m1"]
     assert from_dict(Delivery, orjson.loads(command[3])).attempt == 1  # what Redis keeps matches memory
 
@@ -549,13 +561,13 @@ def test_a_stale_outcome_changes_nothing(kind):
     stage.on_outcome(outcome(kind, attempt=3, status=500, error="HTTP 500", next_at=T0 + 1), e)
     stage.on_outcome(outcome(kind, attempt=2, status=500, error="HTTP 500", next_at=T0 + 1), e)
     assert stage.pending == {"s1.m1": current}
-    assert e.batch.commands == [] and e.sends == []
+    assert written(stage, e) == [] and e.sends == []
 
 
 def test_an_outcome_of_an_unknown_delivery_changes_nothing():
     stage, e = stage_with(delivery()), effects()
     stage.on_outcome(outcome("exhausted", attempt=8, delivery_id="s1.gone-already"), e)
-    assert set(stage.pending) == {"s1.m1"} and e.sends == [] and e.batch.commands == []
+    assert set(stage.pending) == {"s1.m1"} and e.sends == [] and written(stage, e) == []
 
 
 def test_an_exhausted_delivery_is_removed_and_dead_lettered():
@@ -563,7 +575,7 @@ def test_an_exhausted_delivery_is_removed_and_dead_lettered():
     stage, e = stage_with(d), effects()
     stage.on_outcome(outcome("exhausted", attempt=8, status=500, error="HTTP 500"), e)
     assert stage.pending == {}
-    assert ["HDEL", "cb:{webhooks.0}:pending", "s1.m1"] in e.batch.commands
+    assert ["HDEL", "cb:{webhooks.0}:pending", "s1.m1"] in written(stage, e)
     (dead,) = dead_letters(e)
     assert dead["delivery_id"] == "s1.m1" and dead["subscription_id"] == "s1"
     assert dead["attempts"] == 8 and dead["reason"] == "HTTP 500" and dead["last_status"] == 500
@@ -577,20 +589,20 @@ def test_gone_disables_the_subscription_and_gives_up_all_its_deliveries():
     other = delivery("s2.m1", subscription_id="s2")
     stage, e = stage_with(*mine, other), effects()
     stage.on_outcome(outcome("gone", attempt=3, status=410, error="HTTP 410"), e)
-    assert stage.disabled == {"s1"}
+    assert set(stage.disabled) == {"s1"}
     assert set(stage.pending) == {"s2.m1"}
     dead = {x["delivery_id"]: x for x in dead_letters(e)}
     assert set(dead) == {"s1.m1", "s1.m2", "s1.m3"}
     assert all(x["reason"] == "endpoint gone (HTTP 410)" and x["last_status"] == 410 for x in dead.values())
     assert dead["s1.m1"]["attempts"] == 3  # the attempt that heard 410 counts
     assert dead["s1.m2"]["attempts"] == 0 and dead["s1.m3"]["attempts"] == 0  # never attempted
-    assert any(c[:3] == ["HSET", "cb:{webhooks.0}:disabled", "s1"] for c in e.batch.commands)
+    assert any(c[:3] == ["HSET", "cb:{webhooks.0}:disabled", "s1"] for c in written(stage, e))
 
 
 def test_gone_heard_on_a_partition_without_the_delivery_still_disables_the_subscription():
     stage, e = stage_with(delivery("s1.other", seq=4), delivery("s2.m1", subscription_id="s2")), effects()
     stage.on_outcome(outcome("gone", attempt=1, delivery_id="s1.elsewhere", status=410), e)
-    assert stage.disabled == {"s1"}
+    assert set(stage.disabled) == {"s1"}
     assert set(stage.pending) == {"s2.m1"}
     assert [x["delivery_id"] for x in dead_letters(e)] == ["s1.other"]
 
@@ -599,9 +611,22 @@ def test_gone_heard_twice_gives_up_nothing_more():
     stage, e = stage_with(delivery()), effects()
     stage.on_outcome(outcome("gone", status=410), e)
     assert len(dead_letters(e)) == 1
+    stage.end_batch(e)
     again = effects()
     stage.on_outcome(outcome("gone", attempt=2, status=410), again)
-    assert again.sends == [] and again.batch.commands == []
+    assert again.sends == [] and written(stage, again) == []
+
+
+def test_a_partition_hands_a_due_delivery_out_once_and_again_when_its_outcome_was_lost():
+    d = delivery(next_at=T0)
+    stage = stage_with(d, delivery("s2.m1", subscription_id="s2", next_at=T0 + 60))
+    assert stage.due(T0) == [d] and stage.due(T0 + 1) == []  # under way: not handed out again
+    stage.retry_later(d, T0 + 30)  # its outcome never reached Kafka
+    assert stage.due(T0 + 29) == [] and [x.next_at for x in stage.due(T0 + 30)] == [T0 + 30]
+    assert stage.pending["s1.m1"] == d  # in memory only: Redis keeps the delivery as it was
+    stage.on_outcome(outcome("delivered", status=200), effects())
+    stage.retry_later(d, T0 + 40)  # an outcome that did land meanwhile: nothing to try again
+    assert [x.delivery_id for x in stage.due(T0 + 60)] == ["s2.m1"]
 
 
 def test_the_queue_hands_a_delivery_out_once_and_the_next_in_line_after_it_is_done():

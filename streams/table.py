@@ -1,0 +1,247 @@
+"""A stage's keyed state: typed values by key, kept in one Redis hash of the stage's partition.
+
+A stage declares its tables as class attributes, `watch = Table(PointWatch)`, and uses each as
+a dict. The stage base class restores them when the partition is loaded and, after each batch,
+writes what changed (set, deleted, or marked with `touch` after a change in place) with the
+batch's atomic commit. Values are records (dataclasses, decoded as their contract says) or
+plain JSON types; a composite key is a tuple, written `a|b` (its last part may contain `|`).
+A table keyed by two parts (a lot and a plate token, a window and a junction) is grouped by the
+first: `group(lot)` is what one lot holds, without a scan of every lot's. A table declared
+`restored=False` is a view: written for dashboards and `citybrain watch`, never read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, MutableMapping
+from functools import cache
+from typing import Any, Generic, TypeVar, overload
+
+import msgspec
+import orjson
+
+from schemas.contract import decode, encode
+from streams.state import Batch
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+KEY_SEPARATOR = "|"
+
+
+def _key_codec(parts: tuple[type, ...]) -> tuple[Callable[[Any], str], Callable[[str], Any]]:
+    """How a key of these parts becomes a hash field and back (floats as their repr, exactly)."""
+    if parts == (str,):
+        return (lambda k: k), (lambda f: f)
+
+    def part(t: type, value: Any) -> str:
+        return repr(value) if t is float else str(value)
+
+    def to_field(key: tuple) -> str:
+        return KEY_SEPARATOR.join(part(t, v) for t, v in zip(parts, key))
+
+    def from_field(name: str) -> tuple:
+        return tuple(t(v) for t, v in zip(parts, name.split(KEY_SEPARATOR, len(parts) - 1)))
+
+    return to_field, from_field
+
+
+def _value_codec(value: Any) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+    """How a value of this type is written and read: records as their contract, the rest as JSON."""
+    if dataclasses.is_dataclass(value):
+        return encode, lambda raw: decode(value, raw)
+    if value is str:  # as it is: an id, a time
+        return str.encode, bytes.decode
+    reader = msgspec.json.Decoder(value)
+    # Keys sorted: a mapping filled in arrival order is written the same whatever the order.
+    return (lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS)), reader.decode
+
+
+class Table(Generic[K, V]):
+    """The declaration of one table of a stage: its value type, key parts and Redis hash."""
+
+    def __init__(self, value: type[V] | Any, *, key: tuple[type, ...] = (str,), hash: str | None = None,
+                 restored: bool = True):
+        self.value = value
+        self.key_parts = key
+        self.hash = hash
+        self.restored = restored
+        self.to_field, self.from_field = _key_codec(key)
+        self.write, self.read = _value_codec(value)
+        self.attribute = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attribute = name
+        self.hash = self.hash or name
+
+    @overload
+    def __get__(self, stage: None, owner: type) -> Table[K, V]: ...
+
+    @overload
+    def __get__(self, stage: object, owner: type) -> Rows[K, V]: ...
+
+    def __get__(self, stage: object | None, owner: type) -> Table[K, V] | Rows[K, V]:
+        if stage is None:
+            return self
+        rows: Rows[K, V] = Rows(self)
+        vars(stage)[self.attribute] = rows  # from now on found before the declaration
+        return rows
+
+
+G = TypeVar("G")
+
+
+class GroupedTable(Table[tuple[G, K], V]):
+    """A table keyed by (group, key): a lot's stays, a zone's residents, a window's junctions."""
+
+    def __init__(self, value: type[V] | Any, *, key: tuple[type, type] = (str, str), hash: str | None = None,
+                 restored: bool = True):
+        super().__init__(value, key=key, hash=hash, restored=restored)
+
+    def __get__(self, stage: object | None, owner: type) -> Any:
+        if stage is None:
+            return self
+        rows: GroupedRows[G, K, V] = GroupedRows(self)
+        vars(stage)[self.attribute] = rows
+        return rows
+
+
+class Rows(MutableMapping[K, V]):
+    """One partition's table: a dict that remembers what changed since it was last saved."""
+
+    __slots__ = ("table", "values_by_key", "changed", "deleted")
+
+    def __init__(self, table: Table[K, V]):
+        self.table = table
+        self.values_by_key: dict[K, V] = {}
+        self.changed: set[K] = set()
+        self.deleted: set[K] = set()
+
+    def restore(self, content: dict[str, bytes]) -> None:
+        from_field, read = self.table.from_field, self.table.read
+        self.values_by_key = {from_field(name): read(raw) for name, raw in content.items()}
+        self.changed.clear()
+        self.deleted.clear()
+
+    def save(self, batch: Batch) -> None:
+        """Stage the writes of what changed since the last save."""
+        to_field, write, name = self.table.to_field, self.table.write, self.table.hash
+        assert name is not None
+        if self.deleted:
+            batch.hdel(name, [to_field(k) for k in self.deleted])
+            self.deleted.clear()
+        if self.changed:
+            values = self.values_by_key
+            batch.hset(name, {to_field(k): write(values[k]).decode() for k in self.changed})
+            self.changed.clear()
+        if not self.table.restored:
+            self.values_by_key.clear()  # a view is written, not kept
+
+    def __getitem__(self, key: K) -> V:
+        return self.values_by_key[key]
+
+    def get(self, key: K, default: Any = None) -> Any:  # type: ignore[override]
+        return self.values_by_key.get(key, default)
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self.values_by_key[key] = value
+        self.changed.add(key)
+        self.deleted.discard(key)
+
+    def dirty(self) -> set[K]:
+        """The keys set or deleted since the last save."""
+        return self.changed | self.deleted
+
+    def touch(self, key: K) -> None:
+        """The value at `key` was changed in place: write it with the batch."""
+        if key in self.values_by_key:
+            self.changed.add(key)
+
+    def __delitem__(self, key: K) -> None:
+        del self.values_by_key[key]
+        self.changed.discard(key)
+        self.deleted.add(key)
+
+    def discard(self, key: K) -> None:
+        """Delete `key` whether or not it is held here (a view keeps nothing once written)."""
+        self.values_by_key.pop(key, None)
+        self.changed.discard(key)
+        self.deleted.add(key)
+
+    def pop(self, key: K, *default: Any) -> Any:  # type: ignore[override]
+        if key in self.values_by_key:
+            value = self.values_by_key[key]
+            del self[key]
+            return value
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.values_by_key
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self.values_by_key)
+
+    def __len__(self) -> int:
+        return len(self.values_by_key)
+
+    def keys(self):  # type: ignore[override]
+        return self.values_by_key.keys()
+
+    def values(self):  # type: ignore[override]
+        return self.values_by_key.values()
+
+    def items(self):  # type: ignore[override]
+        return self.values_by_key.items()
+
+
+@cache
+def tables_of(stage_class: type) -> dict[str, Table]:
+    """The tables a stage class declares (its own and inherited), by attribute name."""
+    found: dict[str, Table] = {}
+    for klass in reversed(stage_class.__mro__):
+        found.update({name: t for name, t in vars(klass).items() if isinstance(t, Table)})
+    return found
+
+
+class GroupedRows(Rows[tuple[G, K], V]):
+    """One partition's grouped table: its values by group, then by key within the group."""
+
+    __slots__ = ("groups",)
+
+    def __init__(self, table: Table[tuple[G, K], V]):
+        super().__init__(table)
+        self.groups: dict[G, dict[K, V]] = {}
+
+    def restore(self, content: dict[str, bytes]) -> None:
+        super().restore(content)
+        self.groups = {}
+        for (group, key), value in self.values_by_key.items():
+            self.groups.setdefault(group, {})[key] = value
+
+    def group(self, group: G) -> dict[K, V]:
+        """What one group holds, by key; read it, change it through the table."""
+        return self.groups.get(group, {})
+
+    def __setitem__(self, key: tuple[G, K], value: V) -> None:
+        super().__setitem__(key, value)
+        self.groups.setdefault(key[0], {})[key[1]] = value
+
+    def __delitem__(self, key: tuple[G, K]) -> None:
+        super().__delitem__(key)
+        members = self.groups[key[0]]
+        del members[key[1]]
+        if not members:
+            del self.groups[key[0]]
+
+    def dirty_groups(self) -> set[G]:
+        """The groups with a key set or deleted since the last save."""
+        return {key[0] for key in self.dirty()}
+
+    def pop_group(self, group: G) -> dict[K, V]:
+        """Remove a whole group; what it held."""
+        members = self.groups.pop(group, {})
+        for key in members:
+            super().__delitem__((group, key))
+        return members
