@@ -9,7 +9,7 @@ from schemas.cap import Alert, to_xml
 from schemas.contract import encode
 from schemas.records import Notice
 from streams import metrics, topics
-from streams.processor import Effects
+from streams.effects import Effects
 
 
 def send_alert(alert: Alert, effects: Effects) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import sys
 
 import agents.evacuation  # noqa: F401  registers the flood zone and evacuation agents
-import agents.flood  # noqa: F401  registers the flood agents
 import agents.health  # noqa: F401  registers the health-code agents
 import agents.parking  # noqa: F401  registers the car park agents
+import agents.rain  # noqa: F401  registers the rain agents
+import agents.reports  # noqa: F401  registers the residents' report agents
 import agents.traffic  # noqa: F401  registers the traffic agents
+import agents.waterlogging  # noqa: F401  registers the waterlogging agent
 import agents.webhooks
 import streams.commands  # noqa: F401  registers simulate, replay, topics, bench, watch
 from streams.app import app

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field, replace
 
 from agents.alerts import send_alert, send_notice
 from agents.flood import LEVELS, colour_rank
-from schemas.cap import Alert, Incident, bilingual, cap_id, zone_area
+from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, zone_area
 from schemas.contract import Rejected
 from schemas.records import EvacuationOrder, LotOrder, Notice, Whereabouts, ZoneFlood
 from schemas.reference import CityMap, Venue, Zone
 from streams import metrics, runtime, topics
-from streams.processor import Effects, Source, Stage
+from streams.effects import Effects, Source
 from streams.settings import Settings
+from streams.stage import Stage
 from streams.table import GroupedTable, Table
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,9 @@ class ZoneFloodWatch:
     evacuation_order: str | None = None
 
 
-def garage_message(incident: Incident, msg_type: str, zone: Zone, lots: list[str], why: str, at: float, s: Settings) -> tuple[Incident, Alert]:
+def garage_message(
+    incident: Incident, msg_type: MsgType, zone: Zone, lots: list[str], why: str, at: float, s: Settings
+) -> tuple[Incident, Alert]:
     cleared = msg_type == "Cancel"
     if cleared:
         texts = {"zh-CN": (f"{zone.name}地下车库恢复开放", f"{zone.name}内涝风险已降低。", "地下车库恢复进入。"),
@@ -100,7 +103,7 @@ def garage_message(incident: Incident, msg_type: str, zone: Zone, lots: list[str
     return incident.message(s.alert_sender, msg_type, at, info)
 
 
-def evacuation_message(incident: Incident, msg_type: str, zone: Zone, shelter: Venue | None, why: str, at: float,
+def evacuation_message(incident: Incident, msg_type: MsgType, zone: Zone, shelter: Venue | None, why: str, at: float,
                        s: Settings) -> tuple[Incident, Alert]:
     cleared = msg_type == "Cancel"
     where_zh = f"前往{shelter.name}" if shelter else "前往地势较高的安全地点"

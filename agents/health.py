@@ -19,16 +19,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agents.alerts import send_alert, send_notice
-from schemas.cap import Alert, Incident, bilingual, cap_id, zone_area
+from schemas.cap import Alert, Incident, MsgType, Severity, bilingual, cap_id, zone_area
 from schemas.contract import Rejected, iso
 from schemas.events import HealthCodeScan, HealthCodeStatusChange
-from schemas.records import Notice, PersonScan, PersonStatus, Whereabouts, ZoneScan
+from schemas.records import Colour, Notice, NoticeKind, PersonScan, PersonStatus, Whereabouts, ZoneScan
 from schemas.reference import Venue, Zone
 from streams import metrics, runtime, topics
-from streams.processor import Effects, Source, Stage, WindowedStage
+from streams.effects import Effects, Source
 from streams.reference import Reference
 from streams.settings import Settings
+from streams.stage import Stage
 from streams.table import Table
+from streams.windowed import WindowedStage
 from streams.windows import TumblingWindows
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 class Person:
     """What the city brain keeps of one person token, and only while it is needed."""
 
-    colour: str = "green"  # health code
+    colour: Colour = "green"  # health code
     colour_at: float | None = None
     zone_id: str | None = None  # last known location: home zone or the latest scan's venue zone
     shelter_id: str | None = None  # the shelter the person last checked in at, while there
@@ -82,12 +84,12 @@ def move(person: Person, token: str, zone_id: str, shelter_id: str | None, at: f
     return moved, [*out, Whereabouts(zone_id, token, True, at, shelter_id)]
 
 
-def venue_notice(scan: PersonScan, colour: str, venue: Venue) -> Notice | None:
+def venue_notice(scan: PersonScan, colour: Colour, venue: Venue) -> Notice | None:
     """What a venue is told about a yellow or red code: deny entry, or check it. A shelter checks
     but never turns anyone away from safety."""
     if colour == "green":
         return None
-    kind = "deny_entry" if colour == "red" and venue.kind != "shelter" else "check_entry"
+    kind: NoticeKind = "deny_entry" if colour == "red" and venue.kind != "shelter" else "check_entry"
     action = {"deny_entry": ("请劝阻其进入并引导就医或隔离。", "Do not admit; direct the person to testing or isolation."),
               "check_entry": ("请核验并做好防护登记。", "Check the person and record the entry with care.")}[kind]
     zh_colour = {"yellow": "黄码", "red": "红码"}[colour]
@@ -113,13 +115,13 @@ def expired(person: Person, now: float, s: Settings) -> bool:
 class ZoneHealth:
     """Hysteresis state of one zone's health-risk alert."""
 
-    severity: str | None = None  # Moderate or Severe, while alerting
+    severity: Severity | None = None  # Moderate or Severe, while alerting
     run: int = 0  # risky windows in a row, while not alerting
     calm: int = 0  # calm windows in a row, while alerting
     incident: Incident | None = None
 
 
-def zone_risk(scans: int, yellow: int, red: int, s: Settings) -> str | None:
+def zone_risk(scans: int, yellow: int, red: int, s: Settings) -> Severity | None:
     """The severity a window's scans call for: enough yellow and red codes, and a large enough
     share of all scans, make a risk; red codes alone reaching the count make it severe."""
     risky = yellow + red
@@ -133,7 +135,8 @@ def step_zone_health(
 ) -> tuple[ZoneHealth, Alert | None]:
     """Advance a zone's health alert by one window: raise after N risky windows, escalate at
     once, clear after M calm ones."""
-    severity = zone_risk(*counts, s)
+    scans, yellow, red = counts
+    severity = zone_risk(scans, yellow, red, s)
     if watch.severity is None:
         run = watch.run + 1 if severity else 0
         if run < s.health_raise_windows:
@@ -152,7 +155,7 @@ def step_zone_health(
 
 
 def _health_message(
-    watch: ZoneHealth, msg_type: str, counts: list[int], at: float, zone: Zone, s: Settings
+    watch: ZoneHealth, msg_type: MsgType, counts: list[int], at: float, zone: Zone, s: Settings
 ) -> tuple[ZoneHealth, Alert]:
     scans, yellow, red = counts
     cleared = msg_type == "Cancel"
@@ -170,6 +173,7 @@ def _health_message(
                      "Past" if cleared else "Expected", watch.severity or "Minor", "Observed",
                      [("zone_id", zone.zone_id), ("scans", str(scans)), ("yellow", str(yellow)), ("red", str(red))],
                      [zone_area(zone)])
+    assert watch.incident is not None  # opened with its first message
     incident, alert = watch.incident.message(s.alert_sender, msg_type, at, info)
     return replace(watch, incident=incident), alert
 

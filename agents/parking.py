@@ -19,14 +19,15 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from agents.alerts import send_alert, send_notice
-from schemas.cap import Alert, Incident, bilingual, cap_id, circle_area
+from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, circle_area
 from schemas.contract import Rejected, iso
 from schemas.events import ParkingEvent
-from schemas.records import Bill, LotOrder, Notice, ParkingAnomaly
+from schemas.records import Bill, LotOrder, Notice, ParkingAnomaly, ParkingAnomalyKind
 from schemas.reference import Lot
 from streams import metrics, runtime, topics
-from streams.processor import Effects, Source, Stage
+from streams.effects import Effects, Source
 from streams.settings import Settings
+from streams.stage import Stage
 from streams.table import GroupedTable, Table
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class Outcome:
     watch: LotWatch
     stay: tuple[str, Stay | None] | None = None  # (plate token, the new stay or None once it ended)
     bill: Bill | None = None
-    anomalies: tuple[str, ...] = ()
+    anomalies: tuple[ParkingAnomalyKind, ...] = ()
 
 
 def bill_for(stay: Stay, exit_at: float, plate_token: str, lot: Lot, s: Settings) -> Bill:
@@ -95,7 +96,7 @@ def apply_event(watch: LotWatch, stays: dict[str, Stay], e: ParkingEvent, lot: L
     watch = replace(watch, clock=clock)
     if e.direction == "entry":
         stay = stays.get(e.plate)
-        anomalies = []
+        anomalies: list[ParkingAnomalyKind] = []
         if watch.closed_by is not None:
             anomalies.append("entry_while_closed")
         if stay is not None:
@@ -118,7 +119,9 @@ def apply_event(watch: LotWatch, stays: dict[str, Stay], e: ParkingEvent, lot: L
 def is_duplicate(watch: LotWatch, event_id: str, s: Settings) -> bool:
     """An id seen within `parking_dedupe_s` of the lot's clock, or the one just before."""
     t = watch.seen.get(event_id)
-    return t is not None and (t > watch.clock - s.parking_dedupe_s or event_id == next(reversed(watch.seen)))
+    if t is None or watch.clock is None:
+        return False
+    return t > watch.clock - s.parking_dedupe_s or event_id == next(reversed(watch.seen))
 
 
 def crossed(before: float | None, now: float, period_s: float) -> bool:
@@ -171,7 +174,7 @@ def step_lot_alert(watch: LotWatch, occupied: int, at: float, lot: Lot, s: Setti
     return watch, None
 
 
-def _lot_message(watch: LotWatch, msg_type: str, occupied: int, at: float, lot: Lot, s: Settings) -> tuple[LotWatch, Alert]:
+def _lot_message(watch: LotWatch, msg_type: MsgType, occupied: int, at: float, lot: Lot, s: Settings) -> tuple[LotWatch, Alert]:
     free = max(0, lot.capacity - occupied)
     if watch.level is None:
         texts = {"zh-CN": (f"{lot.name}车位已恢复", f"{lot.name}尚有{free}个空位。", "可正常前往停车。"),
@@ -190,6 +193,7 @@ def _lot_message(watch: LotWatch, msg_type: str, occupied: int, at: float, lot: 
                      [("lot_id", lot.lot_id), ("zone_id", lot.zone_id), ("status", watch.level or "spacesAvailable"),
                       ("available_spots", str(free))],
                      [circle_area(lot.name, lot.lat, lot.lon, 0.2)])
+    assert watch.incident is not None  # opened with its first message
     incident, alert = watch.incident.message(s.alert_sender, msg_type, at, info)
     return replace(watch, incident=incident), alert
 
@@ -265,19 +269,20 @@ class ParkingStage(Stage):
         departure rates keep the last window, and the almost-full and full alert steps."""
         s, lot_id = self.settings, lot.lot_id
         watch = self.watch.setdefault(lot_id, LotWatch())
-        if watch.clock is None:
+        clock = watch.clock
+        if clock is None:
             return
-        if watch.clock > self.no_missed_exit_before.get(lot_id, -math.inf):
-            missed = sorted(t for t, stay in self.stays.group(lot_id).items() if stay.entry_at < watch.clock - s.parking_stay_max_s)
+        if clock > self.no_missed_exit_before.get(lot_id, -math.inf):
+            missed = sorted(t for t, stay in self.stays.group(lot_id).items() if stay.entry_at < clock - s.parking_stay_max_s)
             for token in missed:
-                self.report(ParkingAnomaly(lot_id, "missed_exit", self.stays.pop((lot_id, token)).event_id, watch.clock), effects)
+                self.report(ParkingAnomaly(lot_id, "missed_exit", self.stays.pop((lot_id, token)).event_id, clock), effects)
             self.no_missed_exit_before[lot_id] = min((stay.entry_at for stay in self.stays.group(lot_id).values()),
                                                      default=math.inf) + s.parking_stay_max_s
             watch = self.watch[lot_id]
-        if crossed(before, watch.clock, s.parking_rate_window_s):
-            watch.arrivals[:] = recent(watch.arrivals, watch.clock, s)
-            watch.departures[:] = recent(watch.departures, watch.clock, s)
-        watch, alert = step_lot_alert(watch, len(self.stays.group(lot_id)), watch.clock, lot, s)
+        if crossed(before, clock, s.parking_rate_window_s):
+            watch.arrivals[:] = recent(watch.arrivals, clock, s)
+            watch.departures[:] = recent(watch.departures, clock, s)
+        watch, alert = step_lot_alert(watch, len(self.stays.group(lot_id)), clock, lot, s)
         if alert is not None:
             send_alert(alert, effects)
         self.watch[lot_id] = watch
@@ -287,7 +292,8 @@ class ParkingStage(Stage):
         statuses = Tally((lot_status(len(self.stays.group(lot_id)), lots[lot_id], w.closed_by is not None, self.settings),)
                          for lot_id, w in self.watch.items() if lot_id in lots)
         return metrics.merge({"citybrain_lots": statuses},
-                             metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.incident), "Transport"))
+                             metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.incident),
+                                           "Transport"))
 
     def on_order(self, order: LotOrder, watch: LotWatch, stays: dict[str, Stay], lot: Lot, effects: Effects) -> None:
         if order.closed and watch.closed_by != order.order_id:

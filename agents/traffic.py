@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agents.alerts import as_json, send_alert
-from schemas.cap import Alert, Incident, bilingual, cap_id, road_area
+from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, road_area
 from schemas.contract import Rejected, iso, rounded
 from schemas.events import TrafficReading
 from schemas.records import (
@@ -35,10 +35,12 @@ from schemas.records import (
 )
 from schemas.reference import Intersection, Segment, Zone
 from streams import metrics, runtime, topics
-from streams.processor import Effects, Source, Stage, WindowedStage
+from streams.effects import Effects, Source
 from streams.settings import Settings
+from streams.stage import Stage
 from streams.table import GroupedTable, Table
 from streams.topics import partitions_of
+from streams.windowed import WindowedStage
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +147,13 @@ def step_congestion(
 LEVEL_NAMES = {"moderate": ("Moderate", "中度"), "severe": ("Severe", "严重")}
 
 
-def congestion_texts(msg_type: str, level: str, segment: Segment, tpi: float) -> dict[str, tuple[str, str, str]]:
+def congestion_texts(msg_type: MsgType, level: str, segment: Segment, tpi: float) -> dict[str, tuple[str, str, str]]:
     """(headline, description, instruction) by language, for a resident or driver to act on."""
     en, zh = LEVEL_NAMES[level]
     if msg_type == "Cancel":
         return {
-            "zh-CN": (f"{segment.name}拥堵已解除", f"{segment.name}交通指数回落至{tpi:.1f}，通行恢复。", "道路已恢复通行，无需绕行。"),
+            "zh-CN": (f"{segment.name}拥堵已解除", f"{segment.name}交通指数回落至{tpi:.1f}，通行恢复。",
+                      "道路已恢复通行，无需绕行。"),
             "en-US": (f"Congestion cleared on {segment.name}", f"The traffic index on {segment.name} is back to {tpi:.1f}.",
                       "Traffic is flowing again; no detour needed."),
         }
@@ -164,15 +167,17 @@ def congestion_texts(msg_type: str, level: str, segment: Segment, tpi: float) ->
 
 
 def _message(
-    watch: CongestionWatch, w: SegmentWindow, segment: Segment, zone: Zone | None, msg_type: str, s: Settings
+    watch: CongestionWatch, w: SegmentWindow, segment: Segment, zone: Zone | None, msg_type: MsgType, s: Settings
 ) -> tuple[CongestionWatch, Alert]:
     cleared = msg_type == "Cancel"
+    level, incident = watch.level, watch.incident
+    assert level is not None and incident is not None  # an incident under way
     parameters = [("zone_id", segment.zone_id), ("segment_id", segment.segment_id),
-                  ("level", "cleared" if cleared else watch.level), ("tpi", f"{w.tpi:.3f}")]
-    info = bilingual(congestion_texts(msg_type, watch.level, segment, w.tpi), "Transport", "Road congestion",
+                  ("level", "cleared" if cleared else level), ("tpi", f"{w.tpi:.3f}")]
+    info = bilingual(congestion_texts(msg_type, level, segment, w.tpi), "Transport", "Road congestion",
                      "AllClear" if cleared else "Avoid", "Past" if cleared else "Immediate",
-                     "Severe" if watch.level == "severe" else "Moderate", "Observed", parameters, [road_area(segment, zone)])
-    incident, alert = watch.incident.message(s.alert_sender, msg_type, w.window_end, info)
+                     "Severe" if level == "severe" else "Moderate", "Observed", parameters, [road_area(segment, zone)])
+    incident, alert = incident.message(s.alert_sender, msg_type, w.window_end, info)
     return replace(watch, incident=incident), alert
 
 
@@ -289,14 +294,14 @@ class SegmentStage(WindowedStage):
             kind, ident = key.split(":", 1)
             junction = self.reference.approaches.get(ident) if kind == "approach" else None
             segment = city.segments.get(ident) if kind == "segment" else None
-            if junction is None and segment is None:
-                log.warning("window %s of %s dropped: %s was removed from the reference data", iso(start), key, ident)
-                continue
             if junction is not None:
                 fed_by = next(a.segment_id for a in city.intersections[junction].approaches if a.approach_id == ident)
                 # A road closed by water sends nothing into the junction: its phase gets no share.
                 flow = 0.0 if self.is_closed(fed_by) else rounded(flow_vph(acc), 3)
                 self.flows.append(ApproachFlow(junction, ident, start, flow))
+                continue
+            if segment is None:
+                log.warning("window %s of %s dropped: %s was removed from the reference data", iso(start), key, ident)
                 continue
             w = summarize(segment, start, acc, s, closed=self.is_closed(ident))
             latest[ident] = w
@@ -344,11 +349,13 @@ def step_closure(
     closing = bool(now.points)
     incident = now.incident or Incident(cap_id(f"closure.{segment.segment_id}.{int(c.at)}"))
     texts = {
-        "zh-CN": (f"{segment.name}因积水封闭", f"{segment.name}积水{c.depth_cm:.0f}厘米，已达封路深度。", "请勿驶入，按指示绕行。")
+        "zh-CN": (f"{segment.name}因积水封闭", f"{segment.name}积水{c.depth_cm:.0f}厘米，已达封路深度。",
+                  "请勿驶入，按指示绕行。")
         if closing else (f"{segment.name}恢复通行", f"{segment.name}积水已消退。", "道路已恢复通行。"),
         "en-US": (f"Road closed: {segment.name}", f"Water on {segment.name} is {c.depth_cm:.0f} cm deep, over the closure line.",
                   "Do not drive in; follow the detour signs.")
-        if closing else (f"Road reopened: {segment.name}", f"The water on {segment.name} has gone down.", "The road is open again."),
+        if closing else (f"Road reopened: {segment.name}", f"The water on {segment.name} has gone down.",
+                         "The road is open again."),
     }
     parameters = [("segment_id", segment.segment_id), ("zone_id", segment.zone_id), ("point_id", c.point_id),
                   ("closed", "true" if closing else "false")]

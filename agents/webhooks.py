@@ -29,11 +29,11 @@ from collections.abc import Container, Iterable
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
 from schemas.cap import Alert
@@ -42,8 +42,10 @@ from schemas.records import Notice
 from schemas.webhooks import DeadDelivery, Delivery, DeliveryOutcome, Subscription, payload, secret_bytes, signature
 from streams import metrics, runtime, topics
 from streams.app import app
-from streams.processor import Effects, Processor, Source, Stage
+from streams.effects import Effects, Source
+from streams.processor import Processor
 from streams.settings import Settings, settings
+from streams.stage import Stage
 from streams.table import Table
 from streams.topics import partitions_of
 
@@ -300,7 +302,7 @@ runtime.stage(DispatchStage, "dispatch_webhooks")
 class Courier:
     """Attempts the due deliveries of the partitions this worker holds."""
 
-    def __init__(self, s: Settings, dispatch: Processor):
+    def __init__(self, s: Settings, dispatch: Processor[DispatchStage]):
         self.settings = s
         self.dispatch = dispatch
         self.slots: dict[str, asyncio.Semaphore] = {}  # per endpoint: attempts in flight
@@ -367,7 +369,8 @@ class Courier:
         """(HTTP status, error, Retry-After seconds, whether the address was refused) of one POST."""
         timestamp = int(time.time())
         headers = {"Content-Type": "application/json", "webhook-id": d.delivery_id,
-                   "webhook-timestamp": str(timestamp), "webhook-signature": signature(sub.secrets, d.delivery_id, timestamp, d.body)}
+                   "webhook-timestamp": str(timestamp),
+                   "webhook-signature": signature(sub.secrets, d.delivery_id, timestamp, d.body)}
         started = time.perf_counter()
         try:
             async with session.post(sub.url, data=d.body.encode(), headers=headers, allow_redirects=False,
@@ -393,7 +396,7 @@ class PublicResolver(ThreadedResolver):
     checked is the one connected to (and cached by the connector), so DNS cannot swap it after
     the check. IP literals never reach a resolver; subscriptions are checked for those when loaded."""
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         addresses = await super().resolve(host, port, family)
         for a in addresses:
             reason = refused_address(str(a["host"]))

@@ -15,6 +15,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Any, Literal, TypeVar, Union
@@ -67,7 +68,7 @@ def contract(cls: type[C]) -> type[C]:
     built for every window a stage closes."""
     cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
     DECLARED.append(cls)
-    fields = dataclasses.fields(cls)
+    fields = dataclasses.fields(typing.cast(Any, cls))
     if hasattr(cls, "__post_init__") or any(f.default_factory is not dataclasses.MISSING for f in fields):
         return cls  # built as dataclasses builds it
     params = [f.name if f.default is dataclasses.MISSING else f"{f.name}=_default_{f.name}" for f in fields]
@@ -77,7 +78,7 @@ def contract(cls: type[C]) -> type[C]:
     exec("\n".join([f"def __init__(self, {', '.join(params)}):", *body, ""]), namespace)  # noqa: S102  field names are identifiers
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = init
+    setattr(cls, "__init__", init)  # noqa: B010  as dataclasses sets it
     return cls
 
 
@@ -116,6 +117,14 @@ def parse_time(value: Any) -> float:
     if not EARLIEST <= parsed < LATEST:
         raise ValueError(f"is outside {EARLIEST.year}-{LATEST.year - 1}")
     return parsed.timestamp()
+
+
+R = TypeVar("R")
+
+
+def per_contract(fn: Callable[[Any], R]) -> Callable[[Any], R]:
+    """Memoised by contract class: worked out once per contract, used for every event."""
+    return cache(fn)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -171,7 +180,7 @@ def _checker(tp: Any, lo: float | None, hi: float | None):
             return tuple(c(x) for c, x in zip(items, v))
 
         return pair
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return lambda v: from_dict(tp, v)
     if tp is EventTime:
         return parse_time
@@ -214,13 +223,14 @@ def _checker(tp: Any, lo: float | None, hi: float | None):
     raise TypeError(f"no wire rule for {tp!r}")
 
 
-@cache
-def _fields(cls: type) -> tuple[_Field, ...]:
+@per_contract
+def _fields(cls: Any) -> tuple[_Field, ...]:
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        make: Any = f.default_factory
+        default = None if required else (f.default if f.default is not dataclasses.MISSING else make())
         check = _checker(hints[f.name], f.metadata.get("lo"), f.metadata.get("hi"))
         out.append(_Field(f.name, check, required, default))
     return tuple(out)
@@ -283,13 +293,14 @@ def _wire_type(tp: Any, lo: float | None, hi: float | None) -> Any:
     return None  # lists, records, mappings: the checks below
 
 
-@cache
-def _fast_decoder(cls: type[C]) -> Any:
+@per_contract
+def _fast_decoder(cls: Any) -> Any:
     """A function from wire bytes to `cls` through a msgspec Struct mirroring it, or None."""
     if hasattr(cls, "__post_init__") or "__slots__" not in vars(cls):
         return None  # the instance is built without `__init__`, slot by slot
     hints = typing.get_type_hints(cls)
-    fields, times = [], []
+    fields: list[tuple[Any, ...]] = []
+    times = []
     for f in dataclasses.fields(cls):
         wire = _wire_type(hints[f.name], f.metadata.get("lo"), f.metadata.get("hi"))
         if wire is None:
@@ -344,8 +355,8 @@ def _to_wire(tp: Any):
     return None  # as it is
 
 
-@cache
-def _to_dict_of(cls: type) -> Any:
+@per_contract
+def _to_dict_of(cls: Any) -> Any:
     """A function from an instance of `cls` to its JSON object.
 
     Written out per contract, as dataclasses writes `__init__`: records are encoded for every

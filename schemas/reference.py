@@ -9,6 +9,10 @@ from schemas.contract import bounded, contract
 
 LatLon = tuple[float, float]
 
+RoadClass = Literal["expressway", "arterial", "secondary", "local"]
+PointKind = Literal["underpass", "culvert", "underground_passage", "road_dip", "underground_garage"]
+VenueKind = Literal["shop", "station", "office", "school", "hospital", "shelter"]
+
 
 @contract
 class Zone:
@@ -26,7 +30,7 @@ class Segment:
     segment_id: str
     name: str
     zone_id: str
-    road_class: Literal["expressway", "arterial", "secondary", "local"]
+    road_class: RoadClass
     length_km: float = bounded(0.001, 100)
     free_flow_kmh: float = bounded(1, 200)
     lanes: int = bounded(1, 12, default=2)
@@ -64,7 +68,7 @@ class WaterloggingPoint:
     segment_id: str | None
     lat: float = bounded(-90, 90)
     lon: float = bounded(-180, 180)
-    kind: Literal["underpass", "culvert", "underground_passage", "road_dip", "underground_garage"] = "road_dip"
+    kind: PointKind = "road_dip"
 
 
 @contract
@@ -98,7 +102,7 @@ class Venue:
     venue_id: str
     name: str
     zone_id: str
-    kind: Literal["shop", "station", "office", "school", "hospital", "shelter"] = "shop"
+    kind: VenueKind = "shop"
     capacity: int = bounded(0, 1_000_000, default=0)
     lat: float = bounded(-90, 90, default=0.0)
     lon: float = bounded(-180, 180, default=0.0)

@@ -31,7 +31,8 @@ def ensure_topics(settings: Settings) -> list[str]:
             if name in existing:
                 continue
             configs = {"cleanup.policy": "compact"} if spec.compacted else {}
-            wanted.append(NewTopic(name, num_partitions=partitions_of(role, settings), replication_factor=1, topic_configs=configs))
+            wanted.append(NewTopic(name, num_partitions=partitions_of(role, settings), replication_factor=1,
+                                   topic_configs=configs))
         if wanted:
             try:
                 admin.create_topics(wanted)

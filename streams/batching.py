@@ -24,7 +24,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from faust.events import Event
 from faust.transport.conductor import Conductor
@@ -77,8 +77,10 @@ class BatchConsumerThread(kafka_driver.AIOKafkaConsumerThread):
 
     async def on_start(self) -> None:
         await super().on_start()
-        self._consumer._fetcher._prefetch_backoff = PREFETCH_BACKOFF_S
-        self._consumer._fetcher._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer = self._consumer
+        assert consumer is not None  # made by the start above
+        consumer._fetcher._prefetch_backoff = PREFETCH_BACKOFF_S
+        consumer._fetcher._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
 
 
 class BatchConsumer(kafka_driver.Consumer):
@@ -109,11 +111,11 @@ class BatchConsumer(kafka_driver.Consumer):
         last = batch[-1]
         generation = self.app.consumer_generation_id
         self._handed_out.setdefault(tp, deque()).append((generation, last.offset))
-        return ConsumerMessage(
-            last.topic, last.partition, last.offset,
-            last.timestamp / 1000.0 if last.timestamp is not None else None, last.timestamp_type,
-            None, None, batch, None, 0, 0, tp, generation_id=generation,
-        )
+        # The batch stands where faust has a record's bytes.
+        value: Any = batch
+        time: Any = last.timestamp / 1000.0 if last.timestamp is not None else None
+        return ConsumerMessage(last.topic, last.partition, last.offset, time, last.timestamp_type,
+                               None, None, value, None, 0, 0, tp, generation_id=generation)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         """Batches skip offsets by design: their records are all there, none is a gap."""
@@ -124,7 +126,7 @@ class BatchConsumer(kafka_driver.Consumer):
             message.acked = True
             return False
         if super().ack(message):
-            self._n_acked += len(message.value) - 1  # broker_commit_every counts events
+            self._n_acked += len(cast(RecordBatch, message.value)) - 1  # broker_commit_every counts events
             return True
         return False
 
@@ -150,7 +152,7 @@ class BatchConsumer(kafka_driver.Consumer):
         # In the consumer's own thread: faust's seeks from the calling one, and aiokafka's fetcher
         # is not thread-safe (a seek in a rebalance dropped a partition's fetched records while the
         # thread was taking them, and the Fetcher crashed on the KeyError).
-        await self._thread.call_thread(self._thread.seek, partition, offset)
+        await self._thread.call_thread(self._thread.seek, partition, offset)  # type: ignore[arg-type]  # runs a plain call too
 
     async def perform_seek(self) -> None:
         await super().perform_seek()

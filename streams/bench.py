@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.cap import Alert, Area, Incident, bilingual
 from schemas.contract import parse_time
 from schemas.events import HealthCodeScan, HealthCodeStatusChange, ParkingEvent, TrafficReading, WaterDepthReading
-from schemas.reference import CityMap, Lot, Segment, Venue, WaterloggingPoint, Zone
+from schemas.reference import CityMap, Lot, RoadClass, Segment, Venue, WaterloggingPoint, Zone
 from streams.admin import ensure_topics
 from streams.clients import async_redis, kafka_admin, kafka_auth
 from streams.feed import Publisher
@@ -41,7 +41,7 @@ from streams.simulate import reference_records
 from streams.state import partition_key
 from streams.topics import SPECS, partitions_of, topic_name
 
-CLASSES = (("expressway", 80.0), ("arterial", 50.0), ("secondary", 40.0), ("local", 30.0))
+CLASSES: tuple[tuple[RoadClass, float], ...] = (("expressway", 80.0), ("arterial", 50.0), ("secondary", 40.0), ("local", 30.0))
 
 
 def bench_segments(count: int) -> list[Segment]:
@@ -53,7 +53,7 @@ def bench_segments(count: int) -> list[Segment]:
 
 def bench_readings(segments: list[Segment], events: int, start: float) -> list[TrafficReading]:
     """`events` readings, every segment reporting every 30 s of event time, speeds varied."""
-    out = []
+    out: list[TrafficReading] = []
     step = 0
     while len(out) < events:
         t = start + 30.0 * step
@@ -94,6 +94,7 @@ def drain_faust_floor(s: Settings, events: int, path: str = "stock") -> tuple[fl
     ensure_topics(replace(s, app_id=group))  # its leader topic
     worker = subprocess.Popen([sys.executable, "-m", "streams.bench_floor", "worker", "-l", "warn"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert worker.stdout is not None  # piped
     try:
         for line in worker.stdout:
             if line.startswith("drained "):
@@ -152,7 +153,7 @@ async def drain_pipeline(s: Settings, events: int, say: Callable[[str], None],
                 # Timing starts at the first committed batch, so the worker's start-up and
                 # group join are not counted against it.
                 first_at, first_done = now, done
-            if done >= events:
+            if done >= events and first_at is not None:
                 peak = _peak_rss(worker.pid)
                 return now - first_at, events - first_done, peak
             await asyncio.sleep(0.01)
@@ -299,7 +300,8 @@ async def bench_flood_latency(
     log = tempfile.NamedTemporaryFile(prefix="citybrain-latency-worker-", suffix=".log", delete=False)
     env = worker_env(s)
     worker = None
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False, **kafka_auth(s), fetch_max_wait_ms=5)
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False, **kafka_auth(s),
+                                fetch_max_wait_ms=5)
     try:
         async with Publisher(s, in_flight=2_000) as pub:
             for seg in segments:
@@ -401,7 +403,8 @@ def bench_alerts(count: int, tag: str) -> list[Alert]:
     out = []
     for i in range(count):
         info = bilingual({"zh-CN": ("暴雨橙色预警", "累计雨量已达标准。", "避免前往低洼地带。"),
-                          "en-US": ("Orange rainstorm warning", "Rainfall meets the orange signal.", "Keep away from low roads.")},
+                          "en-US": ("Orange rainstorm warning", "Rainfall meets the orange signal.",
+                                    "Keep away from low roads.")},
                          "Met", "Rainstorm", "Prepare", "Expected", "Severe", "Observed", [("zone_id", f"Z{i % 9}")],
                          [Area(f"District Z{i % 9}", ["30.2,120.1 30.2,120.2 30.3,120.2 30.2,120.1"])])
         _, alert = Incident(f"bench.{tag}.{i}").message("citybrain", "Alert", time.time(), info)
@@ -490,7 +493,8 @@ async def bench_webhooks(settings: Settings, messages: int, endpoints: int, rate
             "p50_ms": 1000 * added[len(added) // 2], "p90_ms": 1000 * added[int(len(added) * 0.9)],
             "p99_ms": 1000 * added[min(len(added) - 1, int(len(added) * 0.99))],
         }
-        say(f"bare aiohttp client    : {figures['reference_dps']:>8,.0f} deliveries/s (the same bodies, signed, {reference_s:.2f} s)")
+        say(f"bare aiohttp client    : {figures['reference_dps']:>8,.0f} deliveries/s "
+            f"(the same bodies, signed, {reference_s:.2f} s)")
         say(f"webhook dispatcher     : {figures['dispatcher_dps']:>8,.0f} deliveries/s ({expected} in {dispatch_s:.2f} s)")
         say(f"ratio dispatcher / bare: {figures['dispatcher_dps'] / figures['reference_dps']:.2f}")
         say(f"added latency at {rate:g} alerts/s: p50 {figures['p50_ms']:.0f} ms, p90 {figures['p90_ms']:.0f} ms, "

@@ -27,10 +27,11 @@ from schemas.contract import encode
 from schemas.reference import CityMap
 from streams.app import partition_for
 from streams.batching import RecordBatch
-from streams.processor import Processor, Stage
+from streams.processor import Processor
 from streams.reference import Reference
 from streams.settings import Settings
 from streams.settings import settings as default_settings
+from streams.stage import Stage
 from streams.state import Batch, Snapshot
 from streams.topics import REFERENCE, partitions_of, topic_name
 
@@ -68,7 +69,8 @@ class MemoryState:
                 applied.append(None)
                 continue
             for command in b.commands:
-                self._apply(*command)
+                op, key, *args = command
+                self._apply(str(op), str(key), *args)
             for name, offset in b.offsets.items():
                 self.data[f"{b.base}:{name}"] = str(offset)
             self.data[f"{b.base}:commits"] = str(b.commits + 1)
@@ -181,7 +183,7 @@ def run_stage(stage: type[Stage], events: Sequence[Event] | Sequence[PlacedEvent
     placed = events if not events or len(events[0]) == 5 else place(
         events, s, broker_time if broker_time is not None else time.time())  # type: ignore[arg-type]
     store = state or MemoryState()
-    processor = HarnessProcessor(stage, store, FixedReference(s, city), s)  # type: ignore[arg-type]
+    processor = HarnessProcessor(stage, store, FixedReference(s, city), s)
     offsets: dict[tuple[str, int], int] = defaultdict(int)
     pending: dict[tuple[str, int], list[Record]] = defaultdict(list)
 

@@ -24,7 +24,8 @@ EVENTS_PROCESSED = Counter("citybrain_events_processed_total", "Events applied t
 EVENTS_REJECTED = Counter(
     "citybrain_events_rejected_total", "Events that broke their contract, by reason", ["stage", "reason"]
 )
-EVENTS_LATE = Counter("citybrain_late_events_total", "Events the state had moved past: later than their window's grace period, or older than their sensor's newest reading", ["stage"])
+EVENTS_LATE = Counter("citybrain_late_events_total", "Events the state had moved past: later than their window's grace "
+                      "period, or older than their sensor's newest reading", ["stage"])
 EVENTS_REPEATED = Counter(
     "citybrain_events_repeated_total", "Readings a sensor sent again (same sensor, time and value): counted once", ["stage"]
 )
@@ -133,12 +134,12 @@ class CityCollector(Collector):
                 for name, values in gauges.items():
                     how = GAUGES[name][2]
                     series = combined[name]
-                    for labels, value in values.items():
-                        series[labels] = how(series[labels], value) if series.get(labels) else value
+                    for labels, reading in values.items():
+                        series[labels] = how(series[labels], reading) if series.get(labels) else reading
         for name, (doc, labels, _) in GAUGES.items():
             family = GaugeMetricFamily(name, doc, labels=list(labels))
-            for values, value in sorted(combined[name].items()):
-                family.add_metric(list(values), value)
+            for label_values, value in sorted(combined[name].items()):
+                family.add_metric(list(label_values), value)
             yield family
 
 

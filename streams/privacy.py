@@ -20,6 +20,8 @@ import hashlib
 import hmac
 from typing import Any
 
+import orjson
+
 
 class Token(str):
     """A token as a string, and the same identifier's tokens under the older keys of the ring."""
@@ -68,3 +70,20 @@ def _token(key_id: str, secret: bytes, kind: str, identifier: str) -> str:
     normalised = "".join(identifier.split()).upper()
     digest = hmac.new(secret, f"{kind}\x00{normalised}".encode(), hashlib.sha256).digest()
     return f"{key_id}.{base64.b32encode(digest[:20]).decode().lower()}"
+
+
+# What a dead letter shows in place of a personal identifier.
+WITHHELD = "[withheld: personal identifier]"
+
+
+def without_identifiers(raw: bytes, fields: tuple[str, ...]) -> bytes:
+    """The raw event with its personal identifiers withheld; all of it when it cannot be read."""
+    if not fields:
+        return raw
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return WITHHELD.encode()
+    if not isinstance(payload, dict):
+        return WITHHELD.encode()
+    return orjson.dumps({k: WITHHELD if k in fields else v for k, v in payload.items()})

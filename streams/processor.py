@@ -11,207 +11,44 @@ offset. A crash in between resends the same deterministic records and applies th
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import math
 import time
-from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-import orjson
 from faust.types import TopicT
 
 from schemas.contract import Rejected, decode, encode, iso
-from schemas.records import DeadLetter
 from streams import metrics, topics
 from streams.app import app
 from streams.batching import RecordBatch
+from streams.effects import RECORD_OVERHEAD, Effects, Source, dead_letter
 from streams.privacy import Keyring
 from streams.reference import Reference
 from streams.settings import Settings
+from streams.stage import Stage
 from streams.state import Batch, StateStore, partition_key
-from streams.table import tables_of
 from streams.topics import topic_name
-from streams.windows import TumblingWindows
 
 log = logging.getLogger(__name__)
-
 
 YIELD_EVERY = 256  # events applied between two chances for other stages to run
 UNANSWERED_LOG_EVERY_S = 60.0  # a broker that does not answer is logged once a minute, not once a second
 
 
-class Source(NamedTuple):
-    """Where an event came from."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float | None = None  # the broker's record time, epoch seconds
+S = TypeVar("S", bound=Stage)
 
 
 @dataclass
-class Effects:
-    """What one partition's batch does: Redis writes and records to send."""
-
-    stage: str
-    batch: Batch
-    sends: list[tuple[TopicT, bytes | None, bytes, int | None]] = field(default_factory=list)
-    trigger_time: float | None = None  # broker time of the event being applied
-    alerts_set_off: list[tuple[str, float]] = field(default_factory=list)  # (category, trigger time)
-
-    def alert_set_off(self, category: str) -> None:
-        """Note that the event being applied set an alert off, to time the alert's latency."""
-        if self.trigger_time:
-            self.alerts_set_off.append((category, self.trigger_time))
-
-    def send(self, topic: TopicT, key: str | None, record: Any, partition: int | None = None) -> None:
-        self.sends.append((topic, key.encode() if key is not None else None, encode(record), partition))
-
-    def send_raw(self, topic: TopicT, key: str | None, value: bytes) -> None:
-        self.sends.append((topic, key.encode() if key is not None else None, value, None))
-
-    def divert(self, topic: TopicT, source: Source, reason: str) -> None:
-        """Route an event that cannot be applied (dead letter, late event) with the reason."""
-        self.sends.append((topic, source.topic.encode(), encode(dead_letter(source, reason)), None))
-
-    def reject(self, source: Source, exc: Rejected) -> None:
-        """Dead-letter an event that breaks its contract, counted and logged with where it came from."""
-        log.warning(
-            "dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, exc.reason,
-            extra={"topic": source.topic, "partition": source.partition, "offset": source.offset},
-        )
-        metrics.EVENTS_REJECTED.labels(self.stage, exc.kind).inc()
-        metrics.DEAD_LETTERS.labels(self.stage).inc()
-        self.divert(topics.dead_letters, source, exc.reason)
-
-    def repeated(self) -> None:
-        """The event is one its sensor sent before: it counts once, and is counted as a repeat."""
-        metrics.EVENTS_REPEATED.labels(self.stage).inc()
-
-    def late(self, source: Source, reason: str) -> None:
-        metrics.EVENTS_LATE.labels(self.stage).inc()
-        self.divert(topics.late_events, source, reason)
-
-
-WITHHELD = "[withheld: personal identifier]"
-
-
-def without_identifiers(raw: bytes, fields: tuple[str, ...]) -> bytes:
-    """The raw event with its personal identifiers withheld; all of it when it cannot be read."""
-    if not fields:
-        return raw
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return WITHHELD.encode()
-    if not isinstance(payload, dict):
-        return WITHHELD.encode()
-    return orjson.dumps({k: WITHHELD if k in fields else v for k, v in payload.items()})
-
-
-# A dead letter keeps the start of what it could not use, its length and digest, and the start of
-# the reason: an event of a megabyte must not make a dead letter that Kafka refuses in turn.
-EXCERPT_CHARACTERS = 2_000
-RECORD_OVERHEAD = 1_024  # bytes of a record batch around one record, well above what it takes
-REASON_CHARACTERS = 500
-
-
-def dead_letter(source: Source, reason: str) -> DeadLetter:
-    spec = topics.spec_of(source.topic)
-    raw = without_identifiers(source.value or b"", spec.personal if spec else ())
-    key = source.key.decode("utf-8", "replace")[:EXCERPT_CHARACTERS] if source.key is not None else None
-    try:
-        text, encoding = raw.decode("utf-8")[:EXCERPT_CHARACTERS], "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(raw[: EXCERPT_CHARACTERS * 3 // 4]).decode(), "base64"
-    return DeadLetter(
-        source_topic=source.topic,
-        partition=source.partition,
-        offset=source.offset,
-        reason=reason if len(reason) <= REASON_CHARACTERS else reason[:REASON_CHARACTERS] + "...",
-        raw=text,
-        raw_encoding=encoding,
-        raw_bytes=len(raw),
-        raw_sha256=hashlib.sha256(raw).hexdigest(),
-        # When Kafka took the event, not when it was read: a resent dead letter is the same record.
-        received_at=source.timestamp if source.timestamp is not None else time.time(),
-        key=WITHHELD if key is not None and spec and spec.personal_key else key,
-    )
-
-
-class Stage(ABC):
-    """One stage's state and rules for one partition, restored from and saved to Redis."""
-
-    name: ClassVar[str]  # names the stage's keys: `<prefix>:{<name>.<partition>}:...`
-    source: ClassVar[str]  # the role (streams/topics.py) of the topic it reads
-    contract: ClassVar[type]  # what its source topic carries
-    # Co-partitioned topics joined in as tables (topic role -> contract): keyed like the source
-    # topic, so partition n of each lands on the worker that holds partition n of the stage.
-    tables: ClassVar[dict[str, type]] = {}
-    # Its keyed state is declared as `Table` attributes (streams/table.py); these are the other
-    # Redis hashes it restores itself.
-    hashes: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self, partition: int, settings: Settings, reference: Reference):
-        self.partition = partition
-        self.settings = settings
-        self.reference = reference
-        self.last_event_wall = time.monotonic()
-
-    @classmethod
-    def restored_hashes(cls) -> tuple[str, ...]:
-        """The Redis hashes read when a partition of the stage is loaded."""
-        return (*cls.hashes, *(t.hash for t in tables_of(cls).values() if t.restored and t.hash))
-
-    def load(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        """Restore the partition's tables from its Redis hashes, then the rest (`restore`)."""
-        for name, table in tables_of(type(self)).items():
-            if table.restored:
-                getattr(self, name).restore(hashes.get(table.hash, {}))
-        self.restore(hashes)
-
-    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        """Rebuild in memory what the tables do not hold: derived state, hand-kept hashes."""
-
-    def end_batch(self, effects: Effects) -> None:
-        """The batch's end: the stage's `flush`, then the writes of what its tables changed."""
-        self.flush(effects)
-        for name in tables_of(type(self)):
-            getattr(self, name).save(effects.batch)
-
-    def knows(self, value: Any) -> bool:
-        """Whether the reference data this event needs is loaded."""
-        return True
-
-    @abstractmethod
-    def on_event(self, value: Any, source: Source, effects: Effects) -> None:
-        """Fold one valid event into the state; raise Rejected to dead-letter it untouched."""
-
-    def flush(self, effects: Effects) -> None:
-        """End of a batch: emit what is complete and stage the Redis writes of hand-kept state."""
-
-    def on_idle(self, wall_now: float, effects: Effects) -> None:
-        """The partition has been silent for `idle_close_s`; close what silence completes."""
-
-    def gauges(self) -> metrics.Gauges:
-        """The city's gauges as this partition sees them (streams/metrics.py), read at scrape time."""
-        return {}
-
-
-@dataclass
-class Owned:
+class Owned(Generic[S]):
     """A partition this worker holds: its stage, and the offset and commit count it is at."""
 
-    stage: Stage
+    stage: S
     offsets: dict[str, int]  # by offset key name
     commits: int
 
@@ -267,10 +104,10 @@ class Input(Protocol):
         when Kafka cannot be asked."""
 
 
-class Processor:
+class Processor(Generic[S]):
     """Drives one stage over its source topic's partitions."""
 
-    def __init__(self, stage: type[Stage], state: StateStore, reference: Reference, settings: Settings,
+    def __init__(self, stage: type[S], state: StateStore, reference: Reference, settings: Settings,
                  source: Input | None = None):
         self.stage = stage
         self.topic = topic = topic_name(stage.source, settings)
@@ -287,7 +124,7 @@ class Processor:
         self.state = state
         self.reference = reference
         self.settings = settings
-        self.stages: dict[int, Owned] = {}
+        self.stages: dict[int, Owned[S]] = {}
         self._lock = asyncio.Lock()
         self._in_flight: InFlight | None = None
         self._failing: dict[tuple[str, int, int], str] = {}  # events the rules failed on: dead-lettered
@@ -302,7 +139,7 @@ class Processor:
         """The Redis key of the offset this stage has applied on a topic partition it reads."""
         return f"{self.base(partition)}:{self.offset_names[topic]}"
 
-    async def _loaded(self, partition: int) -> Owned:
+    async def _loaded(self, partition: int) -> Owned[S]:
         if partition not in self.stages:
             await self._land()  # a state read from Redis must hold the batch in flight
         if partition not in self.stages:
@@ -326,7 +163,7 @@ class Processor:
                     log.exception("%s: loading partition %d failed; it loads with its next batch", self.name, partition)
 
     @contextlib.asynccontextmanager
-    async def between_batches(self) -> AsyncIterator[dict[int, Stage]]:
+    async def between_batches(self) -> AsyncIterator[dict[int, S]]:
         """The stages of the partitions held here, while no batch is being applied to them: for
         work beside the stream (a stage's deliveries due) that reads or changes their state."""
         async with self._lock:
@@ -564,7 +401,8 @@ class Processor:
     def _rekey(self, source: Source, key: str, effects: Effects) -> None:
         """Send an event read under the wrong key back to its topic under its own, so that it is
         applied on its id's partition with the state of that id, never here beside another's."""
-        personal = topics.spec_of(source.topic, self.settings).personal_key
+        spec = topics.spec_of(source.topic, self.settings)
+        personal = spec is not None and spec.personal_key
         log.warning(
             "%s[%d]@%d was keyed %s, not by its own id%s: sent again under it", source.topic, source.partition,
             source.offset, "null" if source.key is None else "otherwise", "" if personal else f" {key!r}",
@@ -579,7 +417,7 @@ class Processor:
         return self._keyring
 
     def _decode(self, topic: str, source: Source) -> Any:
-        value = decode(self.contracts[topic], source.value)
+        value: Any = decode(self.contracts[topic], source.value)
         field = self.key_fields.get(topic)
         own = getattr(value, field) if field is not None else None  # before identifiers become tokens
         if self.personal[topic]:
@@ -643,192 +481,3 @@ class Processor:
         if conflicts:
             metrics.STATE_CONFLICTS.labels(self.name).inc(len(conflicts))
         return conflicts
-
-
-
-@dataclass
-class Skew:
-    """Tells one clock that runs wrong from a partition's time that jumped.
-
-    A reading more than `max_s` ahead of its partition's clock moves it only when the broker's
-    clock has moved on as far since the partition's clock last moved (a feed resuming after a
-    pause), when another key's reading ran as far ahead before it (a recording with a gap), or,
-    where the stage can say so from its state, when no other key is followed there (there is no
-    one to make late). Otherwise it is a wild clock's: the stage dead-letters it, and this
-    remembers it, with the partition's state."""
-
-    max_s: float
-    moved_at: float = -math.inf  # the broker's time of the event that last moved the clock
-    ahead: dict[str, float] = field(default_factory=dict)  # keys far ahead, alone, and when
-
-    def allows(self, key: str, t: float, clock: float, source: Source, alone: Callable[[], bool] = lambda: False) -> bool:
-        """Whether a reading of `key` at `t` may move the partition's `clock` (a newer time)."""
-        if t <= clock + self.max_s or clock == -math.inf:
-            self.moved_at = source.timestamp or self.moved_at
-            return True
-        paused = source.timestamp is not None and self.moved_at != -math.inf \
-            and source.timestamp - self.moved_at >= t - clock - self.max_s
-        if paused or any(k != key and abs(t - other) <= self.max_s for k, other in self.ahead.items()) or alone():
-            self.ahead.clear()
-            self.moved_at = source.timestamp or self.moved_at
-            return True
-        self.ahead[key] = t
-        return False
-
-    @staticmethod
-    def wild(key: str, t: float, clock: float) -> Rejected:
-        return Rejected(f"event_time {iso(t)} of {key} is {t - clock:,.0f} s ahead of its partition's time "
-                        f"{iso(clock)}, and no other sensor is: a clock that runs wrong", "ahead_of_partition")
-
-    def restore(self, meta: dict[str, bytes]) -> None:
-        self.moved_at = float(meta.get("clock_moved_at", "-inf"))
-        self.ahead = orjson.loads(meta.get("ahead", b"{}"))
-
-    def saved(self) -> dict[str, str]:
-        return {"clock_moved_at": repr(self.moved_at), "ahead": orjson.dumps(self.ahead).decode()}
-
-
-class WindowedStage(Stage):
-    """A stage that folds events into event-time tumbling windows and closes them in order.
-
-    Windows close at the event that moves the watermark past their end plus grace, before the
-    next event is applied, so what a stage says and when never depends on how events were
-    batched. Open windows and the watermark are part of the partition's Redis state, so a
-    restarted worker resumes the very windows it was filling. Keys are strings; accumulators
-    are JSON and stay small: what an accumulator must remember per event (which events it
-    has counted) is kept beside it, one Redis field per event, so that a batch writes what it
-    changed and not everything the window has seen.
-    """
-
-    hashes: ClassVar[tuple[str, ...]] = ("meta", "open", "seen")
-    # Whether event times are the clocks of the sensors that read them, one of which may run wrong
-    # (Skew); not for a stage fed by other partitions' records, whose arrival can run apart.
-    sensor_clocks: ClassVar[bool] = True
-
-    def __init__(self, partition: int, settings: Settings, reference: Reference):
-        super().__init__(partition, settings, reference)
-        self.windows: TumblingWindows[str, Any] = TumblingWindows(settings.window_s, settings.grace_s)
-        self._touched: set[tuple[str, float]] = set()
-        self._seen: dict[float, set[str]] = {}  # by window start: fields of the events counted once
-        self._newly_seen: set[str] = set()
-        self.skew = Skew(settings.max_skew_s)
-
-    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        meta = hashes.get("meta", {})
-        if "watermark" in meta:
-            self.windows.watermark = float(meta["watermark"])
-        self.skew.restore(meta)
-        self._saved_watermark = self.windows.watermark
-        self._saved_ahead = dict(self.skew.ahead)
-        for name, acc in hashes.get("open", {}).items():
-            start, key = name.split("|", 1)
-            self.windows.open.setdefault(float(start), {})[key] = orjson.loads(acc)
-        for name in hashes.get("seen", {}):
-            self._seen.setdefault(float(name.split("|", 1)[0]), set()).add(name)
-        self._next_boundary = self._boundary_after(self.final_window())
-
-    def final_window(self) -> float:
-        """The newest window start that the watermark has closed (-inf before any event)."""
-        w = self.windows
-        lag = w.watermark - w.size_s - w.grace_s
-        return w.start_of(lag) if lag != -math.inf else -math.inf
-
-    def _boundary_after(self, final: float) -> float:
-        """The watermark at which the window after `final` closes."""
-        w = self.windows
-        return final + 2 * w.size_s + w.grace_s if final != -math.inf else -math.inf
-
-    def fold(self, key: str, t: float, fold: Callable[[Any], Any], source: Source, effects: Effects,
-             once: str | None = None) -> bool:
-        """Fold into the window of `t`; True when the event was folded in. A late event is routed
-        to the late-events topic instead, and a wild clock's reading to the dead letters.
-
-        `once` names the event within its window and key (a sensor and its reading's time): an
-        event already counted, such as a sensor's resend, is counted as a repeat, not again."""
-        w = self.windows
-        start = w.open_start(t)
-        if start is None:
-            effects.late(source, f"late: window {iso(w.start_of(t))} of {key} closed at watermark {iso(w.watermark)}")
-            return False
-        if t > w.watermark and self.sensor_clocks and not self.skew.allows(key, t, w.watermark, source):
-            effects.reject(source, Skew.wild(key, t, w.watermark))
-            return False
-        if once is not None and not self.count_once(key, start, once):
-            effects.repeated()
-            return False
-        w.fold_at(key, start, t, fold)
-        self._touched.add((key, start))
-        if w.watermark >= self._next_boundary:
-            self._pass_boundary(effects)
-        return True
-
-    def count_once(self, key: str, start: float, once: str) -> bool:
-        """Note that the event named `once` is counted in a window; False when it already was."""
-        name = f"{start!r}|{key}|{once}"  # _slot_field(f"{key}|{once}", start), written out: once per event
-        seen = self._seen.get(start)
-        if seen is None:
-            seen = self._seen[start] = set()
-        elif name in seen:
-            return False
-        seen.add(name)
-        self._newly_seen.add(name)
-        return True
-
-    def _pass_boundary(self, effects: Effects) -> None:
-        """Event time has passed the end (plus grace) of a window: close what it completes."""
-        closed = self.windows.close_due()
-        if closed:
-            self.on_close(closed, effects)
-            effects.batch.hdel("open", (_slot_field(key, start) for key, start, _ in closed))
-        for start in {start for _, start, _ in closed} & self._seen.keys():
-            names = self._seen.pop(start)  # what a closed window counted is not needed again
-            self._newly_seen -= names
-            effects.batch.hdel("seen", names)
-        final = self.final_window()
-        self._next_boundary = self._boundary_after(final)
-        self.on_final(final, effects)
-
-    def on_final(self, final: float, effects: Effects) -> None:
-        """Windows starting at or before `final` are closed for good on this partition."""
-
-    def on_idle(self, wall_now: float, effects: Effects) -> None:
-        # Silence is event time passing. A live partition (watermark near the wall clock) moves
-        # with the clock: windows of sensors that stopped close, and stages downstream hear that
-        # time goes on. A replay of the past only closes what is open, so that events for later
-        # windows are not made late.
-        w = self.windows
-        if w.watermark >= wall_now - w.size_s - w.grace_s:
-            w.advance(wall_now)
-        elif w.open:
-            w.advance(w.closes_at(max(w.open)))
-
-    def gauges(self) -> metrics.Gauges:
-        return metrics.window_lag(self.name, self.windows.watermark)
-
-    @abstractmethod
-    def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
-        """Emit what the closed windows (key, start, accumulator) say, oldest first."""
-
-    def flush(self, effects: Effects) -> None:
-        if self.windows.watermark >= self._next_boundary:  # moved by silence (on_idle), not by an event
-            self._pass_boundary(effects)
-        still_open = {}
-        for key, start in self._touched:
-            acc = self.windows.get(key, start)
-            if acc is not None:
-                still_open[_slot_field(key, start)] = orjson.dumps(acc).decode()
-        if still_open:
-            effects.batch.hset("open", still_open)
-        if self._newly_seen:
-            effects.batch.hset("seen", dict.fromkeys(self._newly_seen, "1"))
-            self._newly_seen.clear()
-        # The watermark is kept whenever it moves: a restarted worker must judge lateness as the
-        # first one did, and stages downstream may already have been told of it.
-        if self.windows.watermark != self._saved_watermark or self.skew.ahead != self._saved_ahead:
-            effects.batch.hset("meta", {"watermark": repr(self.windows.watermark), **self.skew.saved()})
-            self._saved_watermark, self._saved_ahead = self.windows.watermark, dict(self.skew.ahead)
-        self._touched.clear()
-
-
-def _slot_field(key: str, start: float) -> str:
-    return f"{start!r}|{key}"

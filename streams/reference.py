@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -103,7 +104,7 @@ class Reference:
                 table.pop(key.decode(), None)
         else:
             try:
-                record = decode(contract, value)
+                record: Any = decode(contract, value)
             except Rejected as exc:
                 log.warning("reference record on %s rejected: %s", topic, exc.reason)
                 return

@@ -87,7 +87,8 @@ async def replay_file(
     source = Path(path)
     key_field = SPECS[role].key
     progress = Progress(count_lines(source))
-    first_event = first_wall = None
+    first_event: float | None = None
+    first_wall = 0.0
     async with Publisher(settings) as pub:
         for record in read_events(source, mapping):
             if isinstance(record, bytes):

@@ -21,9 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams import batching, clients, metrics
 from streams.app import app
-from streams.processor import Processor, Stage
+from streams.processor import Processor
 from streams.reference import Reference
 from streams.settings import settings
+from streams.stage import Stage
 from streams.state import StateStore
 from streams.topics import topic_name
 
@@ -206,14 +207,14 @@ async def close_silent_windows() -> None:
         await p.tick()
 
 
-@app.on_before_shutdown.connect
+@app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust types its receivers as taking *args
 async def close_kafka_clients(app, **kwargs) -> None:  # noqa: ARG001
     if live.cache_info().currsize:
         await live().consumed.close()
         await live().reference.stop()
 
 
-@app.on_partitions_assigned.connect
+@app.on_partitions_assigned.connect  # type: ignore[arg-type]  # faust types its receivers as taking *args
 async def load_assigned(app, assigned, **kwargs) -> None:  # noqa: ARG001
     # A partition's state is loaded as soon as it is ours, not at its next event: a quiet
     # partition's windows still close on the timer, and its webhook retries still go out.
@@ -221,7 +222,7 @@ async def load_assigned(app, assigned, **kwargs) -> None:  # noqa: ARG001
         await p.load(tp.partition for tp in assigned if tp.topic == p.topic)
 
 
-@app.on_partitions_revoked.connect
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust types its receivers as taking *args
 async def forget_revoked(app, revoked, **kwargs) -> None:  # noqa: ARG001
     # Another worker may take these over; state is reloaded from Redis if they come back.
     for p in live().processors.values():

@@ -27,14 +27,18 @@ from schemas.events import (
     TrafficReading,
     WaterDepthReading,
 )
+from schemas.records import Colour
 from schemas.reference import (
     Approach,
     CityMap,
     Intersection,
     Lot,
+    PointKind,
     RainGauge,
+    RoadClass,
     Segment,
     Venue,
+    VenueKind,
     WaterloggingPoint,
     Zone,
 )
@@ -46,7 +50,8 @@ CENTRE = (30.25, 120.16)  # lat, lon
 ZONE_SIZE_DEG = 0.02
 STREETS = ("Yan'an", "Jiefang", "Fengqi", "Qingchun", "Zhongshan", "Huansha", "Moganshan", "Wensan",
            "Tianmushan", "Hushu", "Jianguo", "Qiutao", "Xixi", "Binsheng", "Jiangnan", "Shixiang")
-ROAD_CLASSES = (("expressway", 80.0, 3), ("arterial", 50.0, 3), ("arterial", 50.0, 2), ("secondary", 40.0, 2),
+ROAD_CLASSES: tuple[tuple[RoadClass, float, int], ...] = (
+    ("expressway", 80.0, 3), ("arterial", 50.0, 3), ("arterial", 50.0, 2), ("secondary", 40.0, 2),
                 ("secondary", 40.0, 2), ("local", 30.0, 1))
 
 
@@ -63,7 +68,7 @@ def build_city(seed: int = 7, zones_per_side: int = 3, segments_per_zone: int = 
                     (lat0 + ZONE_SIZE_DEG, lon0), (lat0, lon0)]
             city.zones[zone_id] = Zone(zone_id, f"District {zone_id}", [(round(a, 5), round(b, 5)) for a, b in ring])
 
-            def spot() -> tuple[float, float]:
+            def spot(lat0: float = lat0, lon0: float = lon0) -> tuple[float, float]:
                 return (round(lat0 + rng.random() * ZONE_SIZE_DEG, 5), round(lon0 + rng.random() * ZONE_SIZE_DEG, 5))
 
             segs = []
@@ -96,7 +101,8 @@ def build_city(seed: int = 7, zones_per_side: int = 3, segments_per_zone: int = 
                         for leg, s, phase in zip(("N", "S", "E", "W"), legs, ("NS", "NS", "EW", "EW"))
                     ],
                 )
-            for k, kind in enumerate(("underpass", "road_dip")):
+            point_kinds: tuple[PointKind, ...] = ("underpass", "road_dip")
+            for k, kind in enumerate(point_kinds):
                 lat, lon = spot()
                 point_id = f"{zone_id}-P{k}"
                 city.points[point_id] = WaterloggingPoint(point_id, f"{kind.replace('_', ' ')} {point_id}", zone_id,
@@ -109,11 +115,12 @@ def build_city(seed: int = 7, zones_per_side: int = 3, segments_per_zone: int = 
                 city.lots[lot_id] = Lot(lot_id, f"{'Underground' if underground else 'Surface'} car park {lot_id}",
                                         zone_id, rng.choice((120, 200, 350)), underground, 5.0 if underground else 3.0,
                                         lat, lon)
-            for k, kind in enumerate(("shop", "station", "shelter")):
+            venue_kinds: tuple[VenueKind, ...] = ("shop", "station", "shelter")
+            for k, venue_kind in enumerate(venue_kinds):
                 lat, lon = spot()
                 venue_id = f"{zone_id}-V{k}"
-                city.venues[venue_id] = Venue(venue_id, f"{kind} {venue_id}", zone_id, kind,
-                                              800 if kind == "shelter" else 0, lat, lon)
+                city.venues[venue_id] = Venue(venue_id, f"{venue_kind} {venue_id}", zone_id, venue_kind,
+                                              800 if venue_kind == "shelter" else 0, lat, lon)
     return city
 
 
@@ -235,7 +242,7 @@ class Rainstorm:
             for n in range(RESIDENTS_PER_ZONE):
                 person = f"330106{1960 + n % 40}{n % 12 + 1:02d}{n % 28 + 1:02d}{zi}{n:02d}{n % 10}"
                 draw = rng.random()
-                colour = "red" if draw < 0.04 else "yellow" if draw < 0.12 else "green"
+                colour: Colour = "red" if draw < 0.04 else "yellow" if draw < 0.12 else "green"
                 t = self.start + 10.0
                 out.append((t, "health_status", person, HealthCodeStatusChange(person, colour, t, "registered", zone_id)))
                 for m in range(1, int(self.duration_s // 600) + 1):  # now and then, a scan at a venue nearby
@@ -278,7 +285,8 @@ class Rainstorm:
             t = self.start + k * self.interval_s
             if k % 10 == 0:  # every 5 minutes
                 for gauge in self.city.gauges.values():
-                    yield t, "rain_readings", gauge.gauge_id, RainGaugeReading(gauge.gauge_id, t, self.rain_5min(gauge.zone_id, t), 300.0)
+                    yield t, "rain_readings", gauge.gauge_id, RainGaugeReading(
+                        gauge.gauge_id, t, self.rain_5min(gauge.zone_id, t), 300.0)
             if k % 2 == 0:  # every minute
                 for point in self.city.points.values():
                     depth = self.depth_cm(point, t)
@@ -300,8 +308,8 @@ class Rainstorm:
                     yield t, "flood_reports", f"R-{zone.zone_id}-{k}", CitizenFloodReport(
                         f"R-{zone.zone_id}-{k}", t, lat, lon, None, None, "road flooded near the market")
             for seg in self.city.segments.values():
-                point = flooded_at.get(seg.segment_id)
-                depth = self.depth_cm(point, t) if point else 0.0
+                flooded = flooded_at.get(seg.segment_id)
+                depth = self.depth_cm(flooded, t) if flooded else 0.0
                 ratio = 0.15 if depth >= 27 else 0.45 if depth >= 20 else 0.8 if depth >= 15 else 0.95
                 count = max(0, round(rng.gauss(seg.lanes * 1800.0 * 0.3 * self.interval_s / 3600.0, 1.0)))
                 yield t, "traffic_readings", seg.segment_id, TrafficReading(
@@ -310,7 +318,7 @@ class Rainstorm:
                 )
 
 
-SCENARIOS = {"rush-hour": RushHour, "rainstorm": Rainstorm}
+SCENARIOS: dict[str, type[RushHour] | type[Rainstorm]] = {"rush-hour": RushHour, "rainstorm": Rainstorm}
 RESIDENTS_PER_ZONE = 40
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,9 +57,9 @@ class Batch:
     base: str
     commits: int
     offsets: dict[str, int]
-    commands: list[list[str]] = field(default_factory=list)
+    commands: list[list[str | bytes]] = field(default_factory=list)
 
-    def hset(self, name: str, mapping: dict[str, str | bytes]) -> None:
+    def hset(self, name: str, mapping: Mapping[str, str | bytes]) -> None:
         items = [x for kv in mapping.items() for x in kv]
         for i in range(0, len(items), MAX_ARGS_PER_COMMAND):
             self.commands.append(["HSET", f"{self.base}:{name}", *items[i : i + MAX_ARGS_PER_COMMAND]])

@@ -48,7 +48,7 @@ def _key_codec(parts: tuple[type, ...]) -> tuple[Callable[[Any], str], Callable[
 
 def _value_codec(value: Any) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
     """How a value of this type is written and read: records as their contract, the rest as JSON."""
-    if dataclasses.is_dataclass(value):
+    if isinstance(value, type) and dataclasses.is_dataclass(value):
         return encode, lambda raw: decode(value, raw)
     if value is str:  # as it is: an id, a time
         return str.encode, bytes.decode
@@ -57,14 +57,14 @@ def _value_codec(value: Any) -> tuple[Callable[[Any], bytes], Callable[[bytes], 
     return (lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS)), reader.decode
 
 
-class Table(Generic[K, V]):
+class Table(Generic[V]):
     """The declaration of one table of a stage: its value type, key parts and Redis hash."""
 
-    def __init__(self, value: type[V] | Any, *, key: tuple[type, ...] = (str,), hash: str | None = None,
+    def __init__(self, value: type[V], *, key: tuple[type, ...] = (str,), hash: str | None = None,
                  restored: bool = True):
         self.value = value
         self.key_parts = key
-        self.hash = hash
+        self.hash = hash or ""  # the attribute's name unless it says otherwise
         self.restored = restored
         self.to_field, self.from_field = _key_codec(key)
         self.write, self.read = _value_codec(value)
@@ -75,15 +75,15 @@ class Table(Generic[K, V]):
         self.hash = self.hash or name
 
     @overload
-    def __get__(self, stage: None, owner: type) -> Table[K, V]: ...
+    def __get__(self, stage: None, owner: type) -> Table[V]: ...
 
     @overload
-    def __get__(self, stage: object, owner: type) -> Rows[K, V]: ...
+    def __get__(self, stage: object, owner: type) -> Rows[Any, V]: ...
 
-    def __get__(self, stage: object | None, owner: type) -> Table[K, V] | Rows[K, V]:
+    def __get__(self, stage: object | None, owner: type) -> Table[V] | Rows[Any, V]:
         if stage is None:
             return self
-        rows: Rows[K, V] = Rows(self)
+        rows: Rows[Any, V] = Rows(self)
         vars(stage)[self.attribute] = rows  # from now on found before the declaration
         return rows
 
@@ -91,17 +91,23 @@ class Table(Generic[K, V]):
 G = TypeVar("G")
 
 
-class GroupedTable(Table[tuple[G, K], V]):
+class GroupedTable(Table[V]):
     """A table keyed by (group, key): a lot's stays, a zone's residents, a window's junctions."""
 
-    def __init__(self, value: type[V] | Any, *, key: tuple[type, type] = (str, str), hash: str | None = None,
+    def __init__(self, value: type[V], *, key: tuple[type, type] = (str, str), hash: str | None = None,
                  restored: bool = True):
         super().__init__(value, key=key, hash=hash, restored=restored)
 
-    def __get__(self, stage: object | None, owner: type) -> Any:
+    @overload
+    def __get__(self, stage: None, owner: type) -> GroupedTable[V]: ...
+
+    @overload
+    def __get__(self, stage: object, owner: type) -> GroupedRows[Any, Any, V]: ...
+
+    def __get__(self, stage: object | None, owner: type) -> GroupedTable[V] | GroupedRows[Any, Any, V]:
         if stage is None:
             return self
-        rows: GroupedRows[G, K, V] = GroupedRows(self)
+        rows: GroupedRows[Any, Any, V] = GroupedRows(self)
         vars(stage)[self.attribute] = rows
         return rows
 
@@ -111,7 +117,7 @@ class Rows(MutableMapping[K, V]):
 
     __slots__ = ("table", "values_by_key", "changed", "deleted")
 
-    def __init__(self, table: Table[K, V]):
+    def __init__(self, table: Table[V]):
         self.table = table
         self.values_by_key: dict[K, V] = {}
         self.changed: set[K] = set()
@@ -126,7 +132,6 @@ class Rows(MutableMapping[K, V]):
     def save(self, batch: Batch) -> None:
         """Stage the writes of what changed since the last save."""
         to_field, write, name = self.table.to_field, self.table.write, self.table.hash
-        assert name is not None
         if self.deleted:
             batch.hdel(name, [to_field(k) for k in self.deleted])
             self.deleted.clear()
@@ -140,7 +145,7 @@ class Rows(MutableMapping[K, V]):
     def __getitem__(self, key: K) -> V:
         return self.values_by_key[key]
 
-    def get(self, key: K, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: K, default: Any = None) -> Any:
         return self.values_by_key.get(key, default)
 
     def __setitem__(self, key: K, value: V) -> None:
@@ -168,7 +173,7 @@ class Rows(MutableMapping[K, V]):
         self.changed.discard(key)
         self.deleted.add(key)
 
-    def pop(self, key: K, *default: Any) -> Any:  # type: ignore[override]
+    def pop(self, key: K, *default: Any) -> Any:
         if key in self.values_by_key:
             value = self.values_by_key[key]
             del self[key]
@@ -186,13 +191,13 @@ class Rows(MutableMapping[K, V]):
     def __len__(self) -> int:
         return len(self.values_by_key)
 
-    def keys(self):  # type: ignore[override]
+    def keys(self):
         return self.values_by_key.keys()
 
-    def values(self):  # type: ignore[override]
+    def values(self):
         return self.values_by_key.values()
 
-    def items(self):  # type: ignore[override]
+    def items(self):
         return self.values_by_key.items()
 
 
@@ -210,7 +215,7 @@ class GroupedRows(Rows[tuple[G, K], V]):
 
     __slots__ = ("groups",)
 
-    def __init__(self, table: Table[tuple[G, K], V]):
+    def __init__(self, table: Table[V]):
         super().__init__(table)
         self.groups: dict[G, dict[K, V]] = {}
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio.cluster import RedisCluster
 
 from streams.clients import async_redis, kafka_auth
 from streams.settings import Settings
@@ -20,11 +22,11 @@ WATCHED = ("alerts", "signal_plans", "notices", "bills", "dead_letters", "late_e
 SHOWN_PER_KIND = 3  # plans, notices and bills come in numbers: a few of each kind are shown, all counted
 
 
-async def city_snapshot(client: aioredis.Redis, settings: Settings, top: int = 5) -> tuple[dict | None, list]:
+async def city_snapshot(client: aioredis.Redis | RedisCluster, settings: Settings, top: int = 5) -> tuple[dict | None, list]:
     """The latest city index and the most congested segments of that window."""
     base = partition_key(settings.key_prefix, "city", 0)
     latest = await client.get(f"{base}:latest")
-    ranking = await client.zrevrange(f"{base}:ranking", 0, top - 1, withscores=True)
+    ranking: Any = await client.zrevrange(f"{base}:ranking", 0, top - 1, withscores=True)  # (member, score)
     return (orjson.loads(latest) if latest else None), [(m.decode(), s) for m, s in ranking]
 
 
@@ -43,7 +45,8 @@ def describe(role: str, record: dict) -> str:
     if role == "bills":
         return (f"BILL  {record['lot_id']}: {record['duration_s'] / 60:.0f} min, {record['billed_units']} units, "
                 f"{record['amount_cny']:.2f} CNY (plate {record['plate_token'][:14]}…)")
-    return f"{role.upper().replace('_', ' ')}: {record['source_topic']}[{record['partition']}]@{record['offset']}: {record['reason']}"
+    where = f"{record['source_topic']}[{record['partition']}]@{record['offset']}"
+    return f"{role.upper().replace('_', ' ')}: {where}: {record['reason']}"
 
 
 def kind_of(role: str, record: dict) -> str:

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.integration
 
 def committed(run, role: str) -> dict[int, int | None]:
     """The consumer group's committed offsets on a topic."""
-    consumer = KafkaConsumer(bootstrap_servers=run.settings.kafka_bootstrap, group_id=run.settings.app_id, **kafka_auth(run.settings),
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=run.settings.kafka_bootstrap, group_id=run.settings.app_id,
+                             **kafka_auth(run.settings), enable_auto_commit=False)
     try:
         return {p: consumer.committed(TopicPartition(topic_name(role, run.settings), p))
                 for p in range(partitions_of(role, run.settings))}
@@ -50,7 +50,7 @@ def fed_city(city_run, rush_hour, workers: int = 1, **overrides):
     for _ in range(workers):
         run.start_worker()
     for i in range(workers):
-        wait_for(lambda: "Worker ready" in run.logs()[i], timeout=120)
+        wait_for(lambda i=i: "Worker ready" in run.logs()[i], timeout=120)
     feed = run.publish_in_background(events, chunks=60, pause_s=0.15)
     return run, feed, sum(1 for role, *_ in events if role == "traffic_readings")
 

@@ -128,7 +128,8 @@ def test_a_flooded_zone_closes_its_garages_and_is_evacuated_to_an_open_shelter(c
         "2026-07-20T06:00:00.000Z", 3, 1, 1)
 
     alerts = run.records("alerts")
-    garage = [(a["msg_type"], a["info"][0]["response_type"]) for a in alerts if a["info"][0]["event"] == "Underground car park closure"]
+    garage = [(a["msg_type"], a["info"][0]["response_type"]) for a in alerts
+              if a["info"][0]["event"] == "Underground car park closure"]
     assert garage == [("Alert", "Execute"), ("Cancel", "AllClear")]
     evacuation = [a for a in alerts if a["info"][0]["event"] == "Flood evacuation"]
     assert [(a["msg_type"], a["info"][0]["response_type"]) for a in evacuation] == [("Alert", "Evacuate"), ("Cancel", "AllClear")]

@@ -10,7 +10,7 @@ import pytest
 
 from schemas.contract import to_dict
 from schemas.events import CitizenFloodReport
-from streams.processor import without_identifiers
+from streams.privacy import without_identifiers
 from streams.topics import personal_fields, topic_name
 from tests.integration.test_flood_pipeline import P1, P2, T0, ZONE, storm
 

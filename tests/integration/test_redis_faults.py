@@ -19,7 +19,8 @@ from tests.integration.test_restart import assert_same_city
 pytestmark = pytest.mark.integration
 
 # Every key of a run, read or replaced in one script: a point-in-time copy, as a snapshot is.
-COPY = "local out = {} for _, k in ipairs(redis.call('KEYS', ARGV[1])) do out[#out + 1] = k out[#out + 1] = redis.call('DUMP', k) end return out"
+COPY = ("local out = {} for _, k in ipairs(redis.call('KEYS', ARGV[1])) do "
+        "out[#out + 1] = k out[#out + 1] = redis.call('DUMP', k) end return out")
 RESTORE = """
 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end
 for i = 2, #ARGV, 2 do redis.call('RESTORE', ARGV[i], 0, ARGV[i + 1]) end

@@ -18,10 +18,12 @@ from functools import cache
 import pytest
 
 from agents.evacuation import EvacuationStage, FloodZoneStage
-from agents.flood import CellStage, GaugeStage, PointStage, ReportStage, ZoneRainStage
 from agents.health import HealthIntakeStage, PersonStage, ZoneHealthStage
 from agents.parking import ParkingStage
+from agents.rain import GaugeStage, ZoneRainStage
+from agents.reports import CellStage, ReportStage
 from agents.traffic import CityStage, SegmentStage, SignalStage
+from agents.waterlogging import PointStage
 from agents.webhooks import DispatchStage
 from schemas.contract import encode
 from streams.harness import PlacedEvent, place, run_stage

@@ -2,7 +2,8 @@
 
 import pytest
 
-from agents.flood import PointWatch, step_point, waterlogging_level
+from agents.flood import waterlogging_level
+from agents.waterlogging import PointWatch, step_point
 from schemas.events import WaterDepthReading
 from schemas.reference import WaterloggingPoint
 from streams.settings import Settings
@@ -32,7 +33,8 @@ def run(depths, start=0.0, step=60.0, watch=None):
 
 def test_crossing_lines_raises_then_updates_the_same_incident():
     watch, out = run([5, 16, 21, 28, 31])
-    assert [(m, lvl) for m, lvl, _ in out] == [("Alert", "watch"), ("Update", "warning"), ("Update", "closure"), ("Update", "severe")]
+    assert [(m, lvl) for m, lvl, _ in out] == [("Alert", "watch"), ("Update", "warning"), ("Update", "closure"),
+                                               ("Update", "severe")]
     assert watch.incident.step == 4
 
 
@@ -135,7 +137,7 @@ def test_every_flood_and_sensor_message_validates_against_the_cap_12_xsd():
 
 
 def test_a_point_silent_while_others_report_is_stale_until_it_speaks_again():
-    from agents.flood import mark_stale, silent_points
+    from agents.waterlogging import mark_stale, silent_points
 
     quiet, _ = run([22])
     talking, _ = run([3] * 20)

@@ -15,7 +15,7 @@ def test_the_kafka_clients_repeating_themselves_are_held_back_and_counted():
     assert [repeats.filter(r) for r in records].count(True) == 1
     other = logging.LogRecord("aiokafka.client", logging.ERROR, __file__, 1, "Unable to update metadata", (), None)
     assert repeats.filter(other)  # another kind of complaint is let through
-    ours = [logging.LogRecord("streams.processor", logging.WARNING, __file__, 1, "dead-lettered %s", (i,), None)
+    ours = [logging.LogRecord("streams.effects", logging.WARNING, __file__, 1, "dead-lettered %s", (i,), None)
             for i in range(500)]
     assert all(repeats.filter(r) for r in ours)
 

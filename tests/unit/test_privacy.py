@@ -4,8 +4,8 @@ import orjson
 import pytest
 
 from schemas.events import CitizenFloodReport, HealthCodeStatusChange, ParkingEvent
-from streams.privacy import Keyring
-from streams.processor import WITHHELD, Source, dead_letter
+from streams.effects import Source, dead_letter
+from streams.privacy import WITHHELD, Keyring
 from streams.topics import topic_name
 
 SECRET_1 = "k1:0123456789abcdef-first"

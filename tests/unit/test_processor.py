@@ -15,8 +15,8 @@ from schemas.contract import encode, to_dict
 from schemas.events import TrafficReading
 from streams import topics
 from streams.batching import RecordBatch
+from streams.effects import Source
 from streams.harness import FixedReference, HarnessProcessor, MemoryState, Record, place, run_stage
-from streams.processor import Source
 from streams.settings import Settings
 from streams.simulate import build_city
 from streams.state import Batch
@@ -333,7 +333,8 @@ def test_a_state_the_group_had_read_past_refuses_input_kafka_no_longer_keeps():
         p.read_to[topic, partition] = read_to
         return asyncio.run(p._apply(partition, topic, sources))
 
-    with pytest.raises(RuntimeError, match=r"applied up to offset -1, but Kafka keeps only from offset 30: the input it needs is gone"):
+    with pytest.raises(RuntimeError,
+                       match=r"applied up to offset -1, but Kafka keeps only from offset 30: the input it needs is gone"):
         apply(read_to=40)
     assert apply(read_to=0).batch.offsets["offset"] == 34
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agents.flood import ZoneSignal, rolling_totals, signal_colour, step_signal
+from agents.rain import ZoneSignal, rolling_totals, signal_colour, step_signal
 from schemas.reference import Zone
 from streams.settings import Settings
 

@@ -1,17 +1,7 @@
 """Residents' reports: corroboration of monitored points, clusters where no point is monitored."""
 
-from agents.flood import (
-    CellWatch,
-    PointWatch,
-    cell_of,
-    clear_cell,
-    corroborate,
-    distance_m,
-    nearest_point,
-    quiet_cells,
-    step_cell,
-    step_point,
-)
+from agents.reports import CellWatch, cell_of, clear_cell, distance_m, nearest_point, quiet_cells, step_cell
+from agents.waterlogging import PointWatch, corroborate, step_point
 from schemas.events import WaterDepthReading
 from schemas.records import CellReport, PointReport
 from schemas.reference import WaterloggingPoint
@@ -105,7 +95,7 @@ def test_reports_arriving_out_of_order_cluster_the_same():
 def test_dead_letters_of_personal_topics_withhold_the_identifiers():
     import orjson
 
-    from streams.processor import Source, dead_letter
+    from streams.effects import Source, dead_letter
     from streams.topics import topic_name
 
     topic = topic_name("flood_reports")

@@ -1,6 +1,6 @@
 """The synthetic city and its scenarios: reproducible, and shaped as the scenarios promise."""
 
-from agents.flood import rolling_totals, signal_colour
+from agents.rain import rolling_totals, signal_colour
 from schemas.contract import decode, encode
 from schemas.events import WaterDepthReading
 from streams.settings import Settings
@@ -37,7 +37,7 @@ def test_the_rainstorm_breaks_one_sensor_then_silences_it():
 
 
 def test_the_rainstorm_has_residents_reporting_near_points_and_where_none_is():
-    from agents.flood import nearest_point
+    from agents.reports import nearest_point
 
     storm = Rainstorm(build_city(), START, 5400)
     s = Settings()

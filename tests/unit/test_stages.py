@@ -7,14 +7,15 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from agents.flood import GaugeStage, PointStage
+from agents.rain import GaugeStage
 from agents.traffic import SegmentStage, SignalStage
+from agents.waterlogging import PointStage
 from schemas.contract import Rejected
 from schemas.events import RainGaugeReading, TrafficReading, WaterDepthReading
 from schemas.records import ApproachFlow, FlowReport
 from schemas.reference import Approach, Intersection, RainGauge, Segment, WaterloggingPoint
 from streams import topics
-from streams.processor import Effects, Source
+from streams.effects import Effects, Source
 from streams.reference import Reference
 from streams.settings import Settings
 from streams.state import Batch

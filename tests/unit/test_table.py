@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schemas.cap import Incident
-from streams.processor import Stage
+from streams.stage import Stage
 from streams.state import Batch
 from streams.table import GroupedTable, Table
 

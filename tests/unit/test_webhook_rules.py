@@ -30,7 +30,7 @@ from schemas.contract import encode, from_dict
 from schemas.records import Notice
 from schemas.webhooks import Delivery, DeliveryOutcome, Subscription, payload, signature
 from streams import topics
-from streams.processor import Effects
+from streams.effects import Effects
 from streams.reference import Reference
 from streams.settings import Settings
 from streams.state import Batch

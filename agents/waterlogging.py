@@ -1,0 +1,306 @@
+"""Waterlogging at monitored low points: each point's depth, level, rise and sensor health, and
+the CAP alerts on crossing a line, rising fast, and a sensor gone faulty, stuck or silent.
+
+  flood.water_depths (by point), with flood.point_reports -> track_waterlogging
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter as Tally
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from agents.alerts import send_alert
+from agents.flood import LEVELS, SEVERITY, rank, waterlogging_level
+from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, circle_area
+from schemas.contract import Rejected, iso
+from schemas.events import WaterDepthReading
+from schemas.records import PointReport, RoadClosure, ZoneFlood
+from schemas.reference import WaterloggingPoint
+from streams import metrics, runtime, topics
+from streams.clock import Skew, is_live
+from streams.effects import Effects, Source
+from streams.settings import Settings
+from streams.stage import Stage
+from streams.table import Table
+
+log = logging.getLogger(__name__)
+
+# How far around a monitored point an alert speaks.
+POINT_RADIUS_KM = 0.3
+
+# ---------------------------------------------------------------------------------------------
+# Rules (pure)
+
+
+@dataclass(frozen=True, slots=True)
+class PointWatch:
+    """What the city brain remembers of one monitored point."""
+
+    level: str | None = None  # the level under alert
+    rising: bool = False  # alerting because of a fast rise
+    below_since: float | None = None  # when the depth fell under the current level's clearing line
+    incident: Incident | None = None
+    history: list[tuple[float, float]] = field(default_factory=list)  # (t, depth) within the rise window
+    same_since: float | None = None  # when the depth took its current value
+    health: str = "ok"  # ok, faulty or stuck
+    health_incident: Incident | None = None
+    depth_cm: float | None = None
+    updated: float | None = None
+    reported_at: float | None = None  # the latest resident's report near the point
+    corroborated: bool = False  # the incident is confirmed by a resident's report
+
+
+def rise_cm(history: list[tuple[float, float]], t: float, depth: float, s: Settings) -> float:
+    """How far the water rose within the rise window up to t."""
+    recent = [d for when, d in history if t - when <= s.rise_window_s]
+    return depth - min(recent, default=depth)
+
+
+def superseded(watch: PointWatch, r: WaterDepthReading) -> str | None:
+    """Whether the point's newer state stands against the reading: "repeat" for the reading it
+    has (its sensor sent it again), "late" for an older one or another depth at the same time."""
+    if watch.updated is None or r.event_time > watch.updated:
+        return None
+    return "repeat" if r.event_time == watch.updated and r.depth_cm == watch.depth_cm else "late"
+
+
+def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, list[Alert]]:
+    """Fold one depth reading into a point: sensor health first, then the waterlogging alert."""
+    if superseded(watch, r):
+        return watch, []
+    alerts: list[Alert] = []
+    if not 0 <= r.depth_cm <= s.depth_max_plausible_cm:
+        health = "faulty"
+    elif r.depth_cm == watch.depth_cm and r.depth_cm > 0 and watch.same_since is not None \
+            and r.event_time - watch.same_since >= s.sensor_stuck_s:
+        health = "stuck"
+    else:
+        health = "ok"
+    same_since = watch.same_since if r.depth_cm == watch.depth_cm and watch.same_since is not None else r.event_time
+    watch = replace(watch, same_since=same_since, depth_cm=r.depth_cm, updated=r.event_time)
+    if health != watch.health:
+        watch, alert = _health_change(watch, health, r.event_time, point, s)
+        alerts.append(alert)
+    if health != "ok":
+        return watch, alerts  # a faulty or stuck sensor says nothing about the water
+    rise = rise_cm(watch.history, r.event_time, r.depth_cm, s)
+    history = [(t, d) for t, d in watch.history if r.event_time - t <= s.rise_window_s] + [(r.event_time, r.depth_cm)]
+    watch = replace(watch, history=history)
+    level = waterlogging_level(r.depth_cm, s)
+    rising = rise >= s.rise_alert_cm
+    target = level or ("watch" if rising else None)
+    if rank(target) > rank(watch.level):
+        msg: MsgType = "Alert" if watch.level is None else "Update"
+        incident = watch.incident or Incident(cap_id(f"waterlogging.{point.point_id}.{int(r.event_time)}"))
+        corroborated = watch.corroborated or (
+            watch.reported_at is not None and r.event_time - watch.reported_at <= s.report_window_s)
+        watch = replace(watch, level=target, rising=rising, below_since=None, incident=incident, corroborated=corroborated)
+        return _waterlogging_message(watch, msg, r, rise, point, s, alerts)
+    if watch.level is None:
+        return watch, alerts
+    # Coming down: only once under (line - margin) for the hold time, to the level the depth is at.
+    line = s.waterlogging_levels_cm[LEVELS.index(watch.level)]
+    if r.depth_cm >= line - s.waterlogging_clear_margin_cm or rising:
+        return replace(watch, below_since=None), alerts
+    below_since = watch.below_since if watch.below_since is not None else r.event_time
+    if r.event_time - below_since < s.waterlogging_hold_s:
+        return replace(watch, below_since=below_since), alerts
+    lower = level if level is not None and rank(level) < rank(watch.level) else None
+    if lower is None:
+        watch = replace(watch, level=None, rising=False, below_since=None)
+        watch, alerts = _waterlogging_message(watch, "Cancel", r, rise, point, s, alerts)
+        return replace(watch, incident=None, corroborated=False), alerts
+    watch = replace(watch, level=lower, rising=False, below_since=None)
+    return _waterlogging_message(watch, "Update", r, rise, point, s, alerts)
+
+
+WATER_TEXT = {
+    "watch": ("积水关注", "Water on the road", "请注意低洼路段积水，谨慎通行。", "Drive slowly and watch for standing water."),
+    "warning": ("积水预警", "Waterlogging warning", "积水已超过黄线，请避开该路段。",
+                "Water is over the yellow line: avoid this road."),
+    "closure": ("积水封路", "Road closed by waterlogging", "积水已达封路深度，请勿驶入，尽快将车辆驶离地下车库等低洼处。",
+                "The road is closed: do not drive in, and move vehicles out of underground garages and underpasses."),
+    "severe": ("严重积水", "Severe waterlogging", "积水严重，车辆和行人请勿靠近，远离涵洞、下穿通道和地下空间。",
+               "Severe flooding: keep vehicles and people away; stay out of culverts, underpasses and underground spaces."),
+}
+
+
+def _waterlogging_message(
+    watch: PointWatch, msg_type: MsgType, r: WaterDepthReading, rise: float, point: WaterloggingPoint, s: Settings,
+    alerts: list[Alert],
+) -> tuple[PointWatch, list[Alert]]:
+    cleared = msg_type == "Cancel"
+    level = watch.level or "watch"
+    zh_head, en_head, zh_do, en_do = WATER_TEXT[level]
+    if cleared:
+        zh_head, en_head = "积水已消退", "Waterlogging has cleared"
+        zh_do, en_do = "道路已恢复通行。", "The road is passable again."
+    rising = " and rising fast" if watch.rising and not cleared else ""
+    texts = {
+        "zh-CN": (f"{point.name}{zh_head}", f"{point.name}积水深度{r.depth_cm:.0f}厘米（{iso(r.event_time)}）。", zh_do),
+        "en-US": (f"{en_head} at {point.name}", f"Water at {point.name} is {r.depth_cm:.0f} cm deep{rising} "
+                                                f"({rise:+.0f} cm in {s.rise_window_s / 60:.0f} min).", en_do),
+    }
+    parameters = [("point_id", point.point_id), ("zone_id", point.zone_id), ("level", "cleared" if cleared else level),
+                  ("depth_cm", f"{r.depth_cm:.1f}"), ("rise_cm", f"{rise:.1f}")]
+    if point.segment_id:
+        parameters.append(("segment_id", point.segment_id))
+    area = circle_area(f"{point.name} ({point.kind.replace('_', ' ')})", point.lat, point.lon, POINT_RADIUS_KM)
+    info = bilingual(texts, "Met", "Road waterlogging", "AllClear" if cleared else ("Monitor" if level == "watch" else "Avoid"),
+                     "Past" if cleared else "Immediate", SEVERITY[level], "Observed" if watch.corroborated else "Possible",
+                     parameters, [area])
+    assert watch.incident is not None  # opened with its first message
+    incident, alert = watch.incident.message(s.alert_sender, msg_type, r.event_time, info)
+    return replace(watch, incident=incident), [*alerts, alert]
+
+
+def corroborate(watch: PointWatch, report: PointReport, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, list[Alert]]:
+    """A resident's report near the point: an open incident becomes Observed (an Update); with
+    none open, the report confirms an incident raised within the report window."""
+    watch = replace(watch, reported_at=max(report.at, watch.reported_at or report.at))
+    if watch.level is None or watch.corroborated:
+        return watch, []
+    watch = replace(watch, corroborated=True)
+    if watch.health != "ok":
+        return watch, []  # no depth worth publishing; the next good reading goes out as Observed
+    as_of = WaterDepthReading("report", point.point_id, max(report.at, watch.updated or report.at), watch.depth_cm or 0.0)
+    return _waterlogging_message(watch, "Update", as_of, rise_cm(watch.history, as_of.event_time, as_of.depth_cm, s),
+                                 point, s, [])
+
+
+def silent_points(watches: Mapping[str, PointWatch], now: float, s: Settings) -> list[str]:
+    """Points whose sensor has said nothing for `sensor_silent_s` by `now`: stale, not dry."""
+    return sorted(p for p, w in watches.items()
+                  if w.health == "ok" and w.updated is not None and now - w.updated >= s.sensor_silent_s)
+
+
+def mark_stale(watch: PointWatch, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, Alert]:
+    """The point's sensor went silent: stale from the moment the silence grew too long (the same
+    moment however the readings around it were batched)."""
+    assert watch.updated is not None  # silent after a reading
+    return _health_change(watch, "stale", watch.updated + s.sensor_silent_s, point, s)
+
+
+def _health_change(watch: PointWatch, health: str, t: float, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, Alert]:
+    """An operational alert when a point's sensor goes faulty or stuck, cancelled when it recovers."""
+    recovered = health == "ok"
+    incident = watch.health_incident or Incident(cap_id(f"sensor.{point.point_id}.{int(t)}"))
+    what = {"faulty": ("reports impossible depths", "读数异常"), "stuck": ("is stuck at one value", "读数停滞"),
+            "stale": ("has stopped reporting", "停止上报")}.get(health)
+    en = f"Depth sensor at {point.name} " + (f"{what[0]}: the point is not monitored" if what else "reports normally again")
+    zh = f"{point.name}水位传感器" + (f"{what[1]}，该点暂无有效监测" if what else "恢复正常")
+    texts = {"zh-CN": (zh, zh, "请运维人员检查传感器。"),
+             "en-US": (en, en, "No action for residents; maintenance to inspect the sensor.")}
+    info = bilingual(texts, "Infra", "Waterlogging sensor fault", "AllClear" if recovered else "Assess",
+                     "Past" if recovered else "Expected", "Minor", "Observed",
+                     [("point_id", point.point_id), ("zone_id", point.zone_id), ("sensor_health", health)],
+                     [circle_area(point.name, point.lat, point.lon, POINT_RADIUS_KM)])
+    msg_type: MsgType = "Cancel" if recovered else ("Alert" if watch.health_incident is None else "Update")
+    after, alert = incident.message(s.alert_sender, msg_type, t, info)
+    return replace(watch, health=health, health_incident=None if recovered else after), alert
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage
+
+
+class PointStage(Stage):
+    """Per monitored point: depth, level, rise and sensor health; alerts on the way up and down."""
+
+    name = "flood"
+    source = "water_depths"
+    contract = WaterDepthReading
+    tables = {"point_reports": PointReport}
+    hashes = ("meta",)
+    watch = Table(PointWatch)
+    points = Table(dict, restored=False)  # the live view of each point
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        # The partition's event time: the newest reading of any of its points.
+        self.clock = max((w.updated for w in self.watch.values() if w.updated is not None), default=-math.inf)
+        self.skew = Skew(self.settings.max_skew_s)
+        self.skew.restore(hashes.get("meta", {}))
+        self._saved_skew = self.skew.saved()
+
+    def knows(self, r: WaterDepthReading | PointReport) -> bool:
+        return r.point_id in self.reference.city.points
+
+    def on_event(self, r: WaterDepthReading | PointReport, source: Source, effects: Effects) -> None:
+        if isinstance(r, PointReport):
+            point = self.reference.city.points.get(r.point_id)
+            if point is not None:
+                self.watch[r.point_id], alerts = corroborate(self.watch.get(r.point_id, PointWatch()), r, point, self.settings)
+                for alert in alerts:
+                    send_alert(alert, effects)
+            return
+        point = self.reference.city.points.get(r.point_id)
+        if point is None:
+            raise Rejected(f"unknown point_id {r.point_id!r}: not in the waterlogging points reference", "unknown_reference")
+        before = self.watch.get(r.point_id, PointWatch())
+        if r.event_time > self.clock:
+            alone = lambda: all(p == r.point_id for p, w in self.watch.items() if w.updated is not None)  # noqa: E731
+            if not self.skew.allows(r.point_id, r.event_time, self.clock, source, alone):
+                raise Skew.wild(r.point_id, r.event_time, self.clock)
+            self.clock = r.event_time
+        past = superseded(before, r)
+        if past == "repeat":
+            effects.repeated()
+            return
+        if past == "late":
+            effects.late(source, f"late: point {r.point_id} has a reading of {iso(before.updated)} already")
+            return
+        watch, alerts = step_point(before, r, point, self.settings)
+        self.watch[r.point_id] = watch
+        closes = rank(watch.level) >= LEVELS.index("closure")
+        if point.segment_id and closes != (rank(before.level) >= LEVELS.index("closure")):
+            # The road closes with the point's closure alert and reopens when that alert clears.
+            effects.send(topics.closures, point.segment_id,
+                         RoadClosure(point.segment_id, point.point_id, closes, r.event_time, r.depth_cm))
+        if watch.level != before.level:  # the zone weighs its points' levels for garages and evacuation
+            effects.send(topics.zone_floods, point.zone_id,
+                         ZoneFlood(point.zone_id, point.point_id, "waterlogging", watch.level, r.event_time))
+        for alert in alerts:
+            send_alert(alert, effects)
+
+    def gauges(self) -> metrics.Gauges:
+        levels = Tally((w.level,) for w in self.watch.values() if w.level)
+        return metrics.merge(
+            {"citybrain_waterlogging_points": levels},
+            metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.incident), "Met"),
+            metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.health_incident), "Infra"),
+        )
+
+    def mark_silent(self, now: float, effects: Effects) -> None:
+        for point_id in silent_points(self.watch, now, self.settings):
+            point = self.reference.city.points.get(point_id)
+            if point is not None:
+                self.watch[point_id], alert = mark_stale(self.watch[point_id], point, self.settings)
+                send_alert(alert, effects)
+
+    def on_idle(self, wall_now: float, effects: Effects) -> None:
+        # Silence is event time passing on a live partition, not in a replay (streams/clock.py).
+        if is_live(self.clock, wall_now, self.settings.sensor_silent_s):
+            self.mark_silent(wall_now, effects)
+
+    def flush(self, effects: Effects) -> None:
+        self.mark_silent(self.clock, effects)
+        if self.skew.saved() != self._saved_skew:
+            self._saved_skew = self.skew.saved()
+            effects.batch.hset("meta", self._saved_skew)
+        for p in self.watch.changed:
+            self.points[p] = _point_view(p, self.watch[p], self.settings)
+
+
+def _point_view(point_id: str, w: PointWatch, s: Settings) -> dict:
+    """The live record of a point that dashboards and other stages read."""
+    return {
+        "point_id": point_id, "depth_cm": w.depth_cm, "updated": iso(w.updated) if w.updated else None,
+        "level": waterlogging_level(w.depth_cm, s) if w.health == "ok" and w.depth_cm is not None else None,
+        "alert_level": w.level, "rising": w.rising, "sensor_health": w.health,
+    }
+
+
+runtime.stage(PointStage, "track_waterlogging")

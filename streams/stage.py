@@ -1,0 +1,81 @@
+"""The stage: one partition's state and rules, as every domain declares it.
+
+A stage names the topic it reads and its contract, declares its keyed state as tables
+(streams/table.py), and folds one event at a time (`on_event`), deciding as it goes. The
+processor (streams/processor.py) loads, applies and commits it; a stage never touches Redis or
+Kafka itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from streams import metrics
+from streams.effects import Effects, Source
+from streams.reference import Reference
+from streams.settings import Settings
+from streams.table import tables_of
+
+log = logging.getLogger(__name__)
+
+
+class Stage(ABC):
+    """One stage's state and rules for one partition, restored from and saved to Redis."""
+
+    name: ClassVar[str]  # names the stage's keys: `<prefix>:{<name>.<partition>}:...`
+    source: ClassVar[str]  # the role (streams/topics.py) of the topic it reads
+    contract: ClassVar[type]  # what its source topic carries
+    # Co-partitioned topics joined in as tables (topic role -> contract): keyed like the source
+    # topic, so partition n of each lands on the worker that holds partition n of the stage.
+    tables: ClassVar[dict[str, type]] = {}
+    # Its keyed state is declared as `Table` attributes (streams/table.py); these are the other
+    # Redis hashes it restores itself.
+    hashes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, partition: int, settings: Settings, reference: Reference):
+        self.partition = partition
+        self.settings = settings
+        self.reference = reference
+        self.last_event_wall = time.monotonic()
+
+    @classmethod
+    def restored_hashes(cls) -> tuple[str, ...]:
+        """The Redis hashes read when a partition of the stage is loaded."""
+        return (*cls.hashes, *(t.hash for t in tables_of(cls).values() if t.restored and t.hash))
+
+    def load(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        """Restore the partition's tables from its Redis hashes, then the rest (`restore`)."""
+        for name, table in tables_of(type(self)).items():
+            if table.restored:
+                getattr(self, name).restore(hashes.get(table.hash, {}))
+        self.restore(hashes)
+
+    def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        """Rebuild in memory what the tables do not hold: derived state, hand-kept hashes."""
+
+    def end_batch(self, effects: Effects) -> None:
+        """The batch's end: the stage's `flush`, then the writes of what its tables changed."""
+        self.flush(effects)
+        for name in tables_of(type(self)):
+            getattr(self, name).save(effects.batch)
+
+    def knows(self, value: Any) -> bool:
+        """Whether the reference data this event needs is loaded."""
+        return True
+
+    @abstractmethod
+    def on_event(self, value: Any, source: Source, effects: Effects) -> None:
+        """Fold one valid event into the state; raise Rejected to dead-letter it untouched."""
+
+    def flush(self, effects: Effects) -> None:
+        """End of a batch: emit what is complete and stage the Redis writes of hand-kept state."""
+
+    def on_idle(self, wall_now: float, effects: Effects) -> None:
+        """The partition has been silent for `idle_close_s`; close what silence completes."""
+
+    def gauges(self) -> metrics.Gauges:
+        """The city's gauges as this partition sees them (streams/metrics.py), read at scrape time."""
+        return {}
