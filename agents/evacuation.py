@@ -1,10 +1,10 @@
 """What a flood sets off in a zone: underground car parks closing with "move your vehicle"
 notices, and evacuation orders reaching every person last known to be in the zone.
 
-  flood.zone_levels (one partition)  -> watch_flood_zones -> per zone: the rain signal and the
+  flood.zone_levels (one partition)  -> flood_zones       -> per zone: the rain signal and the
       waterlogging levels of its points; at the configured levels, lot orders for its underground
       car parks (with a CAP message to move cars out) and evacuation orders
-  people.whereabouts (by zone) + people.evacuation_orders (as a table) -> evacuate_zones
+  people.whereabouts (by zone) + people.evacuation_orders (read alongside) -> evacuation
       -> per zone: who is in it and at which shelter; on an order, a CAP Evacuate message and an
          evacuation notice (safety code red, nearest open shelter) to every person token in it
 
@@ -149,7 +149,7 @@ def _zone(city: CityMap, zone_id: str) -> Zone:
     return city.zones.get(zone_id) or Zone(zone_id, zone_id, [])
 
 
-class FloodZoneStage(Stage):
+class FloodZonesStage(Stage):
     """All zones on one partition: each zone's flood sources, and the orders they set off.
 
     One partition suffices (a zone's flood level changes a few times a storm) and lets the
@@ -221,7 +221,7 @@ class EvacuationStage(Stage):
     name = "evacuation"
     source = "whereabouts"
     contract = Whereabouts
-    tables = {"evacuation_orders": EvacuationOrder}
+    alongside = {"evacuation_orders": EvacuationOrder}
     residents = GroupedTable(str)  # by (zone, person token): the shelter they are at, "" at none
     orders = Table(ZoneOrder)  # by zone: the order it is under
     notified = GroupedTable(str)  # by (zone, person token) told to evacuate: the order they were told of
@@ -303,5 +303,5 @@ class EvacuationStage(Stage):
                                                  "occupancy": self.sheltered.get(v.venue_id, 0)}
 
 
-runtime.stage(FloodZoneStage, "watch_flood_zones")
-runtime.stage(EvacuationStage, "evacuate_zones")
+runtime.stage(FloodZonesStage)
+runtime.stage(EvacuationStage)

@@ -2,12 +2,12 @@
 monitored point's depth crosses, and the rainstorm signals a zone's rain reaches.
 
 The flood brain itself is three sub-domains, a module each:
-  agents/waterlogging.py  flood.water_depths (by point)  -> track_waterlogging -> per-point level
+  agents/waterlogging.py  flood.water_depths (by point)  -> waterlogging       -> per-point level
                           and sensor health, CAP alerts on crossing, rising, faults
-  agents/rain.py          flood.rain_readings (by gauge) -> track_rain -> rolling totals per gauge;
-                          flood.gauge_rain (by zone) -> signal_rainstorms -> CMA rainstorm signals
-  agents/reports.py       flood.citizen_reports -> locate_reports -> near a point, or a grid cell;
-                          flood.report_cells (by cell) -> cluster_reports -> clusters without a sensor
+  agents/rain.py          flood.rain_readings (by gauge) -> rain       -> rolling totals per gauge;
+                          flood.gauge_rain (by zone) -> zone_rain         -> CMA rainstorm signals
+  agents/reports.py       flood.citizen_reports -> reports        -> near a point, or a grid cell;
+                          flood.report_cells (by cell) -> report_cells    -> clusters without a sensor
 """
 
 from __future__ import annotations

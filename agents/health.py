@@ -1,11 +1,11 @@
 """Health codes and people's safety codes: who is which colour, where they were last seen, what a
 venue should do with the code it scanned, and which zones are a health risk.
 
-  health.scans (by venue) + health.status_changes   -> admit_health_events -> tokenised, re-keyed by person
-  people.scans (by person) + people.status + notices -> track_people
+  health.scans (by venue) + health.status_changes   -> health_intake       -> tokenised, re-keyed by person
+  people.scans (by person) + people.status + notices -> people
       -> per person: health colour, last known zone, safety code (Redis, expires after `person_ttl_s`);
          notices to venues for yellow and red codes; whereabouts by zone; shelter check-ins
-  health.zone_scans (by zone)                        -> watch_zone_health -> per zone and window: scans
+  health.zone_scans (by zone)                        -> zone_health       -> per zone and window: scans
                                                         by colour (Redis); Health alerts with hysteresis
 
 A person is a token from the moment their event is read (streams/privacy.py); zone-level views
@@ -189,7 +189,7 @@ class HealthIntakeStage(Stage):
     name = "health_intake"
     source = "health_scans"
     contract = HealthCodeScan
-    tables = {"health_status": HealthCodeStatusChange}  # a second stream read alongside, not a table
+    alongside = {"health_status": HealthCodeStatusChange}  # a second stream of events
 
     def knows(self, e: HealthCodeScan | HealthCodeStatusChange) -> bool:
         if isinstance(e, HealthCodeScan):
@@ -209,13 +209,13 @@ class HealthIntakeStage(Stage):
                      PersonScan(e.scan_id, e.person_id, venue.venue_id, venue.zone_id, venue.kind == "shelter", e.event_time))
 
 
-class PersonStage(Stage):
+class PeopleStage(Stage):
     """Per person token: health colour, last known zone and safety code."""
 
     name = "people"
     source = "person_scans"
     contract = PersonScan
-    tables = {"person_status": PersonStatus, "notices": Notice}
+    alongside = {"person_status": PersonStatus, "notices": Notice}
     hashes = ("meta",)
     people = Table(Person)  # by person token
 
@@ -327,6 +327,6 @@ class ZoneHealthStage(WindowedStage):
             }
 
 
-runtime.stage(HealthIntakeStage, "admit_health_events")
-runtime.stage(PersonStage, "track_people")
-runtime.stage(ZoneHealthStage, "watch_zone_health")
+runtime.stage(HealthIntakeStage)
+runtime.stage(PeopleStage)
+runtime.stage(ZoneHealthStage)

@@ -1,7 +1,7 @@
 """Car parks: occupancy from the barriers' plate readers, FIWARE OffStreetParking status, minutes
 until full, leave-first-pay-later bills, lot alerts, and lots closed when their zone floods.
 
-  parking.events (by lot) + parking.lot_orders (as a table) -> count_parking
+  parking.events (by lot) + parking.lot_orders (read alongside) -> parking
       -> per lot: occupancy, status, minutes to full (Redis); bills; anomalies;
          almost-full and full alerts; "move your vehicle" notices when a flood closes the lot
 
@@ -219,7 +219,7 @@ class ParkingStage(Stage):
     name = "parking"
     source = "parking_events"
     contract = ParkingEvent
-    tables = {"lot_orders": LotOrder}
+    alongside = {"lot_orders": LotOrder}
     watch = Table(LotWatch)  # by lot; written after every event at the lot (its lists change in place)
     stays = GroupedTable(Stay)  # by (lot, plate token): the open stays
     lots = Table(dict, restored=False)  # the live view of each lot
@@ -328,4 +328,4 @@ def lot_view(lot: Lot, watch: LotWatch, occupied: int, s: Settings) -> dict:
     }
 
 
-runtime.stage(ParkingStage, "count_parking")
+runtime.stage(ParkingStage)

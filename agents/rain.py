@@ -1,7 +1,7 @@
 """Rain: rolling totals per gauge, and each zone's rainstorm signal (CMA colours).
 
-  flood.rain_readings (by gauge) -> track_rain        -> rolling totals per gauge
-  flood.gauge_rain (by zone)     -> signal_rainstorms -> zone totals, rainstorm signals
+  flood.rain_readings (by gauge) -> rain              -> rolling totals per gauge
+  flood.gauge_rain (by zone)     -> zone_rain         -> zone totals, rainstorm signals
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def _signal_message(
     return replace(watch, incident=incident), alert
 
 
-class GaugeStage(Stage):
+class RainStage(Stage):
     """Per rain gauge: readings of the longest horizon and their rolling totals, sent on by zone
     after every reading, so that signals step exactly as the rain fell however it was batched."""
 
@@ -185,5 +185,5 @@ class ZoneRainStage(Stage):
         }
 
 
-runtime.stage(GaugeStage, "track_rain")
-runtime.stage(ZoneRainStage, "signal_rainstorms")
+runtime.stage(RainStage)
+runtime.stage(ZoneRainStage)

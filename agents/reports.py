@@ -1,8 +1,8 @@
 """Residents' reports of water on the road: near a monitored point they corroborate it, elsewhere
 enough of them close together raise a Likely alert for their grid cell.
 
-  flood.citizen_reports -> locate_reports  -> flood.point_reports (by point) or flood.report_cells
-  flood.report_cells (by cell) -> cluster_reports -> clusters where no point is monitored
+  flood.citizen_reports -> reports         -> flood.point_reports (by point) or flood.report_cells
+  flood.report_cells (by cell) -> report_cells    -> clusters where no point is monitored
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def cell_of(lat: float, lon: float, s: Settings) -> str:
     return f"{math.floor(lat / s.report_cell_deg)}_{math.floor(lon / s.report_cell_deg)}"
 
 
-class ReportStage(Stage):
+class ReportsStage(Stage):
     """Routes each report: to the monitored point it is near, or to its grid cell. The reporter's
     phone number goes no further than this stage."""
 
@@ -127,7 +127,7 @@ def _cell_message(
     return replace(watch, incident=incident), alert
 
 
-class CellStage(Stage):
+class ReportCellsStage(Stage):
     """Per grid cell without a monitored point: clusters of residents' reports."""
 
     name = "report_cells"
@@ -150,5 +150,5 @@ class CellStage(Stage):
             send_alert(alert, effects)
 
 
-runtime.stage(ReportStage, "locate_reports")
-runtime.stage(CellStage, "cluster_reports")
+runtime.stage(ReportsStage)
+runtime.stage(ReportCellsStage)

@@ -1,9 +1,9 @@
 """The traffic brain: road segment indicators, congestion alerts, city index and signal plans.
 
 Three stages, each keyed so that what it combines lives on one partition:
-  traffic.readings (by segment)        -> track_traffic  -> per-segment windows, alerts
-  traffic.city_parts (one partition)   -> index_city     -> city-wide TPI and ranking
-  traffic.approach_flows (by junction) -> plan_signals   -> Webster plans
+  traffic.readings (by segment)        -> traffic        -> per-segment windows, alerts
+  traffic.city_parts (one partition)   -> city           -> city-wide TPI and ranking
+  traffic.approach_flows (by junction) -> signals        -> Webster plans
 """
 
 from __future__ import annotations
@@ -216,13 +216,13 @@ def webster(intersection: Intersection, flows: dict[str, float], window_start: f
 # Stages
 
 
-class SegmentStage(WindowedStage):
+class TrafficStage(WindowedStage):
     """Per road segment: windowed indicators, latest state, ranking and congestion alerts."""
 
     name = "traffic"
     source = "traffic_readings"
     contract = TrafficReading
-    tables = {"closures": RoadClosure}
+    alongside = {"closures": RoadClosure}
     watch = Table(CongestionWatch)  # by segment: congestion under alert
     closed = Table(RoadClosed)  # by segment: the points that close it
     segments = Table(SegmentWindow, restored=False)  # the live view: each segment's latest window
@@ -427,7 +427,7 @@ def signal_partition(intersection_id: str, partitions: int) -> int:
     return zlib.crc32(intersection_id.encode()) % partitions
 
 
-class SignalStage(Stage):
+class SignalsStage(Stage):
     """Per intersection: a window's approach flows, then a Webster plan.
 
     Approaches sit on segments of different traffic partitions, which report how far they have
@@ -517,6 +517,6 @@ class SignalStage(Stage):
 # ---------------------------------------------------------------------------------------------
 # Agents
 
-runtime.stage(SegmentStage, "track_traffic")
-runtime.stage(CityStage, "index_city")
-runtime.stage(SignalStage, "plan_signals")
+runtime.stage(TrafficStage)
+runtime.stage(CityStage)
+runtime.stage(SignalsStage)

@@ -1,7 +1,7 @@
 """Waterlogging at monitored low points: each point's depth, level, rise and sensor health, and
 the CAP alerts on crossing a line, rising fast, and a sensor gone faulty, stuck or silent.
 
-  flood.water_depths (by point), with flood.point_reports -> track_waterlogging
+  flood.water_depths (by point), with flood.point_reports -> waterlogging
 """
 
 from __future__ import annotations
@@ -207,13 +207,13 @@ def _health_change(watch: PointWatch, health: str, t: float, point: Waterlogging
 # Stage
 
 
-class PointStage(Stage):
+class WaterloggingStage(Stage):
     """Per monitored point: depth, level, rise and sensor health; alerts on the way up and down."""
 
-    name = "flood"
+    name = "waterlogging"
     source = "water_depths"
     contract = WaterDepthReading
-    tables = {"point_reports": PointReport}
+    alongside = {"point_reports": PointReport}
     hashes = ("meta",)
     watch = Table(PointWatch)
     points = Table(dict, restored=False)  # the live view of each point
@@ -303,4 +303,4 @@ def _point_view(point_id: str, w: PointWatch, s: Settings) -> dict:
     }
 
 
-runtime.stage(PointStage, "track_waterlogging")
+runtime.stage(WaterloggingStage)

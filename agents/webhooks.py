@@ -1,6 +1,6 @@
 """Alert and notice delivery over webhooks (Standard Webhooks).
 
-  alerts + notices (by incident, by addressee) + webhooks.outcomes (read alongside) -> dispatch_webhooks
+  alerts + notices (by incident, by addressee) + webhooks.outcomes (read alongside) -> webhooks
       -> per partition: the deliveries still to make, in Redis, fenced like every stage's state
   deliver_webhooks (a task of every worker)
       -> attempts the due deliveries of the partitions this worker holds, one queue per endpoint,
@@ -214,13 +214,13 @@ class DeliveryQueue:
 delivery_due = asyncio.Event()  # set when a partition has new deliveries: the courier need not wait
 
 
-class DispatchStage(Stage):
+class WebhooksStage(Stage):
     """Per partition of the alerts and notices: deliveries queued, retried, done or given up."""
 
     name = "webhooks"
     source = "alerts"
     contract = Alert
-    tables = {"notices": Notice, "webhook_outcomes": DeliveryOutcome}  # read alongside the alerts
+    alongside = {"notices": Notice, "webhook_outcomes": DeliveryOutcome}  # read alongside the alerts
     pending = Table(Delivery)  # by delivery id: the deliveries still to make
     disabled = Table(str)  # by subscription whose endpoint answered 410 Gone: since when
 
@@ -292,7 +292,7 @@ class DispatchStage(Stage):
             self.queued = False
 
 
-runtime.stage(DispatchStage, "dispatch_webhooks")
+runtime.stage(WebhooksStage)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ runtime.stage(DispatchStage, "dispatch_webhooks")
 class Courier:
     """Attempts the due deliveries of the partitions this worker holds."""
 
-    def __init__(self, s: Settings, dispatch: Processor[DispatchStage]):
+    def __init__(self, s: Settings, dispatch: Processor[WebhooksStage]):
         self.settings = s
         self.dispatch = dispatch
         self.slots: dict[str, asyncio.Semaphore] = {}  # per endpoint: attempts in flight
@@ -407,4 +407,4 @@ class PublicResolver(ThreadedResolver):
 
 @app.task
 async def deliver_webhooks() -> None:
-    await Courier(settings(), runtime.processor(DispatchStage)).run()
+    await Courier(settings(), runtime.processor(WebhooksStage)).run()

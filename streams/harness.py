@@ -1,6 +1,6 @@
 """Run a stage in process, without Kafka or Redis: events in, records out, state left behind.
 
-    out = run_stage(SegmentStage, [("traffic_readings", "S1", reading), ...], city=city, batch=500)
+    out = run_stage(TrafficStage, [("traffic_readings", "S1", reading), ...], city=city, batch=500)
     out.sent("alerts")    # [(key, record as JSON), ...] as the stage sent them, partition by partition
     out.state             # {redis key: value}, as the commit script would leave it
 

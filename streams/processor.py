@@ -113,8 +113,8 @@ class Processor(Generic[S]):
         self.topic = topic = topic_name(stage.source, settings)
         # Each source topic's applied offset has a key of its own: `offset` for the stream,
         # `offset.<role>` for a table joined in.
-        self.offset_names = {topic: "offset", **{topic_name(role, settings): f"offset.{role}" for role in stage.tables}}
-        self.contracts = {topic: stage.contract, **{topic_name(r, settings): c for r, c in stage.tables.items()}}
+        self.offset_names = {topic: "offset", **{topic_name(role, settings): f"offset.{role}" for role in stage.alongside}}
+        self.contracts = {topic: stage.contract, **{topic_name(r, settings): c for r, c in stage.alongside.items()}}
         self.personal = {t: topics.personal_fields(t, settings) for t in self.contracts}
         # The field each topic is keyed by, where the key is one of the event's own fields.
         self.key_fields = {t: spec.key for t in self.contracts if (spec := topics.spec_of(t, settings))

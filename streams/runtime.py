@@ -115,11 +115,13 @@ def processor(cls: type[Stage]) -> Processor:
     return live().processors[cls]
 
 
-def stage(cls: type[Stage], agent: str) -> None:
-    """Declare a stage, with the agent named `agent` that hands its processor the batches of its
-    source topic and of the topics it reads alongside (`cls.tables`)."""
+def stage(cls: type[Stage]) -> None:
+    """Declare a stage, with its agent (named as the stage: one name for the agent, its Redis
+    keys and its metrics) that hands its processor the batches of its source topic and of the
+    topics it reads alongside (`cls.alongside`)."""
     s = settings()
     declared.append(cls)
+    agent = cls.name
 
     async def run(stream) -> None:
         p = processor(cls)
@@ -127,7 +129,7 @@ def stage(cls: type[Stage], agent: str) -> None:
             await p.process(batch)
 
     run.__name__ = run.__qualname__ = agent
-    app.agent(app.topic(*(topic_name(role, s) for role in (cls.source, *cls.tables))), name=agent)(run)
+    app.agent(app.topic(*(topic_name(role, s) for role in (cls.source, *cls.alongside))), name=agent)(run)
 
 
 def highwater(topic: str, partition: int) -> int | None:

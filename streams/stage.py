@@ -25,12 +25,14 @@ log = logging.getLogger(__name__)
 class Stage(ABC):
     """One stage's state and rules for one partition, restored from and saved to Redis."""
 
-    name: ClassVar[str]  # names the stage's keys: `<prefix>:{<name>.<partition>}:...`
+    # The stage's one name: its agent's, its metrics' `stage` label and its keys'
+    # (`<prefix>:{<name>.<partition>}:...`).
+    name: ClassVar[str]
     source: ClassVar[str]  # the role (streams/topics.py) of the topic it reads
     contract: ClassVar[type]  # what its source topic carries
-    # Co-partitioned topics joined in as tables (topic role -> contract): keyed like the source
-    # topic, so partition n of each lands on the worker that holds partition n of the stage.
-    tables: ClassVar[dict[str, type]] = {}
+    # Co-partitioned topics read alongside the source (topic role -> contract): keyed like it, so
+    # partition n of each lands on the worker that holds partition n of the stage.
+    alongside: ClassVar[dict[str, type]] = {}
     # Its keyed state is declared as `Table` attributes (streams/table.py); these are the other
     # Redis hashes it restores itself.
     hashes: ClassVar[tuple[str, ...]] = ()

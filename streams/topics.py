@@ -92,7 +92,7 @@ def partitions_of(role: str, s: Settings | None = None) -> int:
 
 
 # What the stages send to. What a stage reads is its own declaration (`Stage.source`, and
-# `Stage.tables` for the topics read alongside), subscribed by `runtime.stage`.
+# `Stage.alongside` for the topics read alongside), subscribed by `runtime.stage`.
 city_parts = app.topic(topic_name("city_parts"))
 approach_flows = app.topic(topic_name("approach_flows"))
 signal_plans = app.topic(topic_name("signal_plans"))

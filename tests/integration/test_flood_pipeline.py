@@ -35,7 +35,7 @@ def test_a_storm_gives_alert_updates_cancel_and_sensor_fault_messages_and_nothin
     run.publish([("zones", "Z1", ZONE), ("points", "P1", P1), ("points", "P2", P2)])
     run.start_worker()
     run.publish(storm())
-    run.wait_quiet(stages=(("flood", "water_depths"),))
+    run.wait_quiet(stages=(("waterlogging", "water_depths"),))
 
     alerts = run.records("alerts")
     flood = [a for a in alerts if a["info"][0]["event"] == "Road waterlogging"]
@@ -59,7 +59,7 @@ def test_a_storm_gives_alert_updates_cancel_and_sensor_fault_messages_and_nothin
         assert XSD.validate(etree.fromstring(doc)), XSD.error_log
         assert CAPParser(doc.decode()).as_dict()[0]["cap_sender"] == "citybrain"
 
-    points = run.merged("flood", "points")
+    points = run.merged("waterlogging", "points")
     assert points["P1"]["depth_cm"] == 2 and points["P1"]["alert_level"] is None
     assert points["P2"]["sensor_health"] == "stale"
 
@@ -67,7 +67,7 @@ def test_a_storm_gives_alert_updates_cancel_and_sensor_fault_messages_and_nothin
     run.kill_worker(run.workers[0])
     run.start_worker()
     run.publish(storm())
-    run.wait_quiet(stages=(("flood", "water_depths"),))
+    run.wait_quiet(stages=(("waterlogging", "water_depths"),))
     assert run.records("alerts") == alerts
 
 
@@ -80,7 +80,7 @@ def test_a_point_at_closure_depth_closes_its_road_and_reopens_it_when_the_water_
     s2 = Segment("S2", "Nongye Rd", "Z1", "arterial", 1.0, 50.0, 2)
     run.publish([("zones", "Z1", ZONE), ("segments", "S1", s1), ("segments", "S2", s2), ("points", "P1", P1)])
     run.start_worker()
-    settled = (("flood", "water_depths"), ("traffic", "closures", "offset.closures"), ("traffic", "traffic_readings"))
+    settled = (("waterlogging", "water_depths"), ("traffic", "closures", "offset.closures"), ("traffic", "traffic_readings"))
     depths = [("water_depths", "P1", WaterDepthReading("W-P1", "P1", T0 + 60 * i, d)) for i, d in enumerate(P1_DEPTHS)]
 
     # The water rises to 28 cm at 16:05: S1 closes. Then ten minutes of crawling traffic on both roads.
@@ -118,7 +118,7 @@ def test_residents_reports_corroborate_a_point_and_a_cluster_raises_a_likely_ale
     run = city_run()
     run.publish([("zones", "Z1", ZONE), ("points", "P1", P1)])
     run.start_worker()
-    settled = (("flood", "water_depths"), ("flood", "point_reports", "offset.point_reports"),
+    settled = (("waterlogging", "water_depths"), ("waterlogging", "point_reports", "offset.point_reports"),
                ("reports", "flood_reports"), ("report_cells", "report_cells"))
     run.publish([("water_depths", "P1", WaterDepthReading("W-P1", "P1", T0, 22.0))])
     run.wait_quiet(stages=settled)

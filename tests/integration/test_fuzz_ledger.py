@@ -33,7 +33,7 @@ INGESTION = ("traffic_readings", "water_depths", "rain_readings")
 # Kafka keeps: depth and rain. Those that join several topics or partitions (a road closed by a
 # point's water, a zone's signal from its gauges, a car park closed by its zone) take records in
 # an arrival order that two runs need not share, so their outcome is not the fuzz's to judge.
-ORDERED_STAGES = ("flood", "rain")
+ORDERED_STAGES = ("waterlogging", "rain")
 ORDERED_ALERTS = ("Road waterlogging", "Waterlogging sensor fault")
 
 
@@ -113,7 +113,7 @@ def where(fed: list, s: Settings) -> list[tuple[str, int, int]]:
 
 def every_stage() -> tuple[tuple[str, ...], ...]:
     return (*((c.name, c.source) for c in declared),
-            *((c.name, role, f"offset.{role}") for c in declared for role in c.tables))
+            *((c.name, role, f"offset.{role}") for c in declared for role in c.alongside))
 
 
 def test_ten_thousand_fuzzed_events_each_end_where_they_must_and_change_nothing(city_run):

@@ -38,7 +38,7 @@ def test_oversized_events_are_dead_lettered_in_brief_and_the_storm_goes_on(city_
     clean.publish([("zones", "Z1", ZONE), ("points", "P1", P1), ("points", "P2", P2)])
     clean.start_worker()
     clean.publish(storm())
-    clean.wait_quiet(stages=(("flood", "water_depths"),))
+    clean.wait_quiet(stages=(("waterlogging", "water_depths"),))
 
     run = city_run(partitions=1)
     run.publish([("zones", "Z1", ZONE), ("points", "P1", P1), ("points", "P2", P2)])
@@ -46,7 +46,7 @@ def test_oversized_events_are_dead_lettered_in_brief_and_the_storm_goes_on(city_
     events = storm()
     cases = oversized()
     run.publish([*events[:5], *cases, *events[5:]])
-    run.wait_quiet(stages=(("flood", "water_depths"), ("reports", "flood_reports")))
+    run.wait_quiet(stages=(("waterlogging", "water_depths"), ("reports", "flood_reports")))
 
     letters = run.records("dead_letters")
     # What a dead letter measures is the event with its personal identifiers withheld.

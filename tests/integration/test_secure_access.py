@@ -34,12 +34,12 @@ def test_a_storm_through_tls_scram_and_a_redis_acl_user_and_no_secret_in_sight(c
     run.publish([("zones", "Z1", ZONE), ("points", "P1", P1), ("points", "P2", P2)])
     run.start_worker()
     run.publish(storm())
-    run.wait_quiet(stages=(("flood", "water_depths"),))
+    run.wait_quiet(stages=(("waterlogging", "water_depths"),))
 
     flood = [a for a in run.records("alerts") if a["info"][0]["event"] == "Road waterlogging"]
     assert [(a["msg_type"], dict(a["info"][0]["parameters"])["level"]) for a in flood] == [
         ("Alert", "watch"), ("Update", "warning"), ("Update", "closure"), ("Cancel", "cleared")]
-    assert run.merged("flood", "points")["P1"]["depth_cm"] == 2
+    assert run.merged("waterlogging", "points")["P1"]["depth_cm"] == 2
 
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{run.web_port}/metrics", timeout=10).read().decode()
     assert "citybrain_events_processed_total" in metrics

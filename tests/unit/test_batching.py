@@ -17,14 +17,14 @@ from functools import cache
 
 import pytest
 
-from agents.evacuation import EvacuationStage, FloodZoneStage
-from agents.health import HealthIntakeStage, PersonStage, ZoneHealthStage
+from agents.evacuation import EvacuationStage, FloodZonesStage
+from agents.health import HealthIntakeStage, PeopleStage, ZoneHealthStage
 from agents.parking import ParkingStage
-from agents.rain import GaugeStage, ZoneRainStage
-from agents.reports import CellStage, ReportStage
-from agents.traffic import CityStage, SegmentStage, SignalStage
-from agents.waterlogging import PointStage
-from agents.webhooks import DispatchStage
+from agents.rain import RainStage, ZoneRainStage
+from agents.reports import ReportCellsStage, ReportsStage
+from agents.traffic import CityStage, SignalsStage, TrafficStage
+from agents.waterlogging import WaterloggingStage
+from agents.webhooks import WebhooksStage
 from schemas.contract import encode
 from streams.harness import PlacedEvent, place, run_stage
 from streams.settings import Settings
@@ -37,9 +37,9 @@ START = 1_780_000_000.0  # 2026-05-28: event times well before the broker's
 BROKER_TIME = START + 86_400.0
 
 # Upstream first, so that each stage's input is what the ones before it sent.
-PIPELINE = (ReportStage, PointStage, SegmentStage, CityStage, SignalStage, GaugeStage, ZoneRainStage, CellStage,
-            HealthIntakeStage, PersonStage, ZoneHealthStage, FloodZoneStage, ParkingStage, EvacuationStage,
-            DispatchStage)
+PIPELINE = (ReportsStage, WaterloggingStage, TrafficStage, CityStage, SignalsStage, RainStage, ZoneRainStage, ReportCellsStage,
+            HealthIntakeStage, PeopleStage, ZoneHealthStage, FloodZonesStage, ParkingStage, EvacuationStage,
+            WebhooksStage)
 
 
 @cache
@@ -64,7 +64,7 @@ def recorded() -> dict[str, list[PlacedEvent]]:
 
 def stage_input(stage, topics: dict[str, list[PlacedEvent]]) -> list[PlacedEvent]:
     """The topics a stage reads alongside, then its own."""
-    return [e for role in (*stage.tables, stage.source) for e in topics.get(role, [])]
+    return [e for role in (*stage.alongside, stage.source) for e in topics.get(role, [])]
 
 
 def without_commit_counters(state: dict) -> dict:

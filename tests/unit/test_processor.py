@@ -10,7 +10,7 @@ import orjson
 import pytest
 from faust.types import TP
 
-from agents.traffic import SegmentStage
+from agents.traffic import TrafficStage
 from schemas.contract import encode, to_dict
 from schemas.events import TrafficReading
 from streams import topics
@@ -36,9 +36,9 @@ def readings(n: int, segment: str = SEGMENT) -> list:
 def test_a_redelivered_batch_is_skipped_and_changes_nothing():
     store = MemoryState()
     events = place(readings(20), S, T0 + 3600)
-    first = run_stage(SegmentStage, events, city=CITY, settings=S, state=store)
+    first = run_stage(TrafficStage, events, city=CITY, settings=S, state=store)
     before = {k: v for k, v in store.data.items() if not k.endswith(":commits")}
-    again = run_stage(SegmentStage, events, city=CITY, settings=S, state=store)  # same offsets
+    again = run_stage(TrafficStage, events, city=CITY, settings=S, state=store)  # same offsets
     assert sum(map(len, first.sends.values())) > 0
     assert again.sends == {}
     assert {k: v for k, v in store.data.items() if not k.endswith(":commits")} == before
@@ -47,7 +47,7 @@ def test_a_redelivered_batch_is_skipped_and_changes_nothing():
 def test_a_bad_event_is_dead_lettered_where_it_came_from_and_the_rest_apply():
     good = readings(6)
     bad = ("traffic_readings", SEGMENT, b'{"sensor_id": "D1", "segment_id": "' + SEGMENT.encode() + b'"}')
-    out = run_stage(SegmentStage, [*good[:3], bad, *good[3:]], city=CITY, settings=S, broker_time=T0 + 3600)
+    out = run_stage(TrafficStage, [*good[:3], bad, *good[3:]], city=CITY, settings=S, broker_time=T0 + 3600)
     (letter,) = [v for _, v in out.sent("dead_letters")]
     assert letter["source_topic"] == topic_name("traffic_readings", S) and letter["offset"] == 3
     assert letter["reason"] == "TrafficReading: missing field event_time"
@@ -78,8 +78,8 @@ def test_two_processors_on_one_partition_end_where_one_would():
         return RecordBatch(TP(topic, partition), records[lo:hi])
 
     shared, alone = MemoryState(), MemoryState()
-    a, b = HarnessProcessor(SegmentStage, shared, reference, S), HarnessProcessor(SegmentStage, shared, reference, S)
-    one = HarnessProcessor(SegmentStage, alone, reference, S)
+    a, b = HarnessProcessor(TrafficStage, shared, reference, S), HarnessProcessor(TrafficStage, shared, reference, S)
+    one = HarnessProcessor(TrafficStage, alone, reference, S)
 
     async def go() -> None:
         for p, lo, hi in ((a, 0, 10),  # a holds the partition
@@ -119,7 +119,7 @@ def test_work_beside_the_stream_sees_the_stages_only_between_batches():
     records = [Record(topic, partition, o, SEGMENT.encode(), encode(r), int((T0 + 3600) * 1000))
                for o, (_, _, r) in enumerate(readings(5))]
     store = SlowState()
-    p = HarnessProcessor(SegmentStage, store, reference, S)
+    p = HarnessProcessor(TrafficStage, store, reference, S)
     seen: list[dict] = []
 
     async def beside() -> None:
@@ -170,7 +170,7 @@ def test_a_commit_that_fails_while_the_next_batch_is_applied_is_redone_with_it()
                       encode(TrafficReading(f"D{o}", SEGMENT, T0 + o, 10, 30.0, 40.0, 0.2)), int((T0 + 60) * 1000))
                for o in range(40)]
     flaky, alone = FlakyState(failing={2, 3}), MemoryState()  # the second batch's commit, and its first redo
-    p, one = HarnessProcessor(SegmentStage, flaky, reference, S), HarnessProcessor(SegmentStage, alone, reference, S)
+    p, one = HarnessProcessor(TrafficStage, flaky, reference, S), HarnessProcessor(TrafficStage, alone, reference, S)
 
     async def go() -> None:
         for lo in range(0, 40, 10):
@@ -197,7 +197,7 @@ def test_an_oversized_event_becomes_a_bounded_dead_letter_and_the_stage_goes_on(
     huge_noise = b"\xff" * 1_000_000
     events = [good[0], ("traffic_readings", SEGMENT, huge_field), good[1],
               ("traffic_readings", SEGMENT, huge_noise), *good[2:]]
-    out = run_stage(SegmentStage, events, city=CITY, settings=S, broker_time=T0 + 3600)
+    out = run_stage(TrafficStage, events, city=CITY, settings=S, broker_time=T0 + 3600)
     letters = [v for _, v in out.sent("dead_letters")]
     assert [(d["offset"], d["raw_bytes"], d["raw_encoding"]) for d in letters] == [
         (1, len(huge_field), "utf-8"), (3, len(huge_noise), "base64")]
@@ -210,7 +210,7 @@ def test_an_oversized_event_becomes_a_bounded_dead_letter_and_the_stage_goes_on(
 
 
 def test_a_record_too_large_for_kafka_goes_as_a_dead_letter_instead():
-    processor = HarnessProcessor(SegmentStage, MemoryState(), FixedReference(S, CITY), S)
+    processor = HarnessProcessor(TrafficStage, MemoryState(), FixedReference(S, CITY), S)
     record = (topics.alerts, b"k", b"x" * 2_000_000, None)
     topic, key, value, _ = processor._sendable(record)
     letter = orjson.loads(value)
@@ -229,16 +229,16 @@ def test_an_event_keyed_otherwise_than_by_its_own_id_is_sent_again_under_it_not_
     nowhere = dataclasses.replace(stray, segment_id="S404")  # re-keying cannot help an id nobody knows
     events = [*good[:2], ("traffic_readings", None, stray), ("traffic_readings", other, stray),
               ("traffic_readings", SEGMENT, nowhere), good[3]]
-    out = run_stage(SegmentStage, events, city=CITY, settings=S, broker_time=T0 + 3600)
+    out = run_stage(TrafficStage, events, city=CITY, settings=S, broker_time=T0 + 3600)
     assert out.sent("traffic_readings") == [(SEGMENT, to_dict(stray))] * 2
     assert [d["reason"] for _, d in out.sent("dead_letters")] == ["unknown segment_id 'S404': not in the segments reference"]
     assert out.sent("late_events") == []
-    without = run_stage(SegmentStage, [*good[:2], good[3]], city=CITY, settings=S, broker_time=T0 + 3600)
+    without = run_stage(TrafficStage, [*good[:2], good[3]], city=CITY, settings=S, broker_time=T0 + 3600)
     city = lambda state: {k: v for k, v in state.items() if ":offset" not in k and not k.endswith(":commits")}  # noqa: E731
     assert city(out.state) == city(without.state)
 
 
-class BrittleStage(SegmentStage):
+class BrittleStage(TrafficStage):
     """The traffic stage with a bug: its rules raise on one detector's readings."""
 
     def on_event(self, r, source, effects):
@@ -256,7 +256,7 @@ def test_an_event_the_rules_fail_on_is_dead_lettered_and_the_partition_goes_on(c
     assert "retrying in" not in caplog.text  # redone at once, not after a back-off
     (letter,) = [v for _, v in out.sent("dead_letters")]
     assert letter["offset"] == 3 and letter["reason"] == "the traffic stage failed on this event: KeyError: 'a bug'"
-    without = run_stage(SegmentStage, good, city=CITY, settings=S, broker_time=T0 + 3600)
+    without = run_stage(TrafficStage, good, city=CITY, settings=S, broker_time=T0 + 3600)
     assert {k: v for k, v in out.state.items() if not k.endswith((":offset", ":commits"))} == {
         k: v for k, v in without.state.items() if not k.endswith((":offset", ":commits"))}
     assert [v for _, v in out.sent("alerts")] == [v for _, v in without.sent("alerts")]
@@ -283,7 +283,7 @@ class Kafka:
 def test_quiet_windows_close_only_when_kafka_says_nothing_is_left_to_read(caplog):
     """A consumer cut off from its broker, or one with records waiting, is not silence."""
     kafka, store = Kafka(), MemoryState()
-    p = HarnessProcessor(SegmentStage, store, FixedReference(S, CITY), S, kafka)
+    p = HarnessProcessor(TrafficStage, store, FixedReference(S, CITY), S, kafka)
     (partition,) = {q for _, q, *_ in place(readings(1), S, T0)}
     topic = topic_name("traffic_readings", S)
     records = [Record(topic, partition, o, SEGMENT.encode(), encode(r), int((T0 + 3600) * 1000))
@@ -329,7 +329,7 @@ def test_a_state_the_group_had_read_past_refuses_input_kafka_no_longer_keeps():
                for o, (_, _, r) in enumerate(readings(5))]
 
     def apply(read_to: int):
-        p = HarnessProcessor(SegmentStage, MemoryState(), FixedReference(S, CITY), S, Truncated(30))
+        p = HarnessProcessor(TrafficStage, MemoryState(), FixedReference(S, CITY), S, Truncated(30))
         p.read_to[topic, partition] = read_to
         return asyncio.run(p._apply(partition, topic, sources))
 

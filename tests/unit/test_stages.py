@@ -7,9 +7,9 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from agents.rain import GaugeStage
-from agents.traffic import SegmentStage, SignalStage
-from agents.waterlogging import PointStage
+from agents.rain import RainStage
+from agents.traffic import SignalsStage, TrafficStage
+from agents.waterlogging import WaterloggingStage
 from schemas.contract import Rejected
 from schemas.events import RainGaugeReading, TrafficReading, WaterDepthReading
 from schemas.records import ApproachFlow, FlowReport
@@ -41,8 +41,8 @@ def source(offset: int = 0) -> Source:
     return Source("traffic.readings", 0, offset, b"S1", b"{}")
 
 
-def segment_stage() -> SegmentStage:
-    stage = SegmentStage(0, S, reference())
+def segment_stage() -> TrafficStage:
+    stage = TrafficStage(0, S, reference())
     stage.restore({})
     return stage
 
@@ -78,8 +78,8 @@ def test_a_silent_live_partition_moves_with_the_wall_clock_and_reports_it():
     assert len(sent_to(e, topics.approach_flows)) == first_reports + S.partitions
 
 
-def signal_stage() -> SignalStage:
-    stage = SignalStage(0, S, reference())
+def signal_stage() -> SignalsStage:
+    stage = SignalsStage(0, S, reference())
     stage.restore({})
     return stage
 
@@ -152,13 +152,13 @@ def test_a_sensor_repeating_a_reading_counts_once_in_a_batch_across_batches_and_
              TrafficReading("D1", "S1", t0 + 200, 1, 30.0, 40.0, 0.2)]  # closes the window
     state = MemoryState()
     broker_time = t0 + 300
-    run_stage(SegmentStage, [("traffic_readings", "S1", r) for r in first], city=city, batch=2, state=state,
+    run_stage(TrafficStage, [("traffic_readings", "S1", r) for r in first], city=city, batch=2, state=state,
               broker_time=broker_time, settings=S)
     seen = [k for k in state.data if k.endswith(":seen")]
     # One field per reading counted in each window it went to: D1 in the segment and its approach, D2.
     assert [len(state.data[k]) for k in seen] == [3]
     # The restarted worker reads the topic again from its start; what the state applied is skipped.
-    out = run_stage(SegmentStage, [("traffic_readings", "S1", r) for r in first + later], city=city, batch=1, state=state,
+    out = run_stage(TrafficStage, [("traffic_readings", "S1", r) for r in first + later], city=city, batch=1, state=state,
                     broker_time=broker_time, settings=S)
     windows = {w["window_start"]: w for _, w in out.sent("city_parts")}
     segments = [orjson.loads(v) for k, h in state.data.items() if k.endswith(":segments") for v in h.values()]
@@ -176,7 +176,7 @@ def test_a_window_saved_with_its_counted_readings_inside_still_counts_a_resend_o
     t0 = 1_784_534_400.0
     first = [TrafficReading("D1", "S1", t0 + 5, 10, 30.0, 40.0, 0.2)]
     state = MemoryState()
-    run_stage(SegmentStage, [("traffic_readings", "S1", r) for r in first], city=city, state=state,
+    run_stage(TrafficStage, [("traffic_readings", "S1", r) for r in first], city=city, state=state,
               broker_time=t0 + 300, settings=S)
     # The state as it was saved before counted readings were kept beside their window.
     (seen_key,) = [k for k in state.data if k.endswith(":seen")]
@@ -187,7 +187,7 @@ def test_a_window_saved_with_its_counted_readings_inside_still_counts_a_resend_o
 
     later = [TrafficReading("D1", "S1", t0 + 5, 10, 30.0, 40.0, 0.2),  # resent after the upgrade
              TrafficReading("D1", "S1", t0 + 200, 1, 30.0, 40.0, 0.2)]
-    run_stage(SegmentStage, [("traffic_readings", "S1", r) for r in first + later], city=city, state=state,
+    run_stage(TrafficStage, [("traffic_readings", "S1", r) for r in first + later], city=city, state=state,
               broker_time=t0 + 300, settings=S)
     segments = [orjson.loads(v) for k, h in state.data.items() if k.endswith(":segments") for v in h.values()]
     assert [w["vehicles"] for w in segments] == [10]
@@ -200,7 +200,7 @@ def late_reasons(e: Effects) -> list[str]:
 def test_a_depth_reading_the_point_has_moved_past_is_late_and_a_resend_counts_once():
     ref = reference()
     ref.city.points["P1"] = WaterloggingPoint("P1", "Wensan Rd underpass", "Z1", "S1", 30.27, 120.13, "underpass")
-    stage, e = PointStage(0, S, ref), effects("flood")
+    stage, e = WaterloggingStage(0, S, ref), effects("waterlogging")
     stage.restore({})
     for t, depth in ((600.0, 21.0), (600.0, 21.0), (540.0, 30.0), (600.0, 35.0)):
         stage.on_event(WaterDepthReading("W1", "P1", t, depth), source(), e)
@@ -211,7 +211,7 @@ def test_a_depth_reading_the_point_has_moved_past_is_late_and_a_resend_counts_on
 def test_a_rain_reading_past_the_longest_horizon_or_at_a_counted_time_is_late():
     ref = reference()
     ref.city.gauges["G1"] = RainGauge("G1", "Z1", 30.27, 120.13)
-    stage, e = GaugeStage(0, S, ref), effects("rain")
+    stage, e = RainStage(0, S, ref), effects("rain")
     stage.restore({})
     t = 100_000.0
     for at, mm in ((t, 5.0), (t, 5.0), (t, 7.0), (t - 12 * 3600, 3.0), (t - 3600, 2.0)):
@@ -224,11 +224,11 @@ def test_a_rain_reading_past_the_longest_horizon_or_at_a_counted_time_is_late():
     ]
 
 
-def three_segments() -> SegmentStage:
+def three_segments() -> TrafficStage:
     ref = reference()
     for s in ("S2", "S3"):
         ref.city.segments[s] = replace(SEG, segment_id=s)
-    stage = SegmentStage(0, S, ref)
+    stage = TrafficStage(0, S, ref)
     stage.restore({})
     return stage
 
@@ -284,7 +284,7 @@ def test_a_depth_sensor_a_day_ahead_is_dead_lettered_and_its_neighbours_are_not_
     ref = reference()
     for p in ("P1", "P2"):
         ref.city.points[p] = WaterloggingPoint(p, f"point {p}", "Z1", None, 30.27, 120.13, "underpass")
-    stage, e = PointStage(0, S, ref), effects("flood")
+    stage, e = WaterloggingStage(0, S, ref), effects("waterlogging")
     stage.restore({})
     t = 1_000_020.0
     for i in range(5):

@@ -17,7 +17,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from agents.alerts import as_json
 from agents.webhooks import (
     DeliveryQueue,
-    DispatchStage,
+    WebhooksStage,
     check_subscription,
     load_subscriptions,
     matches,
@@ -499,17 +499,17 @@ def test_a_subscription_with_a_bad_secret_in_the_file_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# DispatchStage.on_outcome
+# WebhooksStage.on_outcome
 
 
-def stage_with(*ds: Delivery) -> DispatchStage:
+def stage_with(*ds: Delivery) -> WebhooksStage:
     """A partition restored with these deliveries pending."""
-    stage = DispatchStage(0, Settings(), Reference(Settings()))
+    stage = WebhooksStage(0, Settings(), Reference(Settings()))
     stage.load({"pending": {d.delivery_id: as_json(d).encode() for d in ds}})
     return stage
 
 
-def written(stage: DispatchStage, e: Effects) -> list[list[str]]:
+def written(stage: WebhooksStage, e: Effects) -> list[list[str]]:
     """The Redis commands of the batch, once it ends."""
     stage.end_batch(e)
     return e.batch.commands
@@ -529,7 +529,7 @@ def dead_letters(e: Effects) -> list[dict]:
 
 def test_restore_reads_pending_deliveries_and_disabled_subscriptions():
     d = delivery(attempt=2, next_at=T0 + 9)
-    stage = DispatchStage(0, Settings(), Reference(Settings()))
+    stage = WebhooksStage(0, Settings(), Reference(Settings()))
     stage.load({"pending": {d.delivery_id: as_json(d).encode()},
                 "disabled": {"s9": b"2026-07-20T08:00:00.000Z"}})
     assert stage.pending["s1.m1"].attempt == 2 and stage.pending["s1.m1"].next_at == T0 + 9
