@@ -13,7 +13,7 @@ import agents.reports  # noqa: F401  registers the residents' report agents
 import agents.traffic  # noqa: F401  registers the traffic agents
 import agents.waterlogging  # noqa: F401  registers the waterlogging agent
 import agents.webhooks
-import streams.commands  # noqa: F401  registers simulate, replay, topics, bench, watch
+import streams.tools.commands  # noqa: F401  registers simulate, replay, topics, bench, watch
 from streams.app import app
 from streams.clients import check_access
 from streams.privacy import Keyring

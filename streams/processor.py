@@ -130,7 +130,7 @@ class Processor(Generic[S]):
         self._failing: dict[tuple[str, int, int], str] = {}  # events the rules failed on: dead-lettered
         self._unanswered_logged = -math.inf
         self.read_to: dict[tuple[str, int], int] = {}  # where the group had read each partition to when assigned
-        self.input = source  # None in process (streams/harness.py), where nothing is ever lost
+        self.input = source  # None in process (streams/tools/harness.py), where nothing is ever lost
 
     def base(self, partition: int) -> str:
         return partition_key(self.settings.key_prefix, self.name, partition)

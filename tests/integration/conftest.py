@@ -23,9 +23,9 @@ from kafka import KafkaConsumer, TopicPartition
 from schemas.contract import encode
 from streams.admin import ensure_topics
 from streams.clients import kafka_admin, kafka_auth, sync_redis
-from streams.feed import Publisher
 from streams.settings import Settings, from_env
 from streams.state import partition_key
+from streams.tools.feed import Publisher
 from streams.topics import SPECS, partitions_of, topic_name
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,10 +15,10 @@ import pytest
 
 from agents import evacuation, flood, health, parking, traffic, webhooks  # noqa: F401  declare every stage
 from schemas.contract import encode, parse_time, to_dict
-from streams.harness import place
 from streams.runtime import declared
 from streams.settings import Settings
-from streams.simulate import Rainstorm, build_city, reference_records
+from streams.tools.harness import place
+from streams.tools.simulate import Rainstorm, build_city, reference_records
 from streams.topics import topic_name
 from tests.integration.test_restart import comparable
 

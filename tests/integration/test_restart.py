@@ -7,7 +7,7 @@ import time
 import pytest
 
 from schemas.contract import parse_time
-from streams.simulate import RushHour, build_city, reference_records
+from streams.tools.simulate import RushHour, build_city, reference_records
 
 pytestmark = pytest.mark.integration
 

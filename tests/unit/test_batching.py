@@ -26,9 +26,9 @@ from agents.traffic import CityStage, SignalsStage, TrafficStage
 from agents.waterlogging import WaterloggingStage
 from agents.webhooks import WebhooksStage
 from schemas.contract import encode
-from streams.harness import PlacedEvent, place, run_stage
 from streams.settings import Settings
-from streams.simulate import Rainstorm, RushHour, build_city
+from streams.tools.harness import PlacedEvent, place, run_stage
+from streams.tools.simulate import Rainstorm, RushHour, build_city
 from streams.topics import SPECS
 
 S = Settings(privacy_keys=("k1:batching-property-test-key",))

@@ -1,4 +1,4 @@
-"""The processor in process (streams/harness.py): redeliveries, dead letters, fencing."""
+"""The processor in process (streams/tools/harness.py): redeliveries, dead letters, fencing."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from schemas.events import TrafficReading
 from streams import topics
 from streams.batching import RecordBatch
 from streams.effects import Source
-from streams.harness import FixedReference, HarnessProcessor, MemoryState, Record, place, run_stage
 from streams.settings import Settings
-from streams.simulate import build_city
 from streams.state import Batch
+from streams.tools.harness import FixedReference, HarnessProcessor, MemoryState, Record, place, run_stage
+from streams.tools.simulate import build_city
 from streams.topics import topic_name
 
 S = Settings(privacy_keys=("k1:processor-unit-test-key",))

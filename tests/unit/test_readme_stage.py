@@ -9,7 +9,7 @@ import orjson
 
 from schemas.records import PointReport
 from schemas.reference import CityMap
-from streams.harness import run_stage
+from streams.tools.harness import run_stage
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

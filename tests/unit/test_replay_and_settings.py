@@ -5,8 +5,8 @@ import ssl
 import pytest
 
 from streams.clients import broker_credentials, kafka_auth
-from streams.replay import count_lines, read_events
 from streams.settings import Settings, from_env
+from streams.tools.replay import count_lines, read_events
 
 
 def test_csv_columns_are_mapped_to_contract_fields_and_typed(tmp_path):

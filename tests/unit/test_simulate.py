@@ -4,7 +4,7 @@ from agents.rain import rolling_totals, signal_colour
 from schemas.contract import decode, encode
 from schemas.events import WaterDepthReading
 from streams.settings import Settings
-from streams.simulate import Rainstorm, RushHour, build_city
+from streams.tools.simulate import Rainstorm, RushHour, build_city
 
 START = 1_784_534_400.0
 

@@ -140,7 +140,7 @@ def test_a_live_zone_quiet_for_a_few_minutes_keeps_its_15_minute_window_open():
 
 def test_a_sensor_repeating_a_reading_counts_once_in_a_batch_across_batches_and_across_a_restart():
     from schemas.reference import CityMap
-    from streams.harness import MemoryState, run_stage
+    from streams.tools.harness import MemoryState, run_stage
 
     city = CityMap(segments={"S1": SEG, "S2": replace(SEG, segment_id="S2")}, intersections={"J1": J1})
     t0 = 1_784_534_400.0
@@ -170,7 +170,7 @@ def test_a_sensor_repeating_a_reading_counts_once_in_a_batch_across_batches_and_
 
 def test_a_window_saved_with_its_counted_readings_inside_still_counts_a_resend_once():
     from schemas.reference import CityMap
-    from streams.harness import MemoryState, run_stage
+    from streams.tools.harness import MemoryState, run_stage
 
     city = CityMap(segments={"S1": SEG})
     t0 = 1_784_534_400.0

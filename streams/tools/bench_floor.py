@@ -3,7 +3,7 @@
 `citybrain bench` runs it next to the real pipeline, once on faust's stock path (events taken
 in batches by `take_events`) and once on the batch path the workers use (streams/batching.py,
 one event per fetched partition batch), so the figures show what each path costs and what the
-city brain's work adds. Run as `python -m streams.bench_floor worker` with BENCH_TOPIC,
+city brain's work adds. Run as `python -m streams.tools.bench_floor worker` with BENCH_TOPIC,
 BENCH_EVENTS, BENCH_GROUP and BENCH_PATH (stock or batch) set.
 """
 

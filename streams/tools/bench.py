@@ -35,10 +35,10 @@ from schemas.events import HealthCodeScan, HealthCodeStatusChange, ParkingEvent,
 from schemas.reference import CityMap, Lot, RoadClass, Segment, Venue, WaterloggingPoint, Zone
 from streams.admin import ensure_topics
 from streams.clients import async_redis, kafka_admin, kafka_auth
-from streams.feed import Publisher
 from streams.settings import Settings
-from streams.simulate import reference_records
 from streams.state import partition_key
+from streams.tools.feed import Publisher
+from streams.tools.simulate import reference_records
 from streams.topics import SPECS, partitions_of, topic_name
 
 CLASSES: tuple[tuple[RoadClass, float], ...] = (("expressway", 80.0), ("arterial", 50.0), ("secondary", 40.0), ("local", 30.0))
@@ -92,7 +92,7 @@ def drain_faust_floor(s: Settings, events: int, path: str = "stock") -> tuple[fl
     env = {**os.environ, "BENCH_TOPIC": topic_name("traffic_readings", s), "BENCH_EVENTS": str(events),
            "BENCH_GROUP": group, "BENCH_PATH": path, "CITYBRAIN_WEB_PORT": str(_free_port())}
     ensure_topics(replace(s, app_id=group))  # its leader topic
-    worker = subprocess.Popen([sys.executable, "-m", "streams.bench_floor", "worker", "-l", "warn"], env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "streams.tools.bench_floor", "worker", "-l", "warn"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert worker.stdout is not None  # piped
     try:

@@ -42,8 +42,8 @@ from schemas.reference import (
     WaterloggingPoint,
     Zone,
 )
-from streams.feed import Publisher
 from streams.settings import Settings
+from streams.tools.feed import Publisher
 from streams.topics import REFERENCE
 
 CENTRE = (30.25, 120.16)  # lat, lon

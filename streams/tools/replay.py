@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 
 from schemas.contract import parse_time
-from streams.feed import Publisher
 from streams.settings import Settings
+from streams.tools.feed import Publisher
 from streams.topics import SPECS
 
 

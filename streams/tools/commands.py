@@ -29,7 +29,7 @@ async def topics(self) -> None:
 async def simulate(self, scenario: str, minutes: float, accel: float, seed: int, dirty: bool) -> None:
     """Publish the synthetic city's reference data, then a scenario's events."""
     from streams.admin import ensure_topics
-    from streams.simulate import run_scenario
+    from streams.tools.simulate import run_scenario
 
     ensure_topics(settings())
     sent = await run_scenario(settings(), scenario, minutes * 60, accel, seed, dirty, self.say)
@@ -46,7 +46,7 @@ async def simulate(self, scenario: str, minutes: float, accel: float, seed: int,
 )
 async def replay(self, path: str, role: str, speed: float, fast: bool, mapping: tuple[str, ...], time_field: str) -> None:
     """Publish recorded events (JSON Lines or CSV) onto a topic."""
-    from streams.replay import replay_file
+    from streams.tools.replay import replay_file
 
     sent = await replay_file(settings(), path, role, None if fast else speed, dict(m.split("=", 1) for m in mapping), time_field)
     self.say(f"replay: {sent} events published")
@@ -58,7 +58,7 @@ async def replay(self, path: str, role: str, speed: float, fast: bool, mapping: 
 )
 async def watch(self, seconds: float, quiet_after: float) -> None:
     """Print alerts and signal plans as they happen and the city's state, then a summary."""
-    from streams.watch import watch_city
+    from streams.tools.watch import watch_city
 
     await watch_city(settings(), seconds, quiet_after, self.say)
 
@@ -77,7 +77,7 @@ async def bench(self, pipeline: str, events: int, segments: int, background_rate
     """traffic: pipeline throughput against a bare consumer; flood-latency: closure to CAP alert;
     people: health scans and car-park events (tokenised, re-keyed, billed) against a bare consumer;
     webhooks: dispatcher deliveries per second against a bare client, and the latency it adds."""
-    from streams.bench import bench_flood_latency, bench_people, bench_traffic, bench_webhooks
+    from streams.tools.bench import bench_flood_latency, bench_people, bench_traffic, bench_webhooks
 
     started = time.time()
     if pipeline == "traffic":
