@@ -26,7 +26,7 @@ from schemas.records import EvacuationOrder, LotOrder, Notice, Whereabouts, Zone
 from schemas.reference import CityMap, Venue, Zone
 from streams import metrics, runtime, topics
 from streams.effects import Effects, Source
-from streams.settings import Settings
+from streams.settings import Settings, Trigger
 from streams.stage import Stage
 from streams.table import GroupedTable, Table
 
@@ -36,12 +36,10 @@ log = logging.getLogger(__name__)
 # Rules (pure)
 
 
-def triggers_for(zone_id: str, entries: tuple[str, ...]) -> list[tuple[str, str]]:
-    """The (kind, level) triggers of a zone: its own `zone_id=kind:level` entries if it has any,
-    otherwise the entries without a zone."""
-    own = [e.split("=", 1)[1] for e in entries if e.startswith(f"{zone_id}=")]
-    chosen = own or [e for e in entries if "=" not in e]
-    return [tuple(e.split(":", 1)) for e in chosen]  # type: ignore[misc]
+def triggers_for(zone_id: str, triggers: tuple[Trigger, ...]) -> list[tuple[str, str]]:
+    """The (kind, level) triggers of a zone: its own if it has any, otherwise those of every zone."""
+    own = [t for t in triggers if t.zone_id == zone_id]
+    return [(t.kind, t.level) for t in own or [t for t in triggers if t.zone_id is None]]
 
 
 def level_rank(kind: str, level: str | None, s: Settings) -> int:

@@ -32,10 +32,6 @@ def rank(level: str | None) -> int:
     return -1 if level is None else LEVELS.index(level)
 
 
-def signal_rules(s: Settings) -> list[tuple[str, float, float]]:
-    """(colour, hours, mm) from the settings, lowest signal first."""
-    return [(c, float(h), float(mm)) for c, h, mm in (rule.split(":") for rule in s.rainstorm_signals)]
-
-
 def colour_rank(colour: str | None, s: Settings) -> int:
-    return -1 if colour is None else [c for c, _, _ in signal_rules(s)].index(colour)
+    """A rainstorm signal's rank, lowest first (-1 for none)."""
+    return -1 if colour is None else [rule.colour for rule in s.rainstorm_signals].index(colour)

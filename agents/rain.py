@@ -11,7 +11,7 @@ from collections import Counter as Tally
 from dataclasses import dataclass, replace
 
 from agents.alerts import send_alert
-from agents.flood import colour_rank, signal_rules
+from agents.flood import colour_rank
 from schemas.cap import COLOUR_SEVERITY, Alert, Incident, MsgType, bilingual, cap_id, zone_area
 from schemas.contract import Rejected, iso
 from schemas.events import RainGaugeReading
@@ -41,7 +41,7 @@ def total_over(totals: list[float], hours: float, s: Settings) -> float:
 def signal_colour(totals: list[float], s: Settings, margin: float = 0.0) -> str | None:
     """The highest rainstorm signal whose rule the totals meet (less `margin` mm), or None."""
     colour = None
-    for name, hours, mm in signal_rules(s):
+    for name, hours, mm in s.rainstorm_signals:
         if total_over(totals, hours, s) >= mm - margin:
             colour = name
     return colour

@@ -2,7 +2,9 @@
 
 Every field can be set as `CITYBRAIN_<FIELD NAME IN CAPITALS>`, e.g. `CITYBRAIN_WINDOW_S=300`.
 Tuples are comma-separated. Defaults are the standards in the domain notes: GB/T 33171 for
-traffic, Webster for signals.
+traffic, Webster for signals. Values written as text (`blue:12:50`, `zone_id=rain:red`) are
+parsed once, when the settings are made, and a bad one stops the worker at start with the
+variable's name.
 """
 
 from __future__ import annotations
@@ -13,8 +15,46 @@ import typing
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 PREFIX = "CITYBRAIN_"
+
+
+class RainstormSignal(NamedTuple):
+    """A rainstorm signal's rule, `colour:hours:mm`: this much rain within this many hours."""
+
+    colour: str
+    hours: float
+    mm: float
+
+    @classmethod
+    def parse(cls, text: str) -> RainstormSignal:
+        colour, hours, mm = _parts(text, ":", 3, "colour:hours:mm")
+        return cls(colour, float(hours), float(mm))
+
+
+class Trigger(NamedTuple):
+    """What sets a zone's orders off, `kind:level` (a rain signal colour or a waterlogging level
+    reached by one of its gauges or points), or `zone_id=kind:level` for that zone alone."""
+
+    kind: str
+    level: str
+    zone_id: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Trigger:
+        zone_id, _, rule = text.rpartition("=")
+        kind, level = _parts(rule, ":", 2, "kind:level or zone_id=kind:level")
+        if kind not in ("rain", "waterlogging"):
+            raise ValueError(f"{text!r}: the kind is rain or waterlogging")
+        return cls(kind, level, zone_id or None)
+
+
+def _parts(text: str, separator: str, count: int, shape: str) -> list[str]:
+    parts = [p.strip() for p in text.split(separator)]
+    if len(parts) != count or not all(parts):
+        raise ValueError(f"{text!r} is not {shape}")
+    return parts
 
 
 @dataclass(frozen=True)
@@ -79,7 +119,9 @@ class Settings:
     city_history_windows: int = 1440  # windows of city index kept in Redis
 
     # Rainstorm signals (CMA): colour:hours:mm, rolling rainfall at a gauge or zone; lowest first.
-    rainstorm_signals: tuple[str, ...] = ("blue:12:50", "yellow:6:50", "orange:3:50", "red:3:100")
+    rainstorm_signals: tuple[RainstormSignal, ...] = (
+        RainstormSignal("blue", 12, 50), RainstormSignal("yellow", 6, 50), RainstormSignal("orange", 3, 50),
+        RainstormSignal("red", 3, 100))
     rain_clear_margin_mm: float = 10.0  # a signal steps down only this far under its rule...
     rain_hold_s: float = 1800.0  # ...held this long
     rain_horizons_h: tuple[float, ...] = (1.0, 3.0, 6.0, 12.0)  # rolling totals kept per gauge and zone
@@ -140,8 +182,8 @@ class Settings:
     # Floods and what they set off in a zone: `kind:level` (rain signal colour or waterlogging
     # level) reached by any gauge or point of the zone; `zone_id=kind:level` entries replace the
     # defaults for that zone.
-    garage_closure_on: tuple[str, ...] = ("rain:orange", "waterlogging:severe")
-    evacuation_on: tuple[str, ...] = ("rain:red",)
+    garage_closure_on: tuple[Trigger, ...] = (Trigger("rain", "orange"), Trigger("waterlogging", "severe"))
+    evacuation_on: tuple[Trigger, ...] = (Trigger("rain", "red"),)
 
     # Webhooks (Standard Webhooks): subscriptions in a JSON file (a list of schemas/webhooks.py
     # Subscription objects); each attempt times out, failures back off exponentially with jitter
@@ -153,11 +195,29 @@ class Settings:
     webhook_backoff_max_s: float = 600.0
     webhook_concurrency: int = 8  # attempts in flight per endpoint
 
+    def __post_init__(self) -> None:
+        # Rules given as text (the environment, a test) are parsed here, once.
+        for name, rule in (("rainstorm_signals", RainstormSignal), ("garage_closure_on", Trigger),
+                           ("evacuation_on", Trigger)):
+            value = getattr(self, name)
+            items = (value,) if isinstance(value, str) else value
+            try:
+                parsed = tuple(rule.parse(x) if isinstance(x, str) else rule(*x) for x in items)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+            object.__setattr__(self, name, parsed)
+        colours = [s.colour for s in self.rainstorm_signals]
+        for name in ("garage_closure_on", "evacuation_on"):
+            for t in getattr(self, name):
+                if t.kind == "rain" and t.level not in colours:
+                    raise ValueError(f"{name}: {t.level!r} is not a rainstorm signal ({', '.join(colours)})")
+
 
 def _parse(tp: typing.Any, text: str) -> typing.Any:
     if typing.get_origin(tp) is tuple:
         (item,) = typing.get_args(tp)[:1]
-        return tuple(item(x.strip()) for x in text.split(",") if x.strip())
+        read = getattr(item, "parse", item)  # a rule written as text, or a plain value
+        return tuple(read(x.strip()) for x in text.split(",") if x.strip())
     if tp is bool:
         return text.strip().lower() in ("1", "true", "yes", "on")
     return tp(text)
@@ -185,7 +245,11 @@ def from_env(environ: typing.Mapping[str, str] = os.environ) -> Settings:
             values[f.name] = _parse(hints[f.name], text)
         except ValueError as exc:
             raise SystemExit(f"{shown}: {exc}" if f.repr else f"{shown}: not a valid value") from None
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except ValueError as exc:  # a rule that names what no other rule has (a colour, a level)
+        field_name, _, reason = str(exc).partition(": ")
+        raise SystemExit(f"{PREFIX}{field_name.upper()}: {reason}") from None
 
 
 @cache

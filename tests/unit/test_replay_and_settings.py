@@ -5,7 +5,7 @@ import ssl
 import pytest
 
 from streams.clients import broker_credentials, kafka_auth
-from streams.settings import Settings, from_env
+from streams.settings import RainstormSignal, Settings, Trigger, from_env
 from streams.tools.replay import count_lines, read_events
 
 
@@ -38,6 +38,26 @@ def test_settings_come_from_prefixed_environment_variables():
 def test_a_malformed_setting_stops_with_its_name():
     with pytest.raises(SystemExit, match="CITYBRAIN_WINDOW_S"):
         from_env({"CITYBRAIN_WINDOW_S": "soon"})
+
+
+def test_rules_written_as_text_are_parsed_once_at_load():
+    s = from_env({"CITYBRAIN_RAINSTORM_SIGNALS": "blue:12:50, orange:3:50,red:3:100",
+                  "CITYBRAIN_EVACUATION_ON": "rain:red,Z7=waterlogging:severe"})
+    assert s.rainstorm_signals == (RainstormSignal("blue", 12.0, 50.0), RainstormSignal("orange", 3.0, 50.0),
+                                   RainstormSignal("red", 3.0, 100.0))
+    assert s.evacuation_on == (Trigger("rain", "red"), Trigger("waterlogging", "severe", "Z7"))
+    assert Settings(evacuation_on=("rain:red",)) == Settings()  # text or typed, the same settings
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("CITYBRAIN_RAINSTORM_SIGNALS", "blue:12", "is not colour:hours:mm"),
+    ("CITYBRAIN_RAINSTORM_SIGNALS", "blue:twelve:50", "could not convert"),
+    ("CITYBRAIN_GARAGE_CLOSURE_ON", "snow:deep", "the kind is rain or waterlogging"),
+    ("CITYBRAIN_EVACUATION_ON", "rain:purple", "'purple' is not a rainstorm signal"),
+])
+def test_a_rule_that_cannot_be_read_stops_the_worker_at_start_with_its_name(name, value, says):
+    with pytest.raises(SystemExit, match=f"{name}.*{says}"):
+        from_env({name: value})
 
 
 def test_a_secret_is_read_from_its_file_and_kept_out_of_sight(tmp_path):
