@@ -26,12 +26,10 @@ from schemas.records import Colour, Notice, NoticeKind, PersonScan, PersonStatus
 from schemas.reference import Venue, Zone
 from streams import metrics, runtime, topics
 from streams.effects import Effects, Source
-from streams.reference import Reference
 from streams.settings import Settings
 from streams.stage import Stage
 from streams.table import Table
 from streams.windowed import WindowedStage
-from streams.windows import TumblingWindows
 
 log = logging.getLogger(__name__)
 
@@ -292,9 +290,9 @@ class ZoneHealthStage(WindowedStage):
     zones = Table(dict, restored=False)  # the live view of each zone's last window
     sensor_clocks = False  # scans come from every person partition, whose progress can run apart
 
-    def __init__(self, partition: int, settings: Settings, reference: Reference):
-        super().__init__(partition, settings, reference)
-        self.windows = TumblingWindows(settings.health_window_s, settings.health_grace_s)
+    @classmethod
+    def window_of(cls, settings: Settings) -> tuple[float, float]:
+        return settings.health_window_s, settings.health_grace_s
 
     def gauges(self) -> metrics.Gauges:
         incidents = sum(1 for w in self.watch.values() if w.incident)

@@ -8,8 +8,6 @@ from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-import orjson
-
 from schemas.contract import iso
 from streams import metrics
 from streams.clock import Skew, is_live
@@ -17,6 +15,7 @@ from streams.effects import Effects, Source
 from streams.reference import Reference
 from streams.settings import Settings
 from streams.stage import Stage
+from streams.table import Table
 from streams.windows import TumblingWindows
 
 log = logging.getLogger(__name__)
@@ -34,18 +33,25 @@ class WindowedStage(Stage):
     changed and not everything the window has seen.
     """
 
-    hashes: ClassVar[tuple[str, ...]] = ("meta", "open", "seen")
+    hashes: ClassVar[tuple[str, ...]] = ("meta", "seen")
+    # The accumulators of the open windows, by (window start, key).
+    open_windows = Table(object, key=(float, str), hash="open")
     # Whether event times are the clocks of the sensors that read them, one of which may run wrong
     # (Skew); not for a stage fed by other partitions' records, whose arrival can run apart.
     sensor_clocks: ClassVar[bool] = True
 
     def __init__(self, partition: int, settings: Settings, reference: Reference):
         super().__init__(partition, settings, reference)
-        self.windows: TumblingWindows[str, Any] = TumblingWindows(settings.window_s, settings.grace_s)
+        self.windows: TumblingWindows[str, Any] = TumblingWindows(*self.window_of(settings))
         self._touched: set[tuple[str, float]] = set()
         self._seen: dict[float, set[str]] = {}  # by window start: fields of the events counted once
         self._newly_seen: set[str] = set()
         self.skew = Skew(settings.max_skew_s)
+
+    @classmethod
+    def window_of(cls, settings: Settings) -> tuple[float, float]:
+        """The stage's window size and grace period, seconds."""
+        return settings.window_s, settings.grace_s
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         meta = hashes.get("meta", {})
@@ -54,9 +60,8 @@ class WindowedStage(Stage):
         self.skew.restore(meta)
         self._saved_watermark = self.windows.watermark
         self._saved_ahead = dict(self.skew.ahead)
-        for name, acc in hashes.get("open", {}).items():
-            start, key = name.split("|", 1)
-            self.windows.open.setdefault(float(start), {})[key] = orjson.loads(acc)
+        for (start, key), acc in self.open_windows.items():
+            self.windows.open.setdefault(start, {})[key] = acc
         for name in hashes.get("seen", {}):
             self._seen.setdefault(float(name.split("|", 1)[0]), set()).add(name)
         self._next_boundary = self._boundary_after(self.final_window())
@@ -113,7 +118,8 @@ class WindowedStage(Stage):
         closed = self.windows.close_due()
         if closed:
             self.on_close(closed, effects)
-            effects.batch.hdel("open", (_slot_field(key, start) for key, start, _ in closed))
+            for key, start, _ in closed:
+                self.open_windows.pop((start, key), None)  # written before: deleted with the batch
         for start in {start for _, start, _ in closed} & self._seen.keys():
             names = self._seen.pop(start)  # what a closed window counted is not needed again
             self._newly_seen -= names
@@ -144,13 +150,10 @@ class WindowedStage(Stage):
     def flush(self, effects: Effects) -> None:
         if self.windows.watermark >= self._next_boundary:  # moved by silence (on_idle), not by an event
             self._pass_boundary(effects)
-        still_open = {}
         for key, start in self._touched:
             acc = self.windows.get(key, start)
             if acc is not None:
-                still_open[_slot_field(key, start)] = orjson.dumps(acc).decode()
-        if still_open:
-            effects.batch.hset("open", still_open)
+                self.open_windows[start, key] = acc
         if self._newly_seen:
             effects.batch.hset("seen", dict.fromkeys(self._newly_seen, "1"))
             self._newly_seen.clear()
@@ -161,6 +164,3 @@ class WindowedStage(Stage):
             self._saved_watermark, self._saved_ahead = self.windows.watermark, dict(self.skew.ahead)
         self._touched.clear()
 
-
-def _slot_field(key: str, start: float) -> str:
-    return f"{start!r}|{key}"
