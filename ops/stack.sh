@@ -97,7 +97,7 @@ cluster_up() {
       --pidfile "$run_dir/redis-cluster/$port/pid" --logfile "$run_dir/redis-cluster/$port/redis.log"
   done
   for port in "${cluster_ports[@]}"; do
-    for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    for _ in $(seq 1 600); do redis_ready "$port" && break; sleep 0.1; done
   done
   if redis-cli -p "$cluster_port" cluster info | grep -q 'cluster_known_nodes:1'; then
     redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
@@ -122,10 +122,15 @@ redis_user() {
   printf '>%s' "$password" | redis-cli -p "$redis_port" -x acl setuser citybrain reset on '~*' '&*' '+@all' '-@admin' >/dev/null
 }
 
+# Answering, and done loading its append-only file: until then it answers LOADING to everything.
+redis_ready() {
+  [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]
+}
+
 redis_up() {
   ensure_redis_installed
   mkdir -p "$redis_dir"
-  if alive "$redis_dir/pid" && redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+  if alive "$redis_dir/pid" && redis_ready "$redis_port"; then
     # One started by an older version of this script kept nothing on disk: it does from now on.
     redis-cli -p "$redis_port" config set appendfsync everysec >/dev/null
     redis-cli -p "$redis_port" config set appendonly yes >/dev/null
@@ -152,8 +157,8 @@ redis_up() {
     --appendonly yes --appendfsync everysec --save "" --daemonize yes --pidfile "$redis_dir/pid" \
     --logfile "$redis_dir/redis.log" --tls-port "$redis_tls_port" --tls-cert-file "$tls_dir/cert.pem" \
     --tls-key-file "$tls_dir/key.pem" --tls-ca-cert-file "$tls_dir/ca.pem" --tls-auth-clients no
-  for _ in $(seq 1 100); do
-    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && { redis_user; log "redis up on 127.0.0.1:$redis_port (TLS on $redis_tls_port)"; return; }
+  for _ in $(seq 1 600); do  # a large append-only file takes a while to load
+    redis_ready "$redis_port" && { redis_user; log "redis up on 127.0.0.1:$redis_port (TLS on $redis_tls_port)"; return; }
     sleep 0.1
   done
   fail_with_log "redis did not answer" "$redis_dir/redis.log"
@@ -237,7 +242,7 @@ status() {
   local rc=0
   if alive "$kafka_dir/pid" && kafka_answers; then echo "kafka: up on 127.0.0.1:$kafka_port (logs $kafka_dir/kafka.log)"
   else echo "kafka: down"; rc=1; fi
-  if alive "$redis_dir/pid" && redis-cli -p "$redis_port" ping >/dev/null 2>&1; then echo "redis: up on 127.0.0.1:$redis_port (logs $redis_dir/redis.log)"
+  if alive "$redis_dir/pid" && redis_ready "$redis_port"; then echo "redis: up on 127.0.0.1:$redis_port (logs $redis_dir/redis.log)"
   else echo "redis: down"; rc=1; fi
   if redis-cli -p "$cluster_port" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then
     echo "redis cluster: up on 127.0.0.1:${cluster_ports[*]}"
