@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter as Tally
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -82,7 +83,7 @@ def bill_for(stay: Stay, exit_at: float, plate_token: str, lot: Lot, s: Settings
                 lot.tariff_per_hour_cny, amount)
 
 
-def apply_event(watch: LotWatch, stays: dict[str, Stay], e: ParkingEvent, lot: Lot, s: Settings) -> Outcome:
+def apply_event(watch: LotWatch, stays: Mapping[str, Stay], e: ParkingEvent, lot: Lot, s: Settings) -> Outcome:
     """Fold one entry or exit into the lot; `stays` maps plate tokens to open stays and is not changed."""
     if is_duplicate(watch, e.event_id, s):
         return Outcome(watch, anomalies=("duplicate",))
@@ -295,7 +296,7 @@ class ParkingStage(Stage):
                              metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.incident),
                                            "Transport"))
 
-    def on_order(self, order: LotOrder, watch: LotWatch, stays: dict[str, Stay], lot: Lot, effects: Effects) -> None:
+    def on_order(self, order: LotOrder, watch: LotWatch, stays: Mapping[str, Stay], lot: Lot, effects: Effects) -> None:
         if order.closed and watch.closed_by != order.order_id:
             self.watch[lot.lot_id] = replace(watch, closed_by=order.order_id)
             for token in sorted(stays):

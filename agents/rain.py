@@ -21,7 +21,7 @@ from streams import metrics, runtime, topics
 from streams.effects import Effects, Source
 from streams.settings import Settings
 from streams.stage import Stage
-from streams.table import Table
+from streams.table import GroupedTable, Table
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class ZoneRainStage(Stage):
     name = "zone_rain"
     source = "gauge_rain"
     contract = GaugeRain
-    rain_gauges = Table(GaugeRain, key=(str, str), hash="gauges")  # by (zone, gauge): its latest totals
+    rain_gauges = GroupedTable(GaugeRain, hash="gauges")  # by (zone, gauge): its latest totals
     signal = Table(ZoneSignal)
     zones = Table(dict, restored=False)  # the live view of each zone's rain
 
@@ -169,8 +169,7 @@ class ZoneRainStage(Stage):
         self.rain_gauges[g.zone_id, g.gauge_id] = g
         # Every gauge's latest totals count, however far behind its partition runs: in a replay one
         # gauge's updates may come long after another's.
-        zone_gauges = [x for (zone_id, _), x in self.rain_gauges.items() if zone_id == g.zone_id]
-        totals = [max(values) for values in zip(*(x.totals_mm for x in zone_gauges))]
+        totals = [max(values) for values in zip(*(x.totals_mm for x in self.rain_gauges.group(g.zone_id).values()))]
         zone = self.reference.city.zones.get(g.zone_id) or Zone(g.zone_id, g.zone_id, [])
         before = self.signal.get(g.zone_id, ZoneSignal())
         watch, alert = step_signal(before, totals, g.as_of, zone, self.settings)

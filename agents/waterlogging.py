@@ -290,7 +290,7 @@ class WaterloggingStage(Stage):
         if self.skew.saved() != self._saved_skew:
             self._saved_skew = self.skew.saved()
             effects.batch.hset("meta", self._saved_skew)
-        for p in self.watch.changed:
+        for p in self.watch.dirty():
             self.points[p] = _point_view(p, self.watch[p], self.settings)
 
 

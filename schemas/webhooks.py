@@ -12,7 +12,7 @@ from typing import Literal
 import orjson
 
 from schemas.cap import Alert, Severity, to_xml
-from schemas.contract import EventTime, contract, iso, to_dict
+from schemas.contract import EventTime, contract, iso, text, to_dict
 from schemas.records import Notice
 
 Feed = Literal["alerts", "notices"]  # the topics a subscription takes messages from
@@ -39,6 +39,11 @@ class Subscription:
     allow_private: bool = False  # deliver to private or loopback addresses (off: refused)
 
 
+# A delivery's body carries the whole message, its CAP XML included: far more than a text field's
+# usual 1,000 characters, and never more than Kafka takes in one record.
+BODY_CHARACTERS = 1_048_576
+
+
 @contract
 class Delivery:
     """A message on its way to one endpoint, kept until it is delivered, gone or given up."""
@@ -47,7 +52,7 @@ class Delivery:
     subscription_id: str
     order_key: str  # messages with one order key reach the endpoint in order (an incident's, an addressee's)
     seq: int  # order within the key: the message's offset
-    body: str
+    body: str = text(BODY_CHARACTERS)
     queued_at: EventTime  # when the message reached Kafka
     attempt: int = 0  # attempts made so far
     next_at: EventTime = 0.0
@@ -80,7 +85,7 @@ class DeadDelivery:
     attempts: int
     reason: str
     last_status: int | None
-    body: str
+    body: str = text(BODY_CHARACTERS)
     at: EventTime
 
 

@@ -13,7 +13,7 @@ first: `group(lot)` is what one lot holds, without a scan of every lot's. A tabl
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from functools import cache
 from typing import Any, Generic, TypeVar, overload
 
@@ -156,8 +156,8 @@ class Rows(MutableMapping[K, V]):
 
     def touch(self, key: K) -> None:
         """The value at `key` was changed in place: write it with the batch."""
-        if key in self.values_by_key:
-            self.changed.add(key)
+        assert key in self.values_by_key, key  # a new value is set, not touched
+        self.changed.add(key)
 
     def __delitem__(self, key: K) -> None:
         del self.values_by_key[key]
@@ -222,9 +222,22 @@ class GroupedRows(Rows[tuple[G, K], V]):
         for (group, key), value in self.values_by_key.items():
             self.groups.setdefault(group, {})[key] = value
 
-    def group(self, group: G) -> dict[K, V]:
+    def group(self, group: G) -> Mapping[K, V]:
         """What one group holds, by key; read it, change it through the table."""
         return self.groups.get(group, {})
+
+    def save(self, batch: Batch) -> None:
+        super().save(batch)
+        if not self.table.restored:
+            self.groups.clear()
+
+    def discard(self, key: tuple[G, K]) -> None:
+        super().discard(key)
+        members = self.groups.get(key[0])
+        if members is not None:
+            members.pop(key[1], None)
+            if not members:
+                del self.groups[key[0]]
 
     def __setitem__(self, key: tuple[G, K], value: V) -> None:
         super().__setitem__(key, value)

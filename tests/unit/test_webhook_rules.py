@@ -536,6 +536,14 @@ def test_restore_reads_pending_deliveries_and_disabled_subscriptions():
     assert set(stage.disabled) == {"s9"}
 
 
+def test_a_pending_delivery_of_a_whole_alert_with_its_cap_xml_is_restored_as_it_was_saved():
+    body = payload(alert(), T0, sub(include_cap_xml=True))
+    assert len(body) > 1_000  # more than a text field's usual most
+    d = replace(delivery(), body=body)
+    stage = stage_with(d)
+    assert stage.pending["s1.m1"] == d and stage.due(T0) == [d]
+
+
 def test_a_delivered_outcome_removes_the_delivery():
     stage, e = stage_with(delivery(), delivery("s1.m2", seq=1)), effects()
     stage.on_outcome(outcome("delivered", status=200), e)
