@@ -59,8 +59,6 @@ class Table(Generic[V]):
 
     def __init__(self, value: type[V], *, key: tuple[type, ...] = (str,), hash: str | None = None,
                  restored: bool = True):
-        self.value = value
-        self.key_parts = key
         self.hash = hash or ""  # the attribute's name unless it says otherwise
         self.restored = restored
         self.to_field, self.from_field = _key_codec(key)
