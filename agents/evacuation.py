@@ -174,7 +174,7 @@ class FloodZonesStage(Stage):
         zone = city.zones[f.zone_id]
         underground = sorted(lot.lot_id for lot in city.lots.values() if lot.zone_id == zone.zone_id and lot.underground)
 
-        why = reached(levels, triggers_for(zone.zone_id, s.garage_closure_on), s)
+        why = reached(levels, triggers_for(zone.zone_id, s.orders.garage_closure_on), s)
         if (why is not None) != (watch.garages_incident is not None):
             incident = watch.garages_incident or Incident(cap_id(f"garages.{zone.zone_id}.{int(f.at)}"))
             order_id = incident.id
@@ -186,7 +186,7 @@ class FloodZonesStage(Stage):
             send_alert(alert, effects)
             watch = replace(watch, garages_incident=incident if why else None)
 
-        why = reached(levels, triggers_for(zone.zone_id, s.evacuation_on), s)
+        why = reached(levels, triggers_for(zone.zone_id, s.orders.evacuation_on), s)
         if (why is not None) != (watch.evacuation_order is not None):
             if why is not None:
                 unsafe = {z for z, w in self.zones.items() if w.evacuation_order} | {zone.zone_id}

@@ -22,7 +22,7 @@ SEVERITY: dict[str, Severity] = {"watch": "Minor", "warning": "Moderate", "closu
 def waterlogging_level(depth_cm: float, s: Settings) -> str | None:
     """The highest level whose line the depth has reached, or None below the watch line."""
     level = None
-    for name, line in zip(LEVELS, s.waterlogging_levels_cm):
+    for name, line in zip(LEVELS, s.waterlogging.levels_cm):
         if depth_cm >= line:
             level = name
     return level
@@ -34,4 +34,4 @@ def rank(level: str | None) -> int:
 
 def colour_rank(colour: str | None, s: Settings) -> int:
     """A rainstorm signal's rank, lowest first (-1 for none)."""
-    return -1 if colour is None else [rule.colour for rule in s.rainstorm_signals].index(colour)
+    return -1 if colour is None else [rule.colour for rule in s.rain.signals].index(colour)

@@ -123,9 +123,9 @@ def zone_risk(scans: int, yellow: int, red: int, s: Settings) -> Severity | None
     """The severity a window's scans call for: enough yellow and red codes, and a large enough
     share of all scans, make a risk; red codes alone reaching the count make it severe."""
     risky = yellow + red
-    if risky < s.health_risk_scans or risky < s.health_risk_share * scans:
+    if risky < s.health.risk_scans or risky < s.health.risk_share * scans:
         return None
-    return "Severe" if red >= s.health_risk_scans else "Moderate"
+    return "Severe" if red >= s.health.risk_scans else "Moderate"
 
 
 def step_zone_health(
@@ -137,13 +137,13 @@ def step_zone_health(
     severity = zone_risk(scans, yellow, red, s)
     if watch.severity is None:
         run = watch.run + 1 if severity else 0
-        if run < s.health_raise_windows:
+        if run < s.health.raise_windows:
             return replace(watch, run=run), None
         incident = Incident(cap_id(f"health.{zone.zone_id}.{int(window_end)}"))
         return _health_message(ZoneHealth(severity, incident=incident), "Alert", counts, window_end, zone, s)
     if severity is None:
         calm = watch.calm + 1
-        if calm < s.health_clear_windows:
+        if calm < s.health.clear_windows:
             return replace(watch, calm=calm), None
         _, alert = _health_message(watch, "Cancel", counts, window_end, zone, s)
         return ZoneHealth(), alert
@@ -156,15 +156,16 @@ def _health_message(
     watch: ZoneHealth, msg_type: MsgType, counts: list[int], at: float, zone: Zone, s: Settings
 ) -> tuple[ZoneHealth, Alert]:
     scans, yellow, red = counts
+    minutes = s.health.window_s / 60
     cleared = msg_type == "Cancel"
     if cleared:
         texts = {"zh-CN": (f"{zone.name}健康码风险解除", f"{zone.name}黄码、红码扫码已回落。", "无需采取额外措施。"),
                  "en-US": (f"Health-code risk over in {zone.name}", f"Yellow and red codes scanned in {zone.name} are back down.",
                            "No further action needed.")}
     else:
-        texts = {"zh-CN": (f"{zone.name}健康码风险", f"{zone.name}在{s.health_window_s / 60:g}分钟内扫码{scans}次，"
+        texts = {"zh-CN": (f"{zone.name}健康码风险", f"{zone.name}在{minutes:g}分钟内扫码{scans}次，"
                            f"黄码{yellow}次、红码{red}次。", "场所请严格查验健康码；居民请减少前往该区域。"),
-                 "en-US": (f"Health-code risk in {zone.name}", f"{scans} scans in {zone.name} in {s.health_window_s / 60:g} "
+                 "en-US": (f"Health-code risk in {zone.name}", f"{scans} scans in {zone.name} in {minutes:g} "
                            f"minutes: {yellow} yellow and {red} red codes.",
                            "Venues: check every code. Residents: avoid non-essential visits to the area.")}
     info = bilingual(texts, "Health", "Health-code risk", "AllClear" if cleared else "Monitor",
@@ -292,7 +293,7 @@ class ZoneHealthStage(WindowedStage):
 
     @classmethod
     def window_of(cls, settings: Settings) -> tuple[float, float]:
-        return settings.health_window_s, settings.health_grace_s
+        return settings.health.window_s, settings.health.grace_s
 
     def gauges(self) -> metrics.Gauges:
         incidents = sum(1 for w in self.watch.values() if w.incident)
@@ -313,7 +314,7 @@ class ZoneHealthStage(WindowedStage):
     def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
         for zone_id, start, counts in closed:
             zone = self.reference.city.zones.get(zone_id) or Zone(zone_id, zone_id, [])
-            end = start + self.settings.health_window_s
+            end = start + self.settings.health.window_s
             watch, alert = step_zone_health(self.watch.get(zone_id, ZoneHealth()), counts, end, zone, self.settings)
             self.watch[zone_id] = watch
             if alert is not None:

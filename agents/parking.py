@@ -77,8 +77,8 @@ class Outcome:
 def bill_for(stay: Stay, exit_at: float, plate_token: str, lot: Lot, s: Settings) -> Bill:
     """The bill of a stay: free for `parking_free_s`, then the lot's tariff per started unit."""
     duration = exit_at - stay.entry_at
-    units = math.ceil(max(0.0, duration - s.parking_free_s) / s.parking_billing_unit_s)
-    amount = round(units * lot.tariff_per_hour_cny * s.parking_billing_unit_s / 3600.0, 2)
+    units = math.ceil(max(0.0, duration - s.parking.free_s) / s.parking.billing_unit_s)
+    amount = round(units * lot.tariff_per_hour_cny * s.parking.billing_unit_s / 3600.0, 2)
     return Bill(f"{lot.lot_id}.{stay.event_id}", lot.lot_id, plate_token, stay.entry_at, exit_at, duration, units,
                 lot.tariff_per_hour_cny, amount)
 
@@ -89,8 +89,8 @@ def apply_event(watch: LotWatch, stays: Mapping[str, Stay], e: ParkingEvent, lot
         return Outcome(watch, anomalies=("duplicate",))
     clock = max(e.event_time, watch.clock if watch.clock is not None else e.event_time)
     seen = watch.seen
-    if crossed(watch.clock, clock, s.parking_dedupe_s):
-        for event_id in [k for k, t in seen.items() if t <= clock - s.parking_dedupe_s]:
+    if crossed(watch.clock, clock, s.parking.dedupe_s):
+        for event_id in [k for k, t in seen.items() if t <= clock - s.parking.dedupe_s]:
             del seen[event_id]
     seen.pop(e.event_id, None)  # the newest id goes last
     seen[e.event_id] = e.event_time
@@ -122,7 +122,7 @@ def is_duplicate(watch: LotWatch, event_id: str, s: Settings) -> bool:
     t = watch.seen.get(event_id)
     if t is None or watch.clock is None:
         return False
-    return t > watch.clock - s.parking_dedupe_s or event_id == next(reversed(watch.seen))
+    return t > watch.clock - s.parking.dedupe_s or event_id == next(reversed(watch.seen))
 
 
 def crossed(before: float | None, now: float, period_s: float) -> bool:
@@ -131,7 +131,7 @@ def crossed(before: float | None, now: float, period_s: float) -> bool:
 
 
 def recent(times: list[float], now: float, s: Settings) -> list[float]:
-    return [t for t in times if t > now - s.parking_rate_window_s]
+    return [t for t in times if t > now - s.parking.rate_window_s]
 
 
 def minutes_to_full(watch: LotWatch, occupied: int, lot: Lot, s: Settings) -> float | None:
@@ -144,7 +144,7 @@ def minutes_to_full(watch: LotWatch, occupied: int, lot: Lot, s: Settings) -> fl
     net = len(recent(watch.arrivals, watch.clock, s)) - len(recent(watch.departures, watch.clock, s))
     if net <= 0:
         return None
-    return round((lot.capacity - occupied) / (net / (s.parking_rate_window_s / 60.0)), 1)
+    return round((lot.capacity - occupied) / (net / (s.parking.rate_window_s / 60.0)), 1)
 
 
 def lot_status(occupied: int, lot: Lot, closed: bool, s: Settings) -> Status:
@@ -152,7 +152,7 @@ def lot_status(occupied: int, lot: Lot, closed: bool, s: Settings) -> Status:
         return "closed"
     if occupied >= lot.capacity:
         return "full"
-    return "almostFull" if occupied / lot.capacity >= s.parking_almost_full else "spacesAvailable"
+    return "almostFull" if occupied / lot.capacity >= s.parking.almost_full else "spacesAvailable"
 
 
 def step_lot_alert(watch: LotWatch, occupied: int, at: float, lot: Lot, s: Settings) -> tuple[LotWatch, Alert | None]:
@@ -160,17 +160,17 @@ def step_lot_alert(watch: LotWatch, occupied: int, at: float, lot: Lot, s: Setti
     `parking_almost_full`, cleared under `parking_clear`, so a lot hovering at a line does not flap."""
     ratio = occupied / lot.capacity
     if watch.level is None:
-        if ratio < s.parking_almost_full:
+        if ratio < s.parking.almost_full:
             return watch, None
         level = "full" if occupied >= lot.capacity else "almostFull"
         watch = replace(watch, level=level, incident=Incident(cap_id(f"parking.{lot.lot_id}.{int(at)}")))
         return _lot_message(watch, "Alert", occupied, at, lot, s)
-    if ratio < s.parking_clear:
+    if ratio < s.parking.clear:
         watch, alert = _lot_message(replace(watch, level=None), "Cancel", occupied, at, lot, s)
         return replace(watch, incident=None), alert
     if watch.level == "almostFull" and occupied >= lot.capacity:
         return _lot_message(replace(watch, level="full"), "Update", occupied, at, lot, s)
-    if watch.level == "full" and ratio < s.parking_almost_full:
+    if watch.level == "full" and ratio < s.parking.almost_full:
         return _lot_message(replace(watch, level="almostFull"), "Update", occupied, at, lot, s)
     return watch, None
 
@@ -256,7 +256,7 @@ class ParkingStage(Stage):
             else:
                 self.stays[lot.lot_id, token] = stay
                 self.no_missed_exit_before[lot.lot_id] = min(self.no_missed_exit_before.get(lot.lot_id, math.inf),
-                                                             stay.entry_at + self.settings.parking_stay_max_s)
+                                                             stay.entry_at + self.settings.parking.stay_max_s)
                 if outcome.watch.closed_by is not None:
                     send_notice(move_vehicle_notice(outcome.watch.closed_by, e.event_time, token, lot), effects)
         if outcome.bill is not None:
@@ -274,13 +274,14 @@ class ParkingStage(Stage):
         if clock is None:
             return
         if clock > self.no_missed_exit_before.get(lot_id, -math.inf):
-            missed = sorted(t for t, stay in self.stays.group(lot_id).items() if stay.entry_at < clock - s.parking_stay_max_s)
+            oldest = clock - s.parking.stay_max_s
+            missed = sorted(t for t, stay in self.stays.group(lot_id).items() if stay.entry_at < oldest)
             for token in missed:
                 self.report(ParkingAnomaly(lot_id, "missed_exit", self.stays.pop((lot_id, token)).event_id, clock), effects)
             self.no_missed_exit_before[lot_id] = min((stay.entry_at for stay in self.stays.group(lot_id).values()),
-                                                     default=math.inf) + s.parking_stay_max_s
+                                                     default=math.inf) + s.parking.stay_max_s
             watch = self.watch[lot_id]
-        if crossed(before, clock, s.parking_rate_window_s):
+        if crossed(before, clock, s.parking.rate_window_s):
             watch.arrivals[:] = recent(watch.arrivals, clock, s)
             watch.departures[:] = recent(watch.departures, clock, s)
         watch, alert = step_lot_alert(watch, len(self.stays.group(lot_id)), clock, lot, s)

@@ -31,17 +31,17 @@ log = logging.getLogger(__name__)
 
 def rolling_totals(history: dict[float, float], as_of: float, s: Settings) -> list[float]:
     """Rain fallen in (as_of - H, as_of] for each horizon H, from {reading end time: mm}."""
-    return [round(sum(mm for t, mm in history.items() if as_of - h * 3600 < t <= as_of), 2) for h in s.rain_horizons_h]
+    return [round(sum(mm for t, mm in history.items() if as_of - h * 3600 < t <= as_of), 2) for h in s.rain.horizons_h]
 
 
 def total_over(totals: list[float], hours: float, s: Settings) -> float:
-    return totals[s.rain_horizons_h.index(hours)]
+    return totals[s.rain.horizons_h.index(hours)]
 
 
 def signal_colour(totals: list[float], s: Settings, margin: float = 0.0) -> str | None:
     """The highest rainstorm signal whose rule the totals meet (less `margin` mm), or None."""
     colour = None
-    for name, hours, mm in s.rainstorm_signals:
+    for name, hours, mm in s.rain.signals:
         if total_over(totals, hours, s) >= mm - margin:
             colour = name
     return colour
@@ -66,10 +66,11 @@ def step_signal(
         msg: MsgType = "Alert" if watch.colour is None else "Update"
         incident = watch.incident or Incident(cap_id(f"rainstorm.{zone.zone_id}.{int(as_of)}"))
         return _signal_message(ZoneSignal(now, None, incident), msg, totals, as_of, zone, s)
-    if watch.colour is None or colour_rank(signal_colour(totals, s, s.rain_clear_margin_mm), s) >= colour_rank(watch.colour, s):
+    still = signal_colour(totals, s, s.rain.clear_margin_mm)
+    if watch.colour is None or colour_rank(still, s) >= colour_rank(watch.colour, s):
         return replace(watch, below_since=None), None
     below_since = watch.below_since if watch.below_since is not None else as_of
-    if as_of - below_since < s.rain_hold_s:
+    if as_of - below_since < s.rain.hold_s:
         return replace(watch, below_since=below_since), None
     if now is None:
         watch, alert = _signal_message(replace(watch, colour=None, below_since=None), "Cancel", totals, as_of, zone, s)
@@ -83,7 +84,7 @@ def _signal_message(
     cleared = msg_type == "Cancel"
     colour = watch.colour or "blue"
     zh_colour = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}[colour]
-    amounts = ", ".join(f"{mm:.0f} mm in {h:g} h" for h, mm in zip(s.rain_horizons_h, totals))
+    amounts = ", ".join(f"{mm:.0f} mm in {h:g} h" for h, mm in zip(s.rain.horizons_h, totals))
     if cleared:
         texts = {"zh-CN": (f"{zone.name}暴雨预警解除", f"{zone.name}累计雨量已回落。", "暴雨预警解除，注意道路积水消退情况。"),
                  "en-US": (f"Rainstorm warning lifted for {zone.name}", f"Rainfall in {zone.name} has eased ({amounts}).",
@@ -94,7 +95,7 @@ def _signal_message(
                  "en-US": (f"{colour.capitalize()} rainstorm warning for {zone.name}", f"Rainfall in {zone.name}: {amounts}.",
                            "Keep away from low-lying roads, underpasses and underground garages; expect waterlogging.")}
     parameters = [("zone_id", zone.zone_id), ("signal", "cleared" if cleared else colour),
-                  *((f"rain_{h:g}h_mm", f"{mm:.1f}") for h, mm in zip(s.rain_horizons_h, totals))]
+                  *((f"rain_{h:g}h_mm", f"{mm:.1f}") for h, mm in zip(s.rain.horizons_h, totals))]
     info = bilingual(texts, "Met", "Rainstorm", "AllClear" if cleared else "Prepare", "Past" if cleared else "Expected",
                      COLOUR_SEVERITY[colour], "Observed", parameters, [zone_area(zone)])
     assert watch.incident is not None  # opened with its first message
@@ -120,7 +121,7 @@ class RainStage(Stage):
         if gauge is None:
             raise Rejected(f"unknown gauge_id {r.gauge_id!r}: not in the rain gauges reference", "unknown_reference")
         history = dict(self.history.get(r.gauge_id, ()))
-        keep_s = max(self.settings.rain_horizons_h) * 3600
+        keep_s = max(self.settings.rain.horizons_h) * 3600
         if r.event_time in history:
             if history[r.event_time] == r.rain_mm:
                 effects.repeated()
@@ -128,7 +129,7 @@ class RainStage(Stage):
                 effects.late(source, f"late: gauge {r.gauge_id} has a reading for {iso(r.event_time)} already")
             return
         if r.event_time <= max(history, default=r.event_time) - keep_s:
-            effects.late(source, f"late: older than the longest horizon ({max(self.settings.rain_horizons_h):g} h) "
+            effects.late(source, f"late: older than the longest horizon ({max(self.settings.rain.horizons_h):g} h) "
                                  f"before gauge {r.gauge_id}'s newest reading")
             return
         history[r.event_time] = r.rain_mm
@@ -180,7 +181,7 @@ class ZoneRainStage(Stage):
             send_alert(alert, effects)
         self.zones[g.zone_id] = {
             "zone_id": g.zone_id, "as_of": iso(g.as_of), "signal": watch.colour,
-            **{f"rain_{h:g}h_mm": mm for h, mm in zip(self.settings.rain_horizons_h, totals)},
+            **{f"rain_{h:g}h_mm": mm for h, mm in zip(self.settings.rain.horizons_h, totals)},
         }
 
 

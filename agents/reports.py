@@ -49,7 +49,7 @@ def nearest_point(points: dict[str, WaterloggingPoint], lat: float, lon: float) 
 
 
 def cell_of(lat: float, lon: float, s: Settings) -> str:
-    return f"{math.floor(lat / s.report_cell_deg)}_{math.floor(lon / s.report_cell_deg)}"
+    return f"{math.floor(lat / s.reports.cell_deg)}_{math.floor(lon / s.reports.cell_deg)}"
 
 
 class ReportsStage(Stage):
@@ -62,7 +62,7 @@ class ReportsStage(Stage):
 
     def on_event(self, r: CitizenFloodReport, source: Source, effects: Effects) -> None:
         point, metres = nearest_point(self.reference.city.points, r.lat, r.lon)
-        if point is not None and metres <= self.settings.report_radius_m:
+        if point is not None and metres <= self.settings.reports.radius_m:
             effects.send(topics.point_reports, point.point_id,
                          PointReport(point.point_id, r.report_id, r.event_time, round(metres, 1)))
         else:
@@ -88,9 +88,9 @@ def step_cell(watch: CellWatch, c: CellReport, s: Settings) -> tuple[CellWatch, 
         return watch, None
     # Counted back from the newest report, so reports that arrive out of order count the same.
     newest = max(c.at, *watch.reports.values()) if watch.reports else c.at
-    reports = {rid: t for rid, t in (watch.reports | {c.report_id: c.at}).items() if newest - t <= s.report_window_s}
+    reports = {rid: t for rid, t in (watch.reports | {c.report_id: c.at}).items() if newest - t <= s.reports.window_s}
     watch = replace(watch, reports=reports, lat=c.lat, lon=c.lon)
-    if watch.incident is not None or len(reports) < s.report_cluster_size:
+    if watch.incident is not None or len(reports) < s.reports.cluster_size:
         return watch, None
     incident = Incident(cap_id(f"reported.{c.cell_id}.{int(newest)}"))
     return _cell_message(watch, incident, "Alert", newest, c.cell_id, s)
@@ -98,12 +98,12 @@ def step_cell(watch: CellWatch, c: CellReport, s: Settings) -> tuple[CellWatch, 
 
 def quiet_cells(cells: Mapping[str, CellWatch], now: float, s: Settings) -> list[str]:
     return sorted(cid for cid, w in cells.items()
-                  if w.incident is not None and now - max(w.reports.values(), default=now) >= s.report_clear_s)
+                  if w.incident is not None and now - max(w.reports.values(), default=now) >= s.reports.clear_s)
 
 
 def clear_cell(watch: CellWatch, cell_id: str, s: Settings) -> tuple[CellWatch, Alert]:
     """No report for `report_clear_s`: the reported waterlogging is over, from that moment."""
-    at = max(watch.reports.values()) + s.report_clear_s
+    at = max(watch.reports.values()) + s.reports.clear_s
     assert watch.incident is not None  # quiet cells are those with an incident under way
     watch, alert = _cell_message(watch, watch.incident, "Cancel", at, cell_id, s)
     return replace(watch, incident=None, reports={}, cleared_at=at), alert

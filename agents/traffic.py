@@ -91,7 +91,7 @@ def summarize(segment: Segment, start: float, acc: list, s: Settings, closed: bo
     # With no vehicles counted the road is taken as free-flowing.
     speed = speed_x_vehicles / vehicles if vehicles else segment.free_flow_kmh
     dtp = delay_time_proportion(speed, segment.free_flow_kmh)
-    tpi = traffic_performance_index(dtp, s.dtp_bands)
+    tpi = traffic_performance_index(dtp, s.traffic.dtp_bands)
     flow = flow_vph(acc)
     return SegmentWindow(
         segment.segment_id, segment.zone_id, start, start + s.window_s, vehicles, rounded(flow, 3), rounded(speed, 3),
@@ -125,17 +125,18 @@ def step_congestion(
     watch: CongestionWatch, w: SegmentWindow, segment: Segment, zone: Zone | None, s: Settings
 ) -> tuple[CongestionWatch, Alert | None]:
     """Advance a segment's alert by one window: raise after N windows, escalate, clear with margin."""
-    level = "severe" if w.tpi >= s.congestion_severe_tpi else "moderate" if w.tpi >= s.congestion_moderate_tpi else None
+    c = s.congestion
+    level = "severe" if w.tpi >= c.severe_tpi else "moderate" if w.tpi >= c.moderate_tpi else None
     if watch.level is None:
         run = watch.run + 1 if level else 0
-        if run < s.congestion_raise_windows:
+        if run < c.raise_windows:
             return (watch if run == watch.run else CongestionWatch(run=run)), None
         incident = Incident(cap_id(f"congestion.{segment.segment_id}.{int(w.window_start)}"))
         watch = CongestionWatch(level=level, incident=incident)
         return _message(watch, w, segment, zone, "Alert", s)
-    if w.tpi < s.congestion_moderate_tpi - s.congestion_clear_margin_tpi:
+    if w.tpi < c.moderate_tpi - c.clear_margin_tpi:
         calm = watch.calm + 1
-        if calm >= s.congestion_clear_windows:
+        if calm >= c.clear_windows:
             _, alert = _message(replace(watch, calm=calm), w, segment, zone, "Cancel", s)
             return FLOWING, alert
         return replace(watch, calm=calm), None
@@ -191,17 +192,17 @@ def webster(intersection: Intersection, flows: dict[str, float], window_start: f
     phase_y: dict[str, float] = {}
     missing = [a.approach_id for a in intersection.approaches if a.approach_id not in flows]
     for a in intersection.approaches:
-        saturation = (a.saturation_flow_vphpl or s.saturation_flow_vphpl) * a.lanes
+        saturation = (a.saturation_flow_vphpl or s.signals.saturation_flow_vphpl) * a.lanes
         y = flows.get(a.approach_id, 0.0) / saturation
         phase_y[a.phase] = max(phase_y.get(a.phase, 0.0), y)
     total_y = sum(phase_y.values())
     lost = intersection.lost_time_per_phase_s * len(phase_y)
-    if total_y >= s.oversaturated_flow_ratio:
+    if total_y >= s.signals.oversaturated_flow_ratio:
         return SignalPlan(
             intersection.intersection_id, window_start, rounded(total_y, 4), lost, True, None,
             [PhaseGreen(p, rounded(y, 4), 0.0) for p, y in phase_y.items()], missing,
         )
-    cycle = min(s.cycle_max_s, max(s.cycle_min_s, (1.5 * lost + 5) / (1 - total_y)))
+    cycle = min(s.signals.cycle_max_s, max(s.signals.cycle_min_s, (1.5 * lost + 5) / (1 - total_y)))
     effective = cycle - lost
     phases = [
         PhaseGreen(p, rounded(y, 4), rounded(effective * (y / total_y if total_y else 1 / len(phase_y)), 2))
@@ -316,7 +317,7 @@ class TrafficStage(WindowedStage):
                 send_alert(alert, effects)
         for start, windows in sorted(by_start.items()):
             vkm = sum(w.vehicle_km for w in windows)
-            top = heapq.nlargest(s.ranking_size, ((w.tpi, w.segment_id) for w in windows if not w.closed))
+            top = heapq.nlargest(s.traffic.ranking_size, ((w.tpi, w.segment_id) for w in windows if not w.closed))
             effects.send(
                 topics.city_parts,
                 "city",
@@ -380,7 +381,7 @@ class CityStage(Stage):
 
     def horizon(self) -> float:
         newest = max(self.parts.groups, default=-math.inf)
-        return newest - self.settings.city_history_windows * self.settings.window_s
+        return newest - self.settings.traffic.city_history_windows * self.settings.window_s
 
     def gauges(self) -> metrics.Gauges:
         newest = max(self.parts.groups, default=None)
@@ -404,7 +405,7 @@ class CityStage(Stage):
                 effects.batch.delete("ranking")
                 # Ties go by segment id, as in each partition's top: the parts' arrival order,
                 # which Kafka does not fix across partitions, must not pick the ranking.
-                ranking = heapq.nlargest(self.settings.ranking_size, (x for p in parts for x in p.top),
+                ranking = heapq.nlargest(self.settings.traffic.ranking_size, (x for p in parts for x in p.top),
                                          key=lambda x: (x[1], x[0]))
                 if ranking:
                     effects.batch.zadd("ranking", dict(ranking))
@@ -458,7 +459,7 @@ class SignalsStage(Stage):
 
     def horizon(self) -> float:
         """Windows starting before this are past revision."""
-        return max(self.pruned, self.final_through() - self.settings.signal_revision_windows * self.settings.window_s)
+        return max(self.pruned, self.final_through() - self.settings.signals.revision_windows * self.settings.window_s)
 
     def knows(self, report: FlowReport) -> bool:
         return all(f.intersection_id in self.reference.city.intersections for f in report.flows)

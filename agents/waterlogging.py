@@ -55,7 +55,7 @@ class PointWatch:
 
 def rise_cm(history: list[tuple[float, float]], t: float, depth: float, s: Settings) -> float:
     """How far the water rose within the rise window up to t."""
-    recent = [d for when, d in history if t - when <= s.rise_window_s]
+    recent = [d for when, d in history if t - when <= s.waterlogging.rise_window_s]
     return depth - min(recent, default=depth)
 
 
@@ -72,10 +72,10 @@ def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint
     if superseded(watch, r):
         return watch, []
     alerts: list[Alert] = []
-    if not 0 <= r.depth_cm <= s.depth_max_plausible_cm:
+    if not 0 <= r.depth_cm <= s.waterlogging.depth_max_plausible_cm:
         health = "faulty"
     elif r.depth_cm == watch.depth_cm and r.depth_cm > 0 and watch.same_since is not None \
-            and r.event_time - watch.same_since >= s.sensor_stuck_s:
+            and r.event_time - watch.same_since >= s.waterlogging.sensor_stuck_s:
         health = "stuck"
     else:
         health = "ok"
@@ -87,26 +87,27 @@ def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint
     if health != "ok":
         return watch, alerts  # a faulty or stuck sensor says nothing about the water
     rise = rise_cm(watch.history, r.event_time, r.depth_cm, s)
-    history = [(t, d) for t, d in watch.history if r.event_time - t <= s.rise_window_s] + [(r.event_time, r.depth_cm)]
+    recent = [(t, d) for t, d in watch.history if r.event_time - t <= s.waterlogging.rise_window_s]
+    history = [*recent, (r.event_time, r.depth_cm)]
     watch = replace(watch, history=history)
     level = waterlogging_level(r.depth_cm, s)
-    rising = rise >= s.rise_alert_cm
+    rising = rise >= s.waterlogging.rise_alert_cm
     target = level or ("watch" if rising else None)
     if rank(target) > rank(watch.level):
         msg: MsgType = "Alert" if watch.level is None else "Update"
         incident = watch.incident or Incident(cap_id(f"waterlogging.{point.point_id}.{int(r.event_time)}"))
         corroborated = watch.corroborated or (
-            watch.reported_at is not None and r.event_time - watch.reported_at <= s.report_window_s)
+            watch.reported_at is not None and r.event_time - watch.reported_at <= s.reports.window_s)
         watch = replace(watch, level=target, rising=rising, below_since=None, incident=incident, corroborated=corroborated)
         return _waterlogging_message(watch, msg, r, rise, point, s, alerts)
     if watch.level is None:
         return watch, alerts
     # Coming down: only once under (line - margin) for the hold time, to the level the depth is at.
-    line = s.waterlogging_levels_cm[LEVELS.index(watch.level)]
-    if r.depth_cm >= line - s.waterlogging_clear_margin_cm or rising:
+    line = s.waterlogging.levels_cm[LEVELS.index(watch.level)]
+    if r.depth_cm >= line - s.waterlogging.clear_margin_cm or rising:
         return replace(watch, below_since=None), alerts
     below_since = watch.below_since if watch.below_since is not None else r.event_time
-    if r.event_time - below_since < s.waterlogging_hold_s:
+    if r.event_time - below_since < s.waterlogging.hold_s:
         return replace(watch, below_since=below_since), alerts
     lower = level if level is not None and rank(level) < rank(watch.level) else None
     if lower is None:
@@ -142,7 +143,7 @@ def _waterlogging_message(
     texts = {
         "zh-CN": (f"{point.name}{zh_head}", f"{point.name}积水深度{r.depth_cm:.0f}厘米（{iso(r.event_time)}）。", zh_do),
         "en-US": (f"{en_head} at {point.name}", f"Water at {point.name} is {r.depth_cm:.0f} cm deep{rising} "
-                                                f"({rise:+.0f} cm in {s.rise_window_s / 60:.0f} min).", en_do),
+                                                f"({rise:+.0f} cm in {s.waterlogging.rise_window_s / 60:.0f} min).", en_do),
     }
     parameters = [("point_id", point.point_id), ("zone_id", point.zone_id), ("level", "cleared" if cleared else level),
                   ("depth_cm", f"{r.depth_cm:.1f}"), ("rise_cm", f"{rise:.1f}")]
@@ -174,14 +175,14 @@ def corroborate(watch: PointWatch, report: PointReport, point: WaterloggingPoint
 def silent_points(watches: Mapping[str, PointWatch], now: float, s: Settings) -> list[str]:
     """Points whose sensor has said nothing for `sensor_silent_s` by `now`: stale, not dry."""
     return sorted(p for p, w in watches.items()
-                  if w.health == "ok" and w.updated is not None and now - w.updated >= s.sensor_silent_s)
+                  if w.health == "ok" and w.updated is not None and now - w.updated >= s.waterlogging.sensor_silent_s)
 
 
 def mark_stale(watch: PointWatch, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, Alert]:
     """The point's sensor went silent: stale from the moment the silence grew too long (the same
     moment however the readings around it were batched)."""
     assert watch.updated is not None  # silent after a reading
-    return _health_change(watch, "stale", watch.updated + s.sensor_silent_s, point, s)
+    return _health_change(watch, "stale", watch.updated + s.waterlogging.sensor_silent_s, point, s)
 
 
 def _health_change(watch: PointWatch, health: str, t: float, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, Alert]:
@@ -282,7 +283,7 @@ class WaterloggingStage(Stage):
 
     def on_idle(self, wall_now: float, effects: Effects) -> None:
         # Silence is event time passing on a live partition, not in a replay (streams/clock.py).
-        if is_live(self.clock, wall_now, self.settings.sensor_silent_s):
+        if is_live(self.clock, wall_now, self.settings.waterlogging.sensor_silent_s):
             self.mark_silent(wall_now, effects)
 
     def flush(self, effects: Effects) -> None:

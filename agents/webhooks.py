@@ -90,7 +90,7 @@ def load_subscriptions(path: str) -> dict[str, Subscription]:
 
 @cache
 def subscriptions() -> dict[str, Subscription]:
-    return load_subscriptions(settings().webhooks_file)
+    return load_subscriptions(settings().webhooks.file)
 
 
 def refused_address(host: str) -> str | None:
@@ -148,11 +148,11 @@ def next_step(d: Delivery, status: int | None, error: str | None, retry_after: f
     error = error or f"HTTP {status}"
     if status == 410:
         return DeliveryOutcome(d.delivery_id, d.subscription_id, attempt, "gone", now, status, error)
-    if attempt >= s.webhook_max_attempts:
+    if attempt >= s.webhooks.max_attempts:
         return DeliveryOutcome(d.delivery_id, d.subscription_id, attempt, "exhausted", now, status, error)
-    wait = rng.uniform(0, min(s.webhook_backoff_max_s, s.webhook_backoff_s * 2 ** (attempt - 1)))
+    wait = rng.uniform(0, min(s.webhooks.backoff_max_s, s.webhooks.backoff_s * 2 ** (attempt - 1)))
     if retry_after is not None:
-        wait = max(wait, min(retry_after, s.webhook_backoff_max_s))
+        wait = max(wait, min(retry_after, s.webhooks.backoff_max_s))
     return DeliveryOutcome(d.delivery_id, d.subscription_id, attempt, "retry", now, status, error, now + wait)
 
 
@@ -344,11 +344,11 @@ class Courier:
             async with self.dispatch.between_batches() as stages:
                 stage = stages.get(partition)
                 if stage is not None:
-                    stage.retry_later(d, time.time() + self.settings.webhook_backoff_s)
+                    stage.retry_later(d, time.time() + self.settings.webhooks.backoff_s)
 
     async def try_once(self, session: aiohttp.ClientSession, d: Delivery) -> DeliveryOutcome:
         sub = subscriptions().get(d.subscription_id)
-        slot = self.slots.setdefault(d.subscription_id, asyncio.Semaphore(self.settings.webhook_concurrency))
+        slot = self.slots.setdefault(d.subscription_id, asyncio.Semaphore(self.settings.webhooks.concurrency))
         async with slot:
             status, error, retry_after, refused = (await self.attempt(session, sub, d) if sub
                                                    else (None, "unsubscribed", None, True))
@@ -374,7 +374,7 @@ class Courier:
         started = time.perf_counter()
         try:
             async with session.post(sub.url, data=d.body.encode(), headers=headers, allow_redirects=False,
-                                    timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_s)) as resp:
+                                    timeout=aiohttp.ClientTimeout(total=self.settings.webhooks.timeout_s)) as resp:
                 await resp.read()
                 return resp.status, None, retry_after_s(resp.headers.get("Retry-After"), time.time()), False
         except aiohttp.ClientConnectorError as exc:

@@ -1,10 +1,12 @@
-"""The one settings object, loaded from the environment.
+"""The one settings object, loaded from the environment: the runtime's own fields, then one
+group per domain (`settings.parking.free_s`).
 
-Every field can be set as `CITYBRAIN_<FIELD NAME IN CAPITALS>`, e.g. `CITYBRAIN_WINDOW_S=300`.
-Tuples are comma-separated. Defaults are the standards in the domain notes: GB/T 33171 for
-traffic, Webster for signals. Values written as text (`blue:12:50`, `zone_id=rain:red`) are
-parsed once, when the settings are made, and a bad one stops the worker at start with the
-variable's name.
+Every setting is a variable `CITYBRAIN_<NAME>`: a runtime field's name, or its group's prefix and
+the field's name (`CITYBRAIN_PARKING_FREE_S`), or the name a field gives itself with `named`
+where the variable is older than the groups (`CITYBRAIN_RAINSTORM_SIGNALS`). Tuples are
+comma-separated. Defaults are the standards in the domain notes: GB/T 33171 for traffic, Webster
+for signals. Values written as text (`blue:12:50`, `zone_id=rain:red`) are parsed once, when the
+settings are made, and a bad one stops the worker at start with the variable's name.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 PREFIX = "CITYBRAIN_"
 
@@ -57,8 +59,158 @@ def _parts(text: str, separator: str, count: int, shape: str) -> list[str]:
     return parts
 
 
+def named(variable: str, default: typing.Any) -> typing.Any:
+    """A field whose variable does not follow its group's prefix: the name it always had."""
+    return field(default=default, metadata={"variable": variable})
+
+
+@dataclass(frozen=True)
+class Traffic:
+    prefix: ClassVar[str] = ""
+    # Traffic performance index (GB/T 33171-2016): DTP lower bounds of the five bands.
+    dtp_bands: tuple[float, ...] = (0.0, 0.3, 0.5, 0.6, 0.7)
+    ranking_size: int = 20
+    city_history_windows: int = 1440  # windows of city index kept in Redis
+
+
+@dataclass(frozen=True)
+class Congestion:
+    # Congestion alerts: TPI at which a level counts, windows in a row to raise, and the margin
+    # and windows in a row below (threshold - margin) to clear.
+    prefix: ClassVar[str] = "congestion_"
+    moderate_tpi: float = 6.0
+    severe_tpi: float = 8.0
+    raise_windows: int = 3
+    clear_margin_tpi: float = 1.0
+    clear_windows: int = 2
+
+
+@dataclass(frozen=True)
+class Signals:
+    # Webster signal timing.
+    prefix: ClassVar[str] = ""
+    saturation_flow_vphpl: float = 1800.0
+    cycle_min_s: float = 30.0
+    cycle_max_s: float = 180.0
+    oversaturated_flow_ratio: float = 0.9
+    # Windows behind the newest final one for which a late approach flow still revises a plan.
+    revision_windows: int = named("signal_revision_windows", 60)
+
+
+@dataclass(frozen=True)
+class Rain:
+    # Rainstorm signals (CMA): colour:hours:mm, rolling rainfall at a gauge or zone; lowest first.
+    prefix: ClassVar[str] = "rain_"
+    signals: tuple[RainstormSignal, ...] = named("rainstorm_signals", (
+        RainstormSignal("blue", 12, 50), RainstormSignal("yellow", 6, 50), RainstormSignal("orange", 3, 50),
+        RainstormSignal("red", 3, 100)))
+    clear_margin_mm: float = 10.0  # a signal steps down only this far under its rule...
+    hold_s: float = 1800.0  # ...held this long
+    horizons_h: tuple[float, ...] = (1.0, 3.0, 6.0, 12.0)  # rolling totals kept per gauge and zone
+
+    def __post_init__(self) -> None:
+        _parse_rules(self, "signals", RainstormSignal)
+
+
+@dataclass(frozen=True)
+class Waterlogging:
+    # Road waterlogging at monitored points (GB 51222 watch, Beijing warning and closure lines,
+    # Qingdao severe), in cm above the lowest road point.
+    prefix: ClassVar[str] = ""
+    levels_cm: tuple[float, ...] = named("waterlogging_levels_cm", (15.0, 20.0, 27.0, 30.0))
+    clear_margin_cm: float = named("waterlogging_clear_margin_cm", 3.0)  # a level clears only this far below its line...
+    hold_s: float = named("waterlogging_hold_s", 600.0)  # ...held this long, so a depth hovering at a line does not flap
+    rise_alert_cm: float = 10.0  # a rise this large...
+    rise_window_s: float = 1800.0  # ...within this long warns even below the watch line
+    depth_max_plausible_cm: float = 300.0
+    sensor_stuck_s: float = 3600.0  # the same non-zero depth this long is a stuck sensor, not water
+    sensor_silent_s: float = 900.0  # a point silent this long while others report is stale, not dry
+
+
+@dataclass(frozen=True)
+class Reports:
+    # Residents' reports: within this distance they corroborate a monitored point; elsewhere this
+    # many in one grid cell within the window raise a Likely alert, cleared after a quiet spell.
+    prefix: ClassVar[str] = "report_"
+    radius_m: float = 300.0
+    cell_deg: float = 0.005  # about 500 m
+    cluster_size: int = 3
+    window_s: float = 1800.0
+    clear_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Health:
+    # Health codes: per zone, yellow and red scans in a window, and how many of them (and what
+    # share of all scans) make the zone a risk; windows in a row to raise and to clear.
+    prefix: ClassVar[str] = "health_"
+    window_s: float = 900.0
+    grace_s: float = 300.0  # scans reach a zone from every person partition: a longer grace
+    risk_scans: int = 5
+    risk_share: float = 0.2
+    raise_windows: int = 1
+    clear_windows: int = 2
+
+
+@dataclass(frozen=True)
+class Parking:
+    # Parking (FIWARE OffStreetParking statuses; Shoup's 85 % target as the clearing line).
+    prefix: ClassVar[str] = "parking_"
+    almost_full: float = 0.9
+    clear: float = 0.85
+    rate_window_s: float = 900.0  # net arrivals over this long give the minutes until full
+    free_s: float = 900.0  # free stay before billing starts
+    billing_unit_s: float = 3600.0  # billed per started unit
+    stay_max_s: float = 7 * 86_400.0  # an open stay this old is a missed exit
+    dedupe_s: float = 3600.0  # event ids remembered this long to drop a gateway's resends
+
+
+@dataclass(frozen=True)
+class Orders:
+    # Floods and what they set off in a zone: `kind:level` (rain signal colour or waterlogging
+    # level) reached by any gauge or point of the zone; `zone_id=kind:level` entries replace the
+    # defaults for that zone.
+    prefix: ClassVar[str] = ""
+    garage_closure_on: tuple[Trigger, ...] = (Trigger("rain", "orange"), Trigger("waterlogging", "severe"))
+    evacuation_on: tuple[Trigger, ...] = (Trigger("rain", "red"),)
+
+    def __post_init__(self) -> None:
+        _parse_rules(self, "garage_closure_on", Trigger)
+        _parse_rules(self, "evacuation_on", Trigger)
+
+
+@dataclass(frozen=True)
+class Webhooks:
+    # Webhooks (Standard Webhooks): subscriptions in a JSON file (a list of schemas/webhooks.py
+    # Subscription objects); each attempt times out, failures back off exponentially with jitter
+    # up to a cap, and after `max_attempts` the delivery becomes a dead letter.
+    prefix: ClassVar[str] = "webhook_"
+    file: str = named("webhooks_file", "")
+    timeout_s: float = 15.0
+    max_attempts: int = 8
+    backoff_s: float = 2.0
+    backoff_max_s: float = 600.0
+    concurrency: int = 8  # attempts in flight per endpoint
+
+
+def _parse_rules(group: typing.Any, name: str, rule: typing.Any) -> None:
+    """Rules given as text (the environment, a test) are parsed here, once."""
+    value = getattr(group, name)
+    items = (value,) if isinstance(value, str) else value
+    try:
+        parsed = tuple(rule.parse(x) if isinstance(x, str) else rule(*x) for x in items)
+    except ValueError as exc:
+        f = next(f for f in dataclasses.fields(group) if f.name == name)
+        raise ValueError(f"{_variable(group, f)}: {exc}") from None
+    object.__setattr__(group, name, parsed)
+
+
 @dataclass(frozen=True)
 class Settings:
+    """The runtime's own settings, then one group per domain (`settings.rain.rain_hold_s`). The
+    variables stay flat: every field of every group is `CITYBRAIN_<FIELD>`, and `Settings.of`
+    takes the same flat names."""
+
     # Where things run.
     kafka_bootstrap: str = "127.0.0.1:19092"
     redis_url: str = field(default="redis://127.0.0.1:16379/0", repr=False)  # may carry a password
@@ -105,55 +257,9 @@ class Settings:
     # that lost its input would.
     fresh_stages: tuple[str, ...] = ()
 
-    # Traffic performance index (GB/T 33171-2016): DTP lower bounds of the five bands.
-    dtp_bands: tuple[float, ...] = (0.0, 0.3, 0.5, 0.6, 0.7)
-    # Congestion alerts: TPI at which a level counts, windows in a row to raise, and the margin
-    # and windows in a row below (threshold - margin) to clear.
-    congestion_moderate_tpi: float = 6.0
-    congestion_severe_tpi: float = 8.0
-    congestion_raise_windows: int = 3
-    congestion_clear_margin_tpi: float = 1.0
-    congestion_clear_windows: int = 2
-    ranking_size: int = 20
-    alert_sender: str = "citybrain"  # CAP sender: no spaces, commas, < or &
-    city_history_windows: int = 1440  # windows of city index kept in Redis
-
-    # Rainstorm signals (CMA): colour:hours:mm, rolling rainfall at a gauge or zone; lowest first.
-    rainstorm_signals: tuple[RainstormSignal, ...] = (
-        RainstormSignal("blue", 12, 50), RainstormSignal("yellow", 6, 50), RainstormSignal("orange", 3, 50),
-        RainstormSignal("red", 3, 100))
-    rain_clear_margin_mm: float = 10.0  # a signal steps down only this far under its rule...
-    rain_hold_s: float = 1800.0  # ...held this long
-    rain_horizons_h: tuple[float, ...] = (1.0, 3.0, 6.0, 12.0)  # rolling totals kept per gauge and zone
-
-    # Road waterlogging at monitored points (GB 51222 watch, Beijing warning and closure lines,
-    # Qingdao severe), in cm above the lowest road point.
-    waterlogging_levels_cm: tuple[float, ...] = (15.0, 20.0, 27.0, 30.0)
-    waterlogging_clear_margin_cm: float = 3.0  # a level clears only this far below its line...
-    waterlogging_hold_s: float = 600.0  # ...held this long, so a depth hovering at a line does not flap
-    rise_alert_cm: float = 10.0  # a rise this large...
-    rise_window_s: float = 1800.0  # ...within this long warns even below the watch line
-    depth_max_plausible_cm: float = 300.0
-    sensor_stuck_s: float = 3600.0  # the same non-zero depth this long is a stuck sensor, not water
-    sensor_silent_s: float = 900.0  # a point silent this long while others report is stale, not dry
-    # Residents' reports: within this distance they corroborate a monitored point; elsewhere this
-    # many in one grid cell within the window raise a Likely alert, cleared after a quiet spell.
-    report_radius_m: float = 300.0
-    report_cell_deg: float = 0.005  # about 500 m
-    report_cluster_size: int = 3
-    report_window_s: float = 1800.0
-    report_clear_s: float = 3600.0
-
-    # Webster signal timing.
-    saturation_flow_vphpl: float = 1800.0
-    cycle_min_s: float = 30.0
-    cycle_max_s: float = 180.0
-    oversaturated_flow_ratio: float = 0.9
-    # Windows behind the newest final one for which a late approach flow still revises a plan.
-    signal_revision_windows: int = 60
-
     # Reference data is re-read at most this often when an event names an unknown id.
     reference_refresh_s: float = 5.0
+    alert_sender: str = "citybrain"  # CAP sender: no spaces, commas, < or &
 
     # Privacy (PIPL art. 51, GB/T 35273 §6.2): personal identifiers become keyed HMAC tokens as
     # they are read. `key_id:secret` entries, the current key first; older keys stay listed while
@@ -161,56 +267,49 @@ class Settings:
     privacy_keys: tuple[str, ...] = field(default=(), repr=False)
     person_ttl_s: float = 14 * 86_400.0  # a person's state is forgotten this long after their last event
 
-    # Health codes: per zone, yellow and red scans in a window, and how many of them (and what
-    # share of all scans) make the zone a risk; windows in a row to raise and to clear.
-    health_window_s: float = 900.0
-    health_grace_s: float = 300.0  # scans reach a zone from every person partition: a longer grace
-    health_risk_scans: int = 5
-    health_risk_share: float = 0.2
-    health_raise_windows: int = 1
-    health_clear_windows: int = 2
-
-    # Parking (FIWARE OffStreetParking statuses; Shoup's 85 % target as the clearing line).
-    parking_almost_full: float = 0.9
-    parking_clear: float = 0.85
-    parking_rate_window_s: float = 900.0  # net arrivals over this long give the minutes until full
-    parking_free_s: float = 900.0  # free stay before billing starts
-    parking_billing_unit_s: float = 3600.0  # billed per started unit
-    parking_stay_max_s: float = 7 * 86_400.0  # an open stay this old is a missed exit
-    parking_dedupe_s: float = 3600.0  # event ids remembered this long to drop a gateway's resends
-
-    # Floods and what they set off in a zone: `kind:level` (rain signal colour or waterlogging
-    # level) reached by any gauge or point of the zone; `zone_id=kind:level` entries replace the
-    # defaults for that zone.
-    garage_closure_on: tuple[Trigger, ...] = (Trigger("rain", "orange"), Trigger("waterlogging", "severe"))
-    evacuation_on: tuple[Trigger, ...] = (Trigger("rain", "red"),)
-
-    # Webhooks (Standard Webhooks): subscriptions in a JSON file (a list of schemas/webhooks.py
-    # Subscription objects); each attempt times out, failures back off exponentially with jitter
-    # up to a cap, and after `webhook_max_attempts` the delivery becomes a dead letter.
-    webhooks_file: str = ""
-    webhook_timeout_s: float = 15.0
-    webhook_max_attempts: int = 8
-    webhook_backoff_s: float = 2.0
-    webhook_backoff_max_s: float = 600.0
-    webhook_concurrency: int = 8  # attempts in flight per endpoint
+    traffic: Traffic = Traffic()
+    congestion: Congestion = Congestion()
+    signals: Signals = Signals()
+    rain: Rain = Rain()
+    waterlogging: Waterlogging = Waterlogging()
+    reports: Reports = Reports()
+    health: Health = Health()
+    parking: Parking = Parking()
+    orders: Orders = Orders()
+    webhooks: Webhooks = Webhooks()
 
     def __post_init__(self) -> None:
-        # Rules given as text (the environment, a test) are parsed here, once.
-        for name, rule in (("rainstorm_signals", RainstormSignal), ("garage_closure_on", Trigger),
-                           ("evacuation_on", Trigger)):
-            value = getattr(self, name)
-            items = (value,) if isinstance(value, str) else value
-            try:
-                parsed = tuple(rule.parse(x) if isinstance(x, str) else rule(*x) for x in items)
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
-            object.__setattr__(self, name, parsed)
-        colours = [s.colour for s in self.rainstorm_signals]
+        colours = [s.colour for s in self.rain.signals]
         for name in ("garage_closure_on", "evacuation_on"):
-            for t in getattr(self, name):
+            for t in getattr(self.orders, name):
                 if t.kind == "rain" and t.level not in colours:
                     raise ValueError(f"{name}: {t.level!r} is not a rainstorm signal ({', '.join(colours)})")
+
+    @classmethod
+    def of(cls, **values: typing.Any) -> Settings:
+        """Settings from the variables' names in small letters (`rain_hold_s`), each put in its group."""
+        groups: dict[str, dict[str, typing.Any]] = {name: {} for name in _groups()}
+        for variable, group, f, _ in _variables():
+            if group and variable in values:
+                groups[group][f.name] = values.pop(variable)
+        return cls(**values, **{name: tp(**groups[name]) for name, tp in _groups().items()})
+
+
+def _groups() -> dict[str, typing.Any]:
+    return {name: tp for name, tp in typing.get_type_hints(Settings).items() if dataclasses.is_dataclass(tp)}
+
+
+def _variables() -> typing.Iterator[tuple[str, str, dataclasses.Field, typing.Any]]:
+    """Every setting as (variable name in small letters, its group or "", its field, its type)."""
+    for group, owner in (("", Settings), *_groups().items()):
+        hints = typing.get_type_hints(owner)
+        for f in dataclasses.fields(owner):
+            if not dataclasses.is_dataclass(hints[f.name]):
+                yield _variable(owner, f), group, f, hints[f.name]
+
+
+def _variable(owner: typing.Any, f: dataclasses.Field) -> str:
+    return f.metadata.get("variable", getattr(owner, "prefix", "") + f.name)
 
 
 def _parse(tp: typing.Any, text: str) -> typing.Any:
@@ -226,10 +325,9 @@ def _parse(tp: typing.Any, text: str) -> typing.Any:
 def from_env(environ: typing.Mapping[str, str] = os.environ) -> Settings:
     """Settings with every `CITYBRAIN_*` variable applied. A secret (a field kept out of the
     settings' repr) can also be read from the file named by `CITYBRAIN_<NAME>_FILE`."""
-    hints = typing.get_type_hints(Settings)
     values = {}
-    for f in dataclasses.fields(Settings):
-        name = PREFIX + f.name.upper()
+    for variable, _, f, tp in _variables():
+        name = PREFIX + variable.upper()
         if name in environ:
             text, shown = environ[name], f"{name}={environ[name]!r}" if f.repr else name
         elif not f.repr and name + "_FILE" in environ:
@@ -242,11 +340,11 @@ def from_env(environ: typing.Mapping[str, str] = os.environ) -> Settings:
         else:
             continue
         try:
-            values[f.name] = _parse(hints[f.name], text)
+            values[variable] = _parse(tp, text)
         except ValueError as exc:
             raise SystemExit(f"{shown}: {exc}" if f.repr else f"{shown}: not a valid value") from None
     try:
-        return Settings(**values)
+        return Settings.of(**values)
     except ValueError as exc:  # a rule that names what no other rule has (a colour, a level)
         field_name, _, reason = str(exc).partition(": ")
         raise SystemExit(f"{PREFIX}{field_name.upper()}: {reason}") from None

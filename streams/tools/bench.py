@@ -454,7 +454,7 @@ async def bench_webhooks(settings: Settings, messages: int, endpoints: int, rate
     try:
         alerts = bench_alerts(messages, "load")
         reference_s = await post_directly(f"http://127.0.0.1:{receiver.port}/reference", secret, alerts,
-                                          settings.webhook_concurrency * endpoints)
+                                          settings.webhooks.concurrency * endpoints)
         receiver.arrivals.clear()
         async with Publisher(s) as pub:
             for a in alerts:

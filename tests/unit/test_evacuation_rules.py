@@ -32,19 +32,19 @@ def city(*venues):
 
 
 def test_the_default_triggers_apply_to_every_zone():
-    assert triggers_for("Z1", S.evacuation_on) == [("rain", "red")]
-    assert triggers_for("Z1", S.garage_closure_on) == [("rain", "orange"), ("waterlogging", "severe")]
+    assert triggers_for("Z1", S.orders.evacuation_on) == [("rain", "red")]
+    assert triggers_for("Z1", S.orders.garage_closure_on) == [("rain", "orange"), ("waterlogging", "severe")]
 
 
 def test_zone_entries_replace_the_defaults_for_that_zone_only():
-    entries = Settings(garage_closure_on=("rain:orange", "waterlogging:severe", "Z1=waterlogging:closure",
-                                          "Z1=rain:yellow")).garage_closure_on
+    entries = Settings.of(garage_closure_on=("rain:orange", "waterlogging:severe", "Z1=waterlogging:closure",
+                                          "Z1=rain:yellow")).orders.garage_closure_on
     assert triggers_for("Z1", entries) == [("waterlogging", "closure"), ("rain", "yellow")]
     assert triggers_for("Z2", entries) == [("rain", "orange"), ("waterlogging", "severe")]
 
 
 def test_a_zone_id_that_is_a_prefix_of_another_does_not_take_its_entries():
-    entries = Settings(evacuation_on=("rain:red", "Z10=rain:blue")).evacuation_on
+    entries = Settings.of(evacuation_on=("rain:red", "Z10=rain:blue")).orders.evacuation_on
     assert triggers_for("Z1", entries) == [("rain", "red")]
     assert triggers_for("Z10", entries) == [("rain", "blue")]
 
@@ -61,7 +61,7 @@ WATER = ("watch", "warning", "closure", "severe")
 
 
 def test_the_rain_colours_in_the_settings_run_blue_yellow_orange_red():
-    assert [rule.colour for rule in S.rainstorm_signals] == list(RAIN)
+    assert [rule.colour for rule in S.rain.signals] == list(RAIN)
 
 
 @pytest.mark.parametrize("trigger", range(len(RAIN)))
@@ -80,7 +80,7 @@ def test_a_waterlogging_trigger_is_reached_at_its_level_and_above(level, trigger
 
 def test_the_rain_order_follows_the_settings():
     # A city that names its signals by number, lowest first (and its orders by those names).
-    s = Settings(rainstorm_signals=("one:12:50", "two:6:50", "three:3:50"), garage_closure_on=("rain:two",),
+    s = Settings.of(rainstorm_signals=("one:12:50", "two:6:50", "three:3:50"), garage_closure_on=("rain:two",),
                  evacuation_on=("rain:three",))
     assert reached({"Z1": ("rain", "three")}, [("rain", "two")], s) == "rain:three"
     assert reached({"Z1": ("rain", "one")}, [("rain", "two")], s) is None

@@ -141,12 +141,12 @@ def test_a_point_silent_while_others_report_is_stale_until_it_speaks_again():
 
     quiet, _ = run([22])
     talking, _ = run([3] * 20)
-    assert silent_points({"P1": quiet, "P2": talking}, S.sensor_silent_s - 1, S) == []
-    assert silent_points({"P1": quiet, "P2": talking}, S.sensor_silent_s, S) == ["P1"]
+    assert silent_points({"P1": quiet, "P2": talking}, S.waterlogging.sensor_silent_s - 1, S) == []
+    assert silent_points({"P1": quiet, "P2": talking}, S.waterlogging.sensor_silent_s, S) == ["P1"]
     stale, alert = mark_stale(quiet, POINT, S)
     assert (alert.msg_type, alert.parameter("sensor_health")) == ("Alert", "stale")
     assert alert.sent == "1970-01-01T00:15:00-00:00"  # when the silence reached 15 minutes
     assert stale.level == "warning"  # still under alert: silence is not a dry road
-    back, alerts = step_point(stale, WaterDepthReading("W1", "P1", S.sensor_silent_s + 60, 21.0), POINT, S)
+    back, alerts = step_point(stale, WaterDepthReading("W1", "P1", S.waterlogging.sensor_silent_s + 60, 21.0), POINT, S)
     assert [(a.msg_type, a.parameter("sensor_health")) for a in alerts] == [("Cancel", "ok")]
     assert back.health == "ok"

@@ -216,7 +216,7 @@ def test_zone_risk_needs_both_the_count_and_the_share(scans, yellow, red, risk):
 
 
 def test_zone_risk_thresholds_come_from_settings():
-    s = Settings(health_risk_scans=2, health_risk_share=0.5)
+    s = Settings.of(health_risk_scans=2, health_risk_share=0.5)
     assert zone_risk(4, 2, 0, s) == "Moderate"
     assert zone_risk(5, 2, 0, s) is None
     assert zone_risk(4, 0, 2, s) == "Severe"
@@ -233,7 +233,7 @@ def run_zone(windows, s=S, watch=None, start=T0):
     watch = watch or ZoneHealth()
     alerts = []
     for i, counts in enumerate(windows):
-        watch, alert = step_zone_health(watch, counts, start + (i + 1) * s.health_window_s, ZONE, s)
+        watch, alert = step_zone_health(watch, counts, start + (i + 1) * s.health.window_s, ZONE, s)
         if alert is not None:
             alerts.append(alert)
     return watch, alerts
@@ -249,7 +249,7 @@ def test_calm_windows_raise_nothing():
 
 
 def test_one_risky_window_raises_with_the_default_settings():
-    assert S.health_raise_windows == 1
+    assert S.health.raise_windows == 1
     watch, alerts = run_zone([MODERATE])
     assert summary(alerts) == [("Alert", "Moderate")]
     assert alerts[0].parameter("scans") == "20" and alerts[0].parameter("yellow") == "6"
@@ -263,7 +263,7 @@ def test_red_codes_alone_reaching_the_count_raise_severe():
 
 
 def test_raising_waits_for_health_raise_windows_in_a_row():
-    s = Settings(health_raise_windows=3)
+    s = Settings.of(health_raise_windows=3)
     _, alerts = run_zone([MODERATE, MODERATE], s=s)
     assert alerts == []
     _, alerts = run_zone([MODERATE, MODERATE, MODERATE], s=s)
@@ -271,7 +271,7 @@ def test_raising_waits_for_health_raise_windows_in_a_row():
 
 
 def test_a_calm_window_restarts_the_count_to_raise():
-    s = Settings(health_raise_windows=3)
+    s = Settings.of(health_raise_windows=3)
     _, alerts = run_zone([MODERATE, MODERATE, CALM, MODERATE, MODERATE], s=s)
     assert alerts == []
 
@@ -289,7 +289,7 @@ def test_a_moderate_window_during_a_severe_alert_does_not_step_down():
 
 
 def test_the_alert_clears_after_health_clear_windows_calm_windows():
-    assert S.health_clear_windows == 2
+    assert S.health.clear_windows == 2
     watch, alerts = run_zone([MODERATE, CALM])
     assert summary(alerts) == [("Alert", "Moderate")]
     watch, alerts = run_zone([MODERATE, CALM, CALM])
@@ -312,7 +312,7 @@ def test_messages_of_one_episode_chain_by_reference():
 
 def test_a_new_episode_after_the_cancel_gets_a_new_incident():
     watch, first = run_zone([MODERATE, CALM, CALM])
-    _, second = run_zone([MODERATE], watch=watch, start=T0 + 10 * S.health_window_s)
+    _, second = run_zone([MODERATE], watch=watch, start=T0 + 10 * S.health.window_s)
     assert [a.msg_type for a in second] == ["Alert"]
     assert second[0].references is None
     assert second[0].incidents != first[0].incidents

@@ -86,7 +86,7 @@ def test_a_duplicate_exit_does_not_bill_twice():
 
 def test_an_event_id_is_forgotten_after_the_dedupe_period():
     opened = apply_event(LotWatch(), {}, entry("e1", T0), LOT, S)
-    later = apply_event(opened.watch, {"tok-A": Stay(T0, "e1")}, exit_("e2", T0 + S.parking_dedupe_s + 1), LOT, S)
+    later = apply_event(opened.watch, {"tok-A": Stay(T0, "e1")}, exit_("e2", T0 + S.parking.dedupe_s + 1), LOT, S)
     assert "e1" not in later.watch.seen and "e2" in later.watch.seen
 
 
@@ -155,12 +155,12 @@ def test_a_stay_within_the_free_period_costs_nothing():
 
 
 def test_a_stay_of_exactly_the_free_period_costs_nothing():
-    b = bill(S.parking_free_s)
+    b = bill(S.parking.free_s)
     assert (b.billed_units, b.amount_cny) == (0, 0.0)
 
 
 def test_one_second_past_the_free_period_starts_a_unit():
-    b = bill(S.parking_free_s + 1)
+    b = bill(S.parking.free_s + 1)
     assert (b.billed_units, b.amount_cny) == (1, 5.0)
 
 
@@ -178,7 +178,7 @@ def test_every_started_unit_after_the_free_period_is_billed(duration_s, units):
 
 
 def test_a_half_hour_billing_unit_bills_half_the_hourly_tariff_per_unit():
-    s = Settings(parking_billing_unit_s=1800.0)
+    s = Settings.of(parking_billing_unit_s=1800.0)
     # 2 h 10 min - 15 min free = 1 h 55 min = 3.83 half hours -> 4 units of 2.5 CNY.
     b = bill(2 * HOUR + 10 * MINUTE, s=s)
     assert (b.billed_units, b.amount_cny) == (4, 10.0)
@@ -188,7 +188,7 @@ def test_a_half_hour_billing_unit_bills_half_the_hourly_tariff_per_unit():
 
 
 def test_a_different_free_period_from_settings():
-    s = Settings(parking_free_s=1800.0)
+    s = Settings.of(parking_free_s=1800.0)
     assert bill(30 * MINUTE, s=s).billed_units == 0
     assert bill(31 * MINUTE, s=s).billed_units == 1
 
@@ -241,7 +241,7 @@ def test_a_full_lot_is_zero_minutes_from_full():
 
 
 def test_only_arrivals_within_the_rate_window_count():
-    window = S.parking_rate_window_s
+    window = S.parking.rate_window_s
     inside = [T0 - i * 60.0 for i in range(15)]  # 15 in the last 15 min: 1 a minute
     outside = [T0 - window - 60.0 * (i + 1) for i in range(45)]  # older: must not count
     watch = LotWatch(arrivals=outside + inside, clock=T0)
@@ -250,7 +250,7 @@ def test_only_arrivals_within_the_rate_window_count():
 
 
 def test_a_shorter_rate_window_from_settings():
-    s = Settings(parking_rate_window_s=300.0)
+    s = Settings.of(parking_rate_window_s=300.0)
     watch = LotWatch(arrivals=[T0 - i * 60.0 for i in range(10)], clock=T0)  # 5 within the last 5 min
     # 5 arrivals in 5 minutes: 1 a minute; 20 free spaces -> 20 min.
     assert minutes_to_full(watch, 80, lot(capacity=100), s) == pytest.approx(20.0)
@@ -270,7 +270,7 @@ def test_lot_status_follows_fiware_offstreetparking(occupied, closed, status):
 
 
 def test_the_almost_full_line_comes_from_settings():
-    s = Settings(parking_almost_full=0.8)
+    s = Settings.of(parking_almost_full=0.8)
     assert lot_status(79, lot(capacity=100), False, s) == "spacesAvailable"
     assert lot_status(80, lot(capacity=100), False, s) == "almostFull"
 

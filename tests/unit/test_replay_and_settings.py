@@ -1,12 +1,16 @@
 """Reading recordings for replay, and settings from the environment."""
 
+import re
 import ssl
+from pathlib import Path
 
 import pytest
 
 from streams.clients import broker_credentials, kafka_auth
-from streams.settings import RainstormSignal, Settings, Trigger, from_env
+from streams.settings import RainstormSignal, Settings, Trigger, _variables, from_env
 from streams.tools.replay import count_lines, read_events
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_csv_columns_are_mapped_to_contract_fields_and_typed(tmp_path):
@@ -31,7 +35,7 @@ def test_json_lines_pass_bad_lines_on_raw(tmp_path):
 def test_settings_come_from_prefixed_environment_variables():
     s = from_env({"CITYBRAIN_WINDOW_S": "300", "CITYBRAIN_DTP_BANDS": "0, 0.25,0.5,0.6,0.75", "CITYBRAIN_PARTITIONS": "8"})
     assert s.window_s == 300.0 and s.partitions == 8
-    assert s.dtp_bands == (0.0, 0.25, 0.5, 0.6, 0.75)
+    assert s.traffic.dtp_bands == (0.0, 0.25, 0.5, 0.6, 0.75)
     assert s.grace_s == Settings().grace_s
 
 
@@ -40,13 +44,32 @@ def test_a_malformed_setting_stops_with_its_name():
         from_env({"CITYBRAIN_WINDOW_S": "soon"})
 
 
+def test_a_domain_setting_is_read_by_its_variable_into_its_group():
+    s = from_env({"CITYBRAIN_PARKING_FREE_S": "1800", "CITYBRAIN_CONGESTION_RAISE_WINDOWS": "5",
+                  "CITYBRAIN_WATERLOGGING_HOLD_S": "60", "CITYBRAIN_SENSOR_SILENT_S": "300",
+                  "CITYBRAIN_SIGNAL_REVISION_WINDOWS": "7", "CITYBRAIN_WEBHOOKS_FILE": "subs.json"})
+    assert (s.parking.free_s, s.congestion.raise_windows, s.waterlogging.hold_s) == (1800.0, 5, 60.0)
+    assert (s.waterlogging.sensor_silent_s, s.signals.revision_windows, s.webhooks.file) == (300.0, 7, "subs.json")
+    assert s.parking.billing_unit_s == Settings().parking.billing_unit_s  # the rest of the group keeps its defaults
+    assert Settings.of(parking_free_s=1800.0, congestion_raise_windows=5, waterlogging_hold_s=60.0,
+                       sensor_silent_s=300.0, signal_revision_windows=7, webhooks_file="subs.json") == s
+
+
+def test_every_variable_in_the_readme_is_a_setting():
+    documented = set(re.findall(r"`CITYBRAIN_([A-Z0-9_]+?)(?:\[_FILE\])?`", (ROOT / "README.md").read_text()))
+    stack = {"KAFKA_PORT", "KAFKA_SECURE_PORT", "REDIS_PORT", "REDIS_TLS_PORT", "REDIS_CLUSTER_PORT", "RUN_DIR"}
+    variables = {v.upper() for v, *_ in _variables()}
+    assert documented - stack - variables == set()
+    assert {"PARKING_FREE_S", "RAINSTORM_SIGNALS", "WEBHOOKS_FILE", "HEALTH_WINDOW_S"} <= variables
+
+
 def test_rules_written_as_text_are_parsed_once_at_load():
     s = from_env({"CITYBRAIN_RAINSTORM_SIGNALS": "blue:12:50, orange:3:50,red:3:100",
                   "CITYBRAIN_EVACUATION_ON": "rain:red,Z7=waterlogging:severe"})
-    assert s.rainstorm_signals == (RainstormSignal("blue", 12.0, 50.0), RainstormSignal("orange", 3.0, 50.0),
-                                   RainstormSignal("red", 3.0, 100.0))
-    assert s.evacuation_on == (Trigger("rain", "red"), Trigger("waterlogging", "severe", "Z7"))
-    assert Settings(evacuation_on=("rain:red",)) == Settings()  # text or typed, the same settings
+    assert s.rain.signals == (RainstormSignal("blue", 12.0, 50.0), RainstormSignal("orange", 3.0, 50.0),
+                              RainstormSignal("red", 3.0, 100.0))
+    assert s.orders.evacuation_on == (Trigger("rain", "red"), Trigger("waterlogging", "severe", "Z7"))
+    assert Settings.of(evacuation_on=("rain:red",)) == Settings()  # text or typed, the same settings
 
 
 @pytest.mark.parametrize(("name", "value", "says"), [

@@ -37,7 +37,7 @@ def test_a_report_shortly_before_the_water_rises_makes_the_alert_observed_from_t
     assert none == []
     _, alerts = step_point(watch, WaterDepthReading("W", "P1", 600.0, 22.0), POINT, S)
     assert alerts[0].info[0].certainty == "Observed"
-    _, late = step_point(watch, WaterDepthReading("W", "P1", 600.0 + S.report_window_s + 1, 22.0), POINT, S)
+    _, late = step_point(watch, WaterDepthReading("W", "P1", 600.0 + S.reports.window_s + 1, 22.0), POINT, S)
     assert late[0].info[0].certainty == "Possible"
 
 
@@ -72,8 +72,8 @@ def test_a_quiet_hour_clears_the_cell_at_the_moment_it_went_quiet():
     watch = CellWatch()
     for i, t in enumerate([0.0, 60.0, 120.0]):
         watch, _ = step_cell(watch, report(i, t), S)
-    assert quiet_cells({"c1": watch}, 120.0 + S.report_clear_s - 1, S) == []
-    assert quiet_cells({"c1": watch}, 120.0 + S.report_clear_s, S) == ["c1"]
+    assert quiet_cells({"c1": watch}, 120.0 + S.reports.clear_s - 1, S) == []
+    assert quiet_cells({"c1": watch}, 120.0 + S.reports.clear_s, S) == ["c1"]
     cleared, alert = clear_cell(watch, "c1", S)
     assert alert.msg_type == "Cancel" and cleared.incident is None
     assert alert.sent == "1970-01-01T01:02:00-00:00"

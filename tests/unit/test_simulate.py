@@ -43,5 +43,5 @@ def test_the_rainstorm_has_residents_reporting_near_points_and_where_none_is():
     s = Settings()
     reports = [r for _, role, _, r in storm.events() if role == "flood_reports"]
     distances = [nearest_point(storm.city.points, r.lat, r.lon)[1] for r in reports]
-    assert any(d <= s.report_radius_m for d in distances)
-    assert sum(d > s.report_radius_m for d in distances) >= s.report_cluster_size
+    assert any(d <= s.reports.radius_m for d in distances)
+    assert sum(d > s.reports.radius_m for d in distances) >= s.reports.cluster_size

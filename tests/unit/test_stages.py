@@ -112,7 +112,7 @@ def test_a_late_flow_revises_a_plan_that_went_out_without_it():
 
 def test_windows_past_revision_stay_closed_when_a_new_partition_reports_low():
     stage, e = signal_stage(), effects("signals")
-    far = 100 * S.window_s * S.signal_revision_windows
+    far = 100 * S.window_s * S.signals.revision_windows
     stage.on_event(report(0, far), source(), e)
     stage.flush(e)
     stage.on_event(report(1, 0.0, ApproachFlow("J1", "J1-N", 0.0, 600.0)), source(), e)
@@ -133,7 +133,7 @@ def test_a_live_zone_quiet_for_a_few_minutes_keeps_its_15_minute_window_open():
     stage.flush(e)
     assert stage.windows.get("Z1", t) == [1, 0, 1]
     assert not stage.windows.is_late(t + 400)
-    stage.on_idle(wall_now=t + S.health_window_s + S.health_grace_s, effects=e)  # the window's time is up
+    stage.on_idle(wall_now=t + S.health.window_s + S.health.grace_s, effects=e)  # the window's time is up
     stage.flush(e)
     assert stage.windows.open == {} and stage.watch["Z1"].run == 0  # one red scan is no risk
 

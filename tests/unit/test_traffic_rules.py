@@ -21,7 +21,7 @@ from schemas.reference import Approach, Intersection, Segment, Zone
 from streams.settings import Settings
 
 S = Settings()
-BANDS = S.dtp_bands
+BANDS = S.traffic.dtp_bands
 SEGMENT = Segment("S1", "Yan'an Rd", "Z1", "arterial", 2.0, 50.0, 2)
 ZONE = Zone("Z1", "West Lake", [(30.0, 120.0), (30.0, 120.1), (30.1, 120.1), (30.0, 120.0)])
 

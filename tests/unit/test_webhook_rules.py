@@ -291,7 +291,7 @@ def test_a_connection_error_is_retried_with_its_error():
 
 @pytest.mark.parametrize("attempt", [0, 1, 3])
 def test_a_retry_waits_a_full_jitter_of_the_exponential_backoff(attempt):
-    s = Settings(webhook_backoff_s=2.0, webhook_backoff_max_s=600.0, webhook_max_attempts=8)
+    s = Settings.of(webhook_backoff_s=2.0, webhook_backoff_max_s=600.0, webhook_max_attempts=8)
     ceiling = 2.0 * 2 ** attempt  # this is attempt number attempt + 1
     rng = random.Random(42)
     waits = [step(500, attempt=attempt, s=s, rng=rng).next_at - T0 for _ in range(500)]
@@ -300,7 +300,7 @@ def test_a_retry_waits_a_full_jitter_of_the_exponential_backoff(attempt):
 
 
 def test_the_backoff_is_capped():
-    s = Settings(webhook_backoff_s=2.0, webhook_backoff_max_s=10.0, webhook_max_attempts=20)
+    s = Settings.of(webhook_backoff_s=2.0, webhook_backoff_max_s=10.0, webhook_max_attempts=20)
     rng = random.Random(1)
     waits = [step(500, attempt=10, s=s, rng=rng).next_at - T0 for _ in range(500)]  # 2 * 2**10 uncapped
     assert all(0.0 <= w <= 10.0 for w in waits)
@@ -308,13 +308,13 @@ def test_the_backoff_is_capped():
 
 
 def test_a_longer_retry_after_wins_over_the_backoff():
-    s = Settings(webhook_backoff_s=2.0, webhook_backoff_max_s=600.0)
+    s = Settings.of(webhook_backoff_s=2.0, webhook_backoff_max_s=600.0)
     o = step(429, retry_after=120.0, s=s)  # first attempt: backoff at most 2 s
     assert o.outcome == "retry" and o.next_at == T0 + 120.0
 
 
 def test_a_shorter_retry_after_does_not_shorten_the_backoff():
-    s = Settings(webhook_backoff_s=100.0, webhook_backoff_max_s=600.0)
+    s = Settings.of(webhook_backoff_s=100.0, webhook_backoff_max_s=600.0)
     rng_a, rng_b = random.Random(3), random.Random(3)
     with_header = [step(503, attempt=2, retry_after=0.0, s=s, rng=rng_a).next_at for _ in range(50)]
     without = [step(503, attempt=2, retry_after=None, s=s, rng=rng_b).next_at for _ in range(50)]
@@ -322,13 +322,13 @@ def test_a_shorter_retry_after_does_not_shorten_the_backoff():
 
 
 def test_retry_after_is_capped_by_the_backoff_maximum():
-    s = Settings(webhook_backoff_s=2.0, webhook_backoff_max_s=60.0)
+    s = Settings.of(webhook_backoff_s=2.0, webhook_backoff_max_s=60.0)
     o = step(503, retry_after=86_400.0, s=s)
     assert o.next_at == T0 + 60.0
 
 
 def test_the_last_allowed_attempt_exhausts_the_delivery():
-    s = Settings(webhook_max_attempts=3)
+    s = Settings.of(webhook_max_attempts=3)
     assert step(500, attempt=1, s=s).outcome == "retry"  # attempt 2 of 3
     last = step(500, attempt=2, s=s)  # attempt 3 of 3
     assert (last.outcome, last.attempt, last.error, last.next_at) == ("exhausted", 3, "HTTP 500", None)
@@ -336,7 +336,7 @@ def test_the_last_allowed_attempt_exhausts_the_delivery():
 
 
 def test_the_last_attempt_can_still_succeed():
-    s = Settings(webhook_max_attempts=3)
+    s = Settings.of(webhook_max_attempts=3)
     assert step(200, attempt=2, s=s).outcome == "delivered"
 
 
