@@ -3,10 +3,7 @@ plates and venues."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from schemas.cap import Alert, to_xml
-from schemas.contract import encode
 from schemas.records import Notice
 from streams import metrics, topics
 from streams.effects import Effects
@@ -24,8 +21,3 @@ def send_notice(notice: Notice, effects: Effects) -> None:
     """A notice goes to its addressee's key on `notices`."""
     metrics.NOTICES.labels(notice.kind).inc()
     effects.send(topics.notices, notice.to, notice)
-
-
-def as_json(record: Any) -> str:
-    """A record as Redis keeps it: the same JSON as on the wire."""
-    return encode(record).decode()

@@ -15,6 +15,7 @@ count people and never name them.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,7 +29,7 @@ from streams import metrics, runtime, topics
 from streams.effects import Effects, Source
 from streams.settings import Settings
 from streams.stage import Stage
-from streams.table import Table
+from streams.table import Table, Value
 from streams.windowed import WindowedStage
 
 log = logging.getLogger(__name__)
@@ -215,11 +216,10 @@ class PeopleStage(Stage):
     source = "person_scans"
     contract = PersonScan
     alongside = {"person_status": PersonStatus, "notices": Notice}
-    hashes = ("meta",)
     people = Table(Person)  # by person token
+    swept_at = Value(float, -math.inf)  # the partition's clock when expired people were last forgotten
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        self.swept_at = float(hashes.get("meta", {}).get("swept_at", "-inf"))
         self.clock = max((p.seen_at for p in self.people.values() if p.seen_at is not None), default=float("-inf"))
 
     def on_event(self, e: PersonScan | PersonStatus | Notice, source: Source, effects: Effects) -> None:
@@ -278,7 +278,6 @@ class PeopleStage(Stage):
             if person.zone_id is not None:
                 self.send_moves([Whereabouts(person.zone_id, token, False, self.clock)], effects)
         self.swept_at = self.clock
-        effects.batch.hset("meta", {"swept_at": repr(self.swept_at)})
 
 
 class ZoneHealthStage(WindowedStage):

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agents.alerts import as_json, send_alert
+from agents.alerts import send_alert
 from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, road_area
 from schemas.contract import Rejected, iso, rounded
 from schemas.events import TrafficReading
@@ -38,7 +38,7 @@ from streams import metrics, runtime, topics
 from streams.effects import Effects, Source
 from streams.settings import Settings
 from streams.stage import Stage
-from streams.table import GroupedTable, Table
+from streams.table import GroupedTable, Ranking, Table, Value
 from streams.topics import partitions_of
 from streams.windowed import WindowedStage
 
@@ -227,6 +227,7 @@ class TrafficStage(WindowedStage):
     watch = Table(CongestionWatch)  # by segment: congestion under alert
     closed = Table(RoadClosed)  # by segment: the points that close it
     segments = Table(SegmentWindow, restored=False)  # the live view: each segment's latest window
+    ranking = Ranking()  # open segments by the TPI of their latest window
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         super().restore(hashes)
@@ -266,7 +267,7 @@ class TrafficStage(WindowedStage):
         if alert is not None:
             send_alert(alert, effects)
         if now.points:
-            effects.batch.zrem("ranking", [c.segment_id])
+            self.ranking.discard(c.segment_id)
 
     def knows(self, r: TrafficReading | RoadClosure) -> bool:
         if isinstance(r, RoadClosure):
@@ -329,7 +330,7 @@ class TrafficStage(WindowedStage):
         self.segments.update(latest)
         open_roads = {k: w.tpi for k, w in latest.items() if not w.closed}
         if open_roads:
-            effects.batch.zadd("ranking", open_roads)
+            self.ranking.update(open_roads)
 
     def gauges(self) -> metrics.Gauges:
         incidents = sum(1 for w in self.watch.values() if w.incident) + sum(1 for c in self.closed.values() if c.incident)
@@ -378,6 +379,8 @@ class CityStage(Stage):
     contract = CityIndexPart
     parts = GroupedTable(CityIndexPart, key=(float, int))  # by (window start, traffic partition)
     index = Table(CityIndex, restored=False)  # the city's index by window (ISO start)
+    latest: Value[CityIndex | None] = Value(CityIndex, None, restored=False)  # the newest window's index
+    ranking = Ranking()  # the newest window's most congested segments, by TPI
 
     def horizon(self) -> float:
         newest = max(self.parts.groups, default=-math.inf)
@@ -401,17 +404,13 @@ class CityStage(Stage):
             index = city_index(start, parts)
             self.index[iso(start)] = index
             if start == newest:
-                effects.batch.set("latest", as_json(index))
-                effects.batch.delete("ranking")
+                self.latest = index
                 # Ties go by segment id, as in each partition's top: the parts' arrival order,
                 # which Kafka does not fix across partitions, must not pick the ranking.
                 ranking = heapq.nlargest(self.settings.traffic.ranking_size, (x for p in parts for x in p.top),
                                          key=lambda x: (x[1], x[0]))
-                if ranking:
-                    effects.batch.zadd("ranking", dict(ranking))
-        horizon = self.horizon()
-        for start in [w for w in self.parts.groups if w < horizon]:
-            self.parts.pop_group(start)
+                self.ranking.replace(dict(ranking))
+        for start in self.parts.drop_before(self.horizon()):
             self.index.discard(iso(start))
 
 
@@ -440,18 +439,16 @@ class SignalsStage(Stage):
     name = "signals"
     source = "approach_flows"
     contract = FlowReport
-    hashes = ("upstream",)
     # By (window start, junction): the approaches' flows, and whether the plan went out since.
-    windows = Table(dict, key=(float, str))
+    windows = GroupedTable(dict, key=(float, str))
     plans = Table(SignalPlan)  # by junction: its newest plan
+    upstream = Table(float, key=(int,), hash="final_through")  # by traffic partition: final through this window
+    # Windows before this are gone. Only ever forward: a partition that reports for the first
+    # time must not reopen them.
+    pruned = Value(float, -math.inf)
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        upstream = dict(hashes.get("upstream", {}))
-        # Only ever forward: a partition that reports for the first time must not reopen windows.
-        self.pruned = float(upstream.pop("pruned", -math.inf))
-        self.upstream = {int(p): float(v) for p, v in upstream.items()}
         self.unplanned = {slot for slot, acc in self.windows.items() if not acc["sent"]}
-        self.upstream_moved = False
 
     def final_through(self) -> float:
         """Windows starting at or before this are final on every traffic partition that reported."""
@@ -482,16 +479,13 @@ class SignalsStage(Stage):
                     self.windows.touch(slot)
         if report.final_through > self.upstream.get(report.upstream_partition, -math.inf):
             self.upstream[report.upstream_partition] = report.final_through
-            self.upstream_moved = True
-        if self.horizon() > self.pruned:
-            self.pruned = self.horizon()
-            self.upstream_moved = True
+        self.pruned = max(self.pruned, self.horizon())
         self.plan(effects)
 
     def plan(self, effects: Effects) -> None:
         """Send the plans of the windows that are now final on every reporting partition."""
         final = self.final_through()
-        for start, junction_id in sorted((slot for slot in self.unplanned if slot[0] <= final), key=lambda slot: slot[0]):
+        for start, junction_id in sorted(slot for slot in self.unplanned if slot[0] <= final):  # by window, then junction
             self.unplanned.discard((start, junction_id))
             acc = self.windows[start, junction_id]
             acc["sent"] = True
@@ -507,12 +501,8 @@ class SignalsStage(Stage):
                 self.plans[junction_id] = plan
 
     def flush(self, effects: Effects) -> None:
-        for slot in [slot for slot in self.windows if slot[0] < self.pruned]:
-            del self.windows[slot]
-            self.unplanned.discard(slot)
-        if self.upstream_moved:
-            effects.batch.hset("upstream", {"pruned": repr(self.pruned), **{str(p): repr(t) for p, t in self.upstream.items()}})
-        self.upstream_moved = False
+        if self.windows.drop_before(self.pruned):
+            self.unplanned = {slot for slot in self.unplanned if slot[0] >= self.pruned}
 
 
 # ---------------------------------------------------------------------------------------------

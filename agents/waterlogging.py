@@ -24,7 +24,7 @@ from streams.clock import Skew, is_live
 from streams.effects import Effects, Source
 from streams.settings import Settings
 from streams.stage import Stage
-from streams.table import Table
+from streams.table import Table, Value
 
 log = logging.getLogger(__name__)
 
@@ -215,16 +215,13 @@ class WaterloggingStage(Stage):
     source = "water_depths"
     contract = WaterDepthReading
     alongside = {"point_reports": PointReport}
-    hashes = ("meta",)
     watch = Table(PointWatch)
     points = Table(dict, restored=False)  # the live view of each point
+    skew = Value(Skew, Skew())
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         # The partition's event time: the newest reading of any of its points.
         self.clock = max((w.updated for w in self.watch.values() if w.updated is not None), default=-math.inf)
-        self.skew = Skew(self.settings.max_skew_s)
-        self.skew.restore(hashes.get("meta", {}))
-        self._saved_skew = self.skew.saved()
 
     def knows(self, r: WaterDepthReading | PointReport) -> bool:
         return r.point_id in self.reference.city.points
@@ -243,7 +240,7 @@ class WaterloggingStage(Stage):
         before = self.watch.get(r.point_id, PointWatch())
         if r.event_time > self.clock:
             alone = lambda: all(p == r.point_id for p, w in self.watch.items() if w.updated is not None)  # noqa: E731
-            if not self.skew.allows(r.point_id, r.event_time, self.clock, source, alone):
+            if not self.skew.allows(r.point_id, r.event_time, self.clock, source, self.settings.max_skew_s, alone):
                 raise Skew.wild(r.point_id, r.event_time, self.clock)
             self.clock = r.event_time
         past = superseded(before, r)
@@ -288,9 +285,6 @@ class WaterloggingStage(Stage):
 
     def flush(self, effects: Effects) -> None:
         self.mark_silent(self.clock, effects)
-        if self.skew.saved() != self._saved_skew:
-            self._saved_skew = self.skew.saved()
-            effects.batch.hset("meta", self._saved_skew)
         for p in self.watch.dirty():
             self.points[p] = _point_view(p, self.watch[p], self.settings)
 

@@ -13,8 +13,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import orjson
-
 from schemas.contract import Rejected, iso
 from streams.effects import Source
 
@@ -28,27 +26,28 @@ def is_live(clock: float, wall_now: float, within_s: float) -> bool:
 
 @dataclass
 class Skew:
-    """Tells one clock that runs wrong from a partition's time that jumped.
+    """Tells one clock that runs wrong from a partition's time that jumped; kept with the
+    partition's state (a stage's `Value`).
 
     A reading more than `max_s` ahead of its partition's clock moves it only when the broker's
     clock has moved on as far since the partition's clock last moved (a feed resuming after a
     pause), when another key's reading ran as far ahead before it (a recording with a gap), or,
     where the stage can say so from its state, when no other key is followed there (there is no
     one to make late). Otherwise it is a wild clock's: the stage dead-letters it, and this
-    remembers it, with the partition's state."""
+    remembers it."""
 
-    max_s: float
-    moved_at: float = -math.inf  # the broker's time of the event that last moved the clock
+    moved_at: float | None = None  # the broker's time of the event that last moved the clock
     ahead: dict[str, float] = field(default_factory=dict)  # keys far ahead, alone, and when
 
-    def allows(self, key: str, t: float, clock: float, source: Source, alone: Callable[[], bool] = lambda: False) -> bool:
+    def allows(self, key: str, t: float, clock: float, source: Source, max_s: float,
+               alone: Callable[[], bool] = lambda: False) -> bool:
         """Whether a reading of `key` at `t` may move the partition's `clock` (a newer time)."""
-        if t <= clock + self.max_s or clock == -math.inf:
+        if t <= clock + max_s or clock == -math.inf:
             self.moved_at = source.timestamp or self.moved_at
             return True
-        paused = source.timestamp is not None and self.moved_at != -math.inf \
-            and source.timestamp - self.moved_at >= t - clock - self.max_s
-        if paused or any(k != key and abs(t - other) <= self.max_s for k, other in self.ahead.items()) or alone():
+        paused = source.timestamp is not None and self.moved_at is not None \
+            and source.timestamp - self.moved_at >= t - clock - max_s
+        if paused or any(k != key and abs(t - other) <= max_s for k, other in self.ahead.items()) or alone():
             self.ahead.clear()
             self.moved_at = source.timestamp or self.moved_at
             return True
@@ -59,10 +58,3 @@ class Skew:
     def wild(key: str, t: float, clock: float) -> Rejected:
         return Rejected(f"event_time {iso(t)} of {key} is {t - clock:,.0f} s ahead of its partition's time "
                         f"{iso(clock)}, and no other sensor is: a clock that runs wrong", "ahead_of_partition")
-
-    def restore(self, meta: dict[str, bytes]) -> None:
-        self.moved_at = float(meta.get("clock_moved_at", "-inf"))
-        self.ahead = orjson.loads(meta.get("ahead", b"{}"))
-
-    def saved(self) -> dict[str, str]:
-        return {"clock_moved_at": repr(self.moved_at), "ahead": orjson.dumps(self.ahead).decode()}

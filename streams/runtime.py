@@ -115,6 +115,12 @@ def processor(cls: type[Stage]) -> Processor:
     return live().processors[cls]
 
 
+def declared_stage(name: str) -> type[Stage]:
+    """The stage declared under this name (its module imported)."""
+    (cls,) = [cls for cls in declared if cls.name == name]
+    return cls
+
+
 def stage(cls: type[Stage]) -> None:
     """Declare a stage, with its agent (named as the stage: one name for the agent, its Redis
     keys and its metrics) that hands its processor the batches of its source topic and of the

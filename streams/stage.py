@@ -17,7 +17,7 @@ from streams import metrics
 from streams.effects import Effects, Source
 from streams.reference import Reference
 from streams.settings import Settings
-from streams.table import tables_of
+from streams.table import Ranking, Table, Value, declared
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ class Stage(ABC):
     # Co-partitioned topics read alongside the source (topic role -> contract): keyed like it, so
     # partition n of each lands on the worker that holds partition n of the stage.
     alongside: ClassVar[dict[str, type]] = {}
-    # Its keyed state is declared as `Table` attributes (streams/table.py); these are the other
-    # Redis hashes it restores itself.
+    # Its state is declared as `Table`, `Value` and `Ranking` attributes (streams/table.py); these
+    # are the other Redis hashes it restores itself.
     hashes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, partition: int, settings: Settings, reference: Reference):
@@ -42,27 +42,43 @@ class Stage(ABC):
         self.settings = settings
         self.reference = reference
         self.last_event_wall = time.monotonic()
+        self.values_written: dict[str, bytes] = {}  # each Value as Redis holds it
 
     @classmethod
     def restored_hashes(cls) -> tuple[str, ...]:
         """The Redis hashes read when a partition of the stage is loaded."""
-        return (*cls.hashes, *(t.hash for t in tables_of(cls).values() if t.restored and t.hash))
+        meta = (Value.HASH,) if any(v.restored for v in declared(cls, Value).values()) else ()
+        return (*cls.hashes, *meta, *(t.hash for t in declared(cls, Table).values() if t.restored))
 
     def load(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        """Restore the partition's tables from its Redis hashes, then the rest (`restore`)."""
-        for name, table in tables_of(type(self)).items():
+        """Restore the partition's tables and values from its Redis hashes, then the rest (`restore`)."""
+        for name, table in declared(type(self), Table).items():
             if table.restored:
                 getattr(self, name).restore(hashes.get(table.hash, {}))
+        meta = hashes.get(Value.HASH, {})
+        for name, value in declared(type(self), Value).items():
+            raw = meta.get(name) if value.restored else None
+            if raw is not None:
+                setattr(self, name, value.read(raw))
+            self.values_written[name] = value.write(getattr(self, name))
         self.restore(hashes)
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         """Rebuild in memory what the tables do not hold: derived state, hand-kept hashes."""
 
     def end_batch(self, effects: Effects) -> None:
-        """The batch's end: the stage's `flush`, then the writes of what its tables changed."""
+        """The batch's end: the stage's `flush`, then the writes of what its state changed."""
         self.flush(effects)
-        for name in tables_of(type(self)):
+        for name in (*declared(type(self), Table), *declared(type(self), Ranking)):
             getattr(self, name).save(effects.batch)
+        changed = {}
+        for name, value in declared(type(self), Value).items():
+            raw = value.write(getattr(self, name))
+            if raw != self.values_written.get(name):
+                self.values_written[name] = raw
+                changed[name] = raw.decode()
+        if changed:
+            effects.batch.hset(Value.HASH, changed)
 
     def knows(self, value: Any) -> bool:
         """Whether the reference data this event needs is loaded."""

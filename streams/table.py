@@ -8,10 +8,16 @@ plain JSON types; a composite key is a tuple, written `a|b` (its last part may c
 A table keyed by two parts (a lot and a plate token, a window and a junction) is grouped by the
 first: `group(lot)` is what one lot holds, without a scan of every lot's. A table declared
 `restored=False` is a view: written for dashboards and `citybrain watch`, never read back.
+
+Beside tables, a stage keeps single values (`swept_at = Value(float, -math.inf)`: a clock, the
+time of the last sweep), all in the partition's `meta` hash and written when they change, and
+rankings (`Ranking()`: a Redis sorted set, the most congested roads), views written with the batch.
+Tools read a stage's state through the same declarations (`fetch`), never by key names of their own.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from functools import cache
@@ -21,7 +27,7 @@ import msgspec
 import orjson
 
 from schemas.contract import decode, encode
-from streams.state import Batch
+from streams.state import Batch, partition_key
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -33,6 +39,8 @@ def _key_codec(parts: tuple[type, ...]) -> tuple[Callable[[Any], str], Callable[
     """How a key of these parts becomes a hash field and back (floats as their repr, exactly)."""
     if parts == (str,):
         return (lambda k: k), (lambda f: f)
+    if len(parts) == 1:  # a number: a partition, a time
+        return (repr if parts[0] is float else str), parts[0]
     # Written out for the key at hand, as the contracts' codecs are: a batch writes thousands.
     formats = ["{!r}" if t is float else "{}" for t in parts]
     to_field = KEY_SEPARATOR.join(formats).format
@@ -49,6 +57,8 @@ def _value_codec(value: Any) -> tuple[Callable[[Any], bytes], Callable[[bytes], 
         return encode, lambda raw: decode(value, raw)
     if value is str:  # as it is: an id, a time
         return str.encode, bytes.decode
+    if value is float:  # exactly, infinities too (JSON has none)
+        return (lambda v: repr(v).encode()), float
     reader = msgspec.json.Decoder() if value is object else msgspec.json.Decoder(value)  # object: any JSON
     # Keys sorted: a mapping filled in arrival order is written the same whatever the order.
     return (lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS)), reader.decode
@@ -196,15 +206,6 @@ class Rows(MutableMapping[K, V]):
         return self.values_by_key.items()
 
 
-@cache
-def tables_of(stage_class: type) -> dict[str, Table]:
-    """The tables a stage class declares (its own and inherited), by attribute name."""
-    found: dict[str, Table] = {}
-    for klass in reversed(stage_class.__mro__):
-        found.update({name: t for name, t in vars(klass).items() if isinstance(t, Table)})
-    return found
-
-
 class GroupedRows(Rows[tuple[G, K], V]):
     """One partition's grouped table: its values by group, then by key within the group."""
 
@@ -252,9 +253,125 @@ class GroupedRows(Rows[tuple[G, K], V]):
         """The groups with a key set or deleted since the last save."""
         return {key[0] for key in self.dirty()}
 
+    def drop_before(self, bound: G) -> list[G]:
+        """Remove the groups before `bound` (windows past a stage's horizon); which they were."""
+        gone = [g for g in self.groups if g < bound]  # type: ignore[operator]
+        for group in gone:
+            self.pop_group(group)
+        return gone
+
     def pop_group(self, group: G) -> dict[K, V]:
         """Remove a whole group; what it held."""
         members = self.groups.pop(group, {})
         for key in members:
             super().__delitem__((group, key))
         return members
+
+
+class Value(Generic[V]):
+    """One typed value of a stage's partition, kept in its `meta` hash under the attribute's name.
+    It reads as the default until set; the stage writes it at the end of a batch where it changed
+    (in place too: a dict is compared as written)."""
+
+    HASH = "meta"
+
+    def __init__(self, value: Any, default: V, *, restored: bool = True):
+        write, read = _value_codec(value)
+        self.write: Callable[[Any], bytes] = lambda v: b"null" if v is None else write(v)
+        self.read: Callable[[bytes], Any] = lambda raw: None if raw == b"null" else read(raw)
+        self.default = default
+        self.restored = restored
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, stage: None, owner: type) -> Value[V]: ...
+
+    @overload
+    def __get__(self, stage: object, owner: type) -> V: ...
+
+    def __get__(self, stage: object | None, owner: type) -> Value[V] | V:
+        if stage is None:
+            return self
+        value = vars(stage)[self.name] = copy.deepcopy(self.default)  # from now on found before the declaration
+        return value
+
+    async def fetch(self, client: Any, prefix: str, stage: str, partition: int) -> V:
+        """The value as a partition of `stage` last wrote it (for tools: a worker holds its own)."""
+        raw = await client.hget(f"{partition_key(prefix, stage, partition)}:{self.HASH}", self.name)
+        return self.default if raw is None else self.read(raw)
+
+
+class Ranking:
+    """Members by score, kept as a Redis sorted set of the partition: a view for dashboards and
+    `citybrain watch`, written with the batch and never read back."""
+
+    def __init__(self) -> None:
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, stage: None, owner: type) -> Ranking: ...
+
+    @overload
+    def __get__(self, stage: object, owner: type) -> RankingRows: ...
+
+    def __get__(self, stage: object | None, owner: type) -> Ranking | RankingRows:
+        if stage is None:
+            return self
+        rows = vars(stage)[self.name] = RankingRows(self.name)
+        return rows
+
+    async def fetch(self, client: Any, prefix: str, stage: str, partition: int, top: int) -> list[tuple[str, float]]:
+        """The `top` members of a partition's ranking, highest score first."""
+        key = f"{partition_key(prefix, stage, partition)}:{self.name}"
+        return [(m.decode(), s) for m, s in await client.zrevrange(key, 0, top - 1, withscores=True)]
+
+
+class RankingRows:
+    """One partition's ranking: what changed since the batch began."""
+
+    __slots__ = ("name", "scores", "removed", "cleared")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.scores: dict[str, float] = {}
+        self.removed: set[str] = set()
+        self.cleared = False
+
+    def update(self, scores: Mapping[str, float]) -> None:
+        self.scores.update(scores)
+        self.removed.difference_update(scores)
+
+    def discard(self, member: str) -> None:
+        self.scores.pop(member, None)
+        self.removed.add(member)
+
+    def replace(self, scores: Mapping[str, float]) -> None:
+        """The whole ranking is now `scores`."""
+        self.scores, self.removed, self.cleared = dict(scores), set(), True
+
+    def save(self, batch: Batch) -> None:
+        if self.cleared:
+            batch.delete(self.name)
+        if self.removed:
+            batch.zrem(self.name, sorted(self.removed))
+        if self.scores:
+            batch.zadd(self.name, self.scores)
+        self.scores, self.removed, self.cleared = {}, set(), False
+
+
+D = TypeVar("D")
+
+
+@cache
+def declared(stage_class: type, kind: type[D]) -> dict[str, D]:
+    """What a stage class declares of a kind (Table, Value, Ranking), its own and inherited, by name."""
+    found: dict[str, D] = {}
+    for klass in reversed(stage_class.__mro__):
+        found.update({name: d for name, d in vars(klass).items() if isinstance(d, kind)})
+    return found

@@ -15,7 +15,7 @@ from streams.effects import Effects, Source
 from streams.reference import Reference
 from streams.settings import Settings
 from streams.stage import Stage
-from streams.table import Table
+from streams.table import Table, Value
 from streams.windows import TumblingWindows
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,11 @@ class WindowedStage(Stage):
     changed and not everything the window has seen.
     """
 
-    hashes: ClassVar[tuple[str, ...]] = ("meta", "seen")
+    hashes: ClassVar[tuple[str, ...]] = ("seen",)
     # The accumulators of the open windows, by (window start, key).
     open_windows = Table(object, key=(float, str), hash="open")
+    watermark = Value(float, -math.inf)  # the windows' watermark as of the last batch
+    skew = Value(Skew, Skew())
     # Whether event times are the clocks of the sensors that read them, one of which may run wrong
     # (Skew); not for a stage fed by other partitions' records, whose arrival can run apart.
     sensor_clocks: ClassVar[bool] = True
@@ -46,7 +48,6 @@ class WindowedStage(Stage):
         self._touched: set[tuple[str, float]] = set()
         self._seen: dict[float, set[str]] = {}  # by window start: fields of the events counted once
         self._newly_seen: set[str] = set()
-        self.skew = Skew(settings.max_skew_s)
 
     @classmethod
     def window_of(cls, settings: Settings) -> tuple[float, float]:
@@ -54,12 +55,7 @@ class WindowedStage(Stage):
         return settings.window_s, settings.grace_s
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
-        meta = hashes.get("meta", {})
-        if "watermark" in meta:
-            self.windows.watermark = float(meta["watermark"])
-        self.skew.restore(meta)
-        self._saved_watermark = self.windows.watermark
-        self._saved_ahead = dict(self.skew.ahead)
+        self.windows.watermark = self.watermark
         for (start, key), acc in self.open_windows.items():
             self.windows.open.setdefault(start, {})[key] = acc
         for name in hashes.get("seen", {}):
@@ -89,7 +85,8 @@ class WindowedStage(Stage):
         if start is None:
             effects.late(source, f"late: window {iso(w.start_of(t))} of {key} closed at watermark {iso(w.watermark)}")
             return False
-        if t > w.watermark and self.sensor_clocks and not self.skew.allows(key, t, w.watermark, source):
+        if t > w.watermark and self.sensor_clocks and not self.skew.allows(key, t, w.watermark, source,
+                                                                                   self.settings.max_skew_s):
             effects.reject(source, Skew.wild(key, t, w.watermark))
             return False
         if once is not None and not self.count_once(key, start, once):
@@ -159,8 +156,6 @@ class WindowedStage(Stage):
             self._newly_seen.clear()
         # The watermark is kept whenever it moves: a restarted worker must judge lateness as the
         # first one did, and stages downstream may already have been told of it.
-        if self.windows.watermark != self._saved_watermark or self.skew.ahead != self._saved_ahead:
-            effects.batch.hset("meta", {"watermark": repr(self.windows.watermark), **self.skew.saved()})
-            self._saved_watermark, self._saved_ahead = self.windows.watermark, dict(self.skew.ahead)
+        self.watermark = self.windows.watermark
         self._touched.clear()
 

@@ -13,21 +13,24 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio.cluster import RedisCluster
 
+from schemas.contract import iso
 from streams.clients import async_redis, kafka_auth
+from streams.runtime import declared_stage
 from streams.settings import Settings
-from streams.state import partition_key
+from streams.table import Ranking, Value, declared
 from streams.topics import partitions_of, topic_name
 
 WATCHED = ("alerts", "signal_plans", "notices", "bills", "dead_letters", "late_events")
 SHOWN_PER_KIND = 3  # plans, notices and bills come in numbers: a few of each kind are shown, all counted
 
 
-async def city_snapshot(client: aioredis.Redis | RedisCluster, settings: Settings, top: int = 5) -> tuple[dict | None, list]:
-    """The latest city index and the most congested segments of that window."""
-    base = partition_key(settings.key_prefix, "city", 0)
-    latest = await client.get(f"{base}:latest")
-    ranking: Any = await client.zrevrange(f"{base}:ranking", 0, top - 1, withscores=True)  # (member, score)
-    return (orjson.loads(latest) if latest else None), [(m.decode(), s) for m, s in ranking]
+async def city_snapshot(client: aioredis.Redis | RedisCluster, settings: Settings, top: int = 5) -> tuple[Any, list]:
+    """The latest city index and the most congested segments of that window, read through the
+    city stage's declarations (its one partition)."""
+    city = declared_stage("city")
+    index = await declared(city, Value)["latest"].fetch(client, settings.key_prefix, city.name, 0)
+    ranking = await declared(city, Ranking)["ranking"].fetch(client, settings.key_prefix, city.name, 0, top)
+    return index, ranking
 
 
 def describe(role: str, record: dict) -> str:
@@ -90,14 +93,14 @@ async def watch_city(settings: Settings, seconds: float, quiet_after: float, say
                 if index and index != shown:
                     shown = index
                     worst = ", ".join(f"{seg} {tpi:.1f}" for seg, tpi in ranking)
-                    say(f"CITY  window {index['window_start']}: TPI {index['tpi']:.2f} ({index['level']}); worst: {worst}")
+                    say(f"CITY  window {iso(index.window_start)}: TPI {index.tpi:.2f} ({index.level}); worst: {worst}")
         index, ranking = await city_snapshot(client, settings)
         say("---- summary ----")
         for kind, count in sorted(seen.items()):
             say(f"{kind:<22} {count}")
         if index:
-            say(f"city TPI {index['tpi']:.2f} ({index['level']}) for window {index['window_start']}, "
-                f"{index['segments']} segments, {index['vehicle_km']:.0f} vehicle-km")
+            say(f"city TPI {index.tpi:.2f} ({index.level}) for window {iso(index.window_start)}, "
+                f"{index.segments} segments, {index.vehicle_km:.0f} vehicle-km")
         for seg, tpi in ranking:
             say(f"  most congested: {seg} TPI {tpi:.1f}")
         return seen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import subprocess
 
@@ -16,7 +17,9 @@ from schemas.contract import encode, iso, parse_time
 from schemas.events import TrafficReading
 from schemas.records import CityIndexPart
 from schemas.reference import Approach, Intersection, Segment, Zone
+from streams.clients import async_redis
 from streams.settings import Settings
+from streams.tools.watch import city_snapshot
 from tests.integration.conftest import CITYBRAIN
 from tests.unit.test_cap import XSD as CAP_XSD
 
@@ -28,6 +31,14 @@ ZONE = Zone("Z1", "West Lake", [(30.0, 120.0), (30.0, 120.1), (30.1, 120.1), (30
 S1 = Segment("S1", "Yan'an Rd", "Z1", "arterial", 2.0, 50.0, 2)
 S2 = Segment("S2", "Fengqi Rd", "Z1", "secondary", 1.0, 40.0, 1)
 J1 = Intersection("J1", "Yan'an x Fengqi", "Z1", [Approach("J1-N", "S1", "NS", 2), Approach("J1-E", "S2", "EW", 1)])
+
+
+async def snapshot(settings: Settings):
+    client = async_redis(settings)
+    try:
+        return await city_snapshot(client, settings)
+    finally:
+        await client.aclose()
 
 
 def reference():
@@ -94,13 +105,12 @@ def test_readings_become_segment_state_alerts_city_index_and_plans(city_run):
         (parsed,) = CAPParser(doc.decode()).as_dict()
         assert parsed["cap_id"] == alert["identifier"] and parsed["cap_message_type"] == alert["msg_type"]
 
-    # City index of the last window: both segments weighted by vehicle-km.
-    latest = orjson.loads(run.state()["{city.0}:latest"])
-    parts = [
-        CityIndexPart(0, last, w.vehicle_km, w.tpi * w.vehicle_km, 1, [])
-        for w in (summarize(seg, last, accs[(seg.segment_id, last)], S) for seg in (S1, S2))
-    ]
-    assert latest == orjson.loads(encode(city_index(last, parts)))
+    # City index of the last window: both segments weighted by vehicle-km; as `citybrain watch` reads it.
+    windows = [summarize(seg, last, accs[(seg.segment_id, last)], S) for seg in (S1, S2)]
+    parts = [CityIndexPart(0, last, w.vehicle_km, w.tpi * w.vehicle_km, 1, []) for w in windows]
+    latest, worst = asyncio.run(snapshot(run.settings))
+    assert latest == city_index(last, parts)
+    assert worst == sorted(((w.segment_id, w.tpi) for w in windows), key=lambda x: (x[1], x[0]), reverse=True)
 
     # A complete Webster plan for every window of J1 (a plan revised by a later flow counts last).
     plans = {p["window_start"]: p for p in run.records("signal_plans")}

@@ -257,11 +257,11 @@ def test_one_clock_a_day_ahead_is_dead_lettered_and_moves_no_one_else_late():
     assert reason == ("event_time 1970-01-13T13:49:00.000Z of segment:S3 is 86,400 s ahead of its partition's "
                       "time 1970-01-12T13:49:00.000Z, and no other sensor is: a clock that runs wrong")
     # What it remembers of the wild clock is saved with the watermark, for a restarted worker.
-    stage.flush(e)
+    stage.end_batch(e)
     (meta,) = [c for c in e.batch.commands if c[:2] == ["HSET", "cb:{x.0}:meta"]]
-    saved = dict(zip(meta[2::2], meta[3::2]))
+    saved = {k: v.encode() for k, v in zip(meta[2::2], meta[3::2])}
     restored = three_segments()
-    restored.restore({"meta": saved})
+    restored.load({"meta": saved})
     assert restored.skew.ahead == {"segment:S3": t + 86_520} and restored.windows.watermark == t + 270
 
 

@@ -14,7 +14,6 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from agents.alerts import as_json
 from agents.webhooks import (
     DeliveryQueue,
     WebhooksStage,
@@ -505,7 +504,7 @@ def test_a_subscription_with_a_bad_secret_in_the_file_is_refused(tmp_path):
 def stage_with(*ds: Delivery) -> WebhooksStage:
     """A partition restored with these deliveries pending."""
     stage = WebhooksStage(0, Settings(), Reference(Settings()))
-    stage.load({"pending": {d.delivery_id: as_json(d).encode() for d in ds}})
+    stage.load({"pending": {d.delivery_id: encode(d) for d in ds}})
     return stage
 
 
@@ -530,7 +529,7 @@ def dead_letters(e: Effects) -> list[dict]:
 def test_restore_reads_pending_deliveries_and_disabled_subscriptions():
     d = delivery(attempt=2, next_at=T0 + 9)
     stage = WebhooksStage(0, Settings(), Reference(Settings()))
-    stage.load({"pending": {d.delivery_id: as_json(d).encode()},
+    stage.load({"pending": {d.delivery_id: encode(d)},
                 "disabled": {"s9": b"2026-07-20T08:00:00.000Z"}})
     assert stage.pending["s1.m1"].attempt == 2 and stage.pending["s1.m1"].next_at == T0 + 9
     assert set(stage.disabled) == {"s9"}
