@@ -446,8 +446,14 @@ class SignalsStage(Stage):
     # Windows before this are gone. Only ever forward: a partition that reports for the first
     # time must not reopen them.
     pruned = Value(float, -math.inf)
+    hashes = ("upstream",)  # where the previous version kept both, read once to carry them over
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        before = dict(hashes.get("upstream", {}))
+        if before and not self.upstream:
+            self.pruned = max(self.pruned, float(before.pop("pruned", "-inf")))
+            for p, t in before.items():
+                self.upstream[int(p)] = float(t)
         self.unplanned = {slot for slot, acc in self.windows.items() if not acc["sent"]}
 
     def final_through(self) -> float:

@@ -220,6 +220,7 @@ class WaterloggingStage(Stage):
     skew = Value(Skew, Skew())
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        self.skew = Skew.kept_before(hashes.get("meta", {})) or self.skew
         # The partition's event time: the newest reading of any of its points.
         self.clock = max((w.updated for w in self.watch.values() if w.updated is not None), default=-math.inf)
 

@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
+
 from schemas.contract import Rejected, iso
 from streams.effects import Source
 
@@ -53,6 +55,14 @@ class Skew:
             return True
         self.ahead[key] = t
         return False
+
+    @staticmethod
+    def kept_before(meta: dict[str, bytes]) -> Skew | None:
+        """The record as the previous version kept it, two fields of the meta hash, or None."""
+        if "skew" in meta or ("clock_moved_at" not in meta and "ahead" not in meta):
+            return None
+        moved_at = float(meta.get("clock_moved_at", "-inf"))
+        return Skew(moved_at if moved_at != -math.inf else None, orjson.loads(meta.get("ahead", b"{}")))
 
     @staticmethod
     def wild(key: str, t: float, clock: float) -> Rejected:

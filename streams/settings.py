@@ -207,7 +207,7 @@ def _parse_rules(group: typing.Any, name: str, rule: typing.Any) -> None:
 
 @dataclass(frozen=True)
 class Settings:
-    """The runtime's own settings, then one group per domain (`settings.rain.rain_hold_s`). The
+    """The runtime's own settings, then one group per domain (`settings.rain.hold_s`). The
     variables stay flat: every field of every group is `CITYBRAIN_<FIELD>`, and `Settings.of`
     takes the same flat names."""
 

@@ -275,7 +275,7 @@ class Value(Generic[V]):
 
     HASH = "meta"
 
-    def __init__(self, value: Any, default: V, *, restored: bool = True):
+    def __init__(self, value: type[V], default: V, *, restored: bool = True):
         write, read = _value_codec(value)
         self.write: Callable[[Any], bytes] = lambda v: b"null" if v is None else write(v)
         self.read: Callable[[bytes], Any] = lambda raw: None if raw == b"null" else read(raw)
@@ -301,7 +301,7 @@ class Value(Generic[V]):
     async def fetch(self, client: Any, prefix: str, stage: str, partition: int) -> V:
         """The value as a partition of `stage` last wrote it (for tools: a worker holds its own)."""
         raw = await client.hget(f"{partition_key(prefix, stage, partition)}:{self.HASH}", self.name)
-        return self.default if raw is None else self.read(raw)
+        return copy.deepcopy(self.default) if raw is None else self.read(raw)
 
 
 class Ranking:

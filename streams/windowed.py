@@ -55,6 +55,7 @@ class WindowedStage(Stage):
         return settings.window_s, settings.grace_s
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
+        self.skew = Skew.kept_before(hashes.get("meta", {})) or self.skew
         self.windows.watermark = self.watermark
         for (start, key), acc in self.open_windows.items():
             self.windows.open.setdefault(start, {})[key] = acc

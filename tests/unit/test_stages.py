@@ -15,6 +15,7 @@ from schemas.events import RainGaugeReading, TrafficReading, WaterDepthReading
 from schemas.records import ApproachFlow, FlowReport
 from schemas.reference import Approach, Intersection, RainGauge, Segment, WaterloggingPoint
 from streams import topics
+from streams.clock import Skew
 from streams.effects import Effects, Source
 from streams.reference import Reference
 from streams.settings import Settings
@@ -300,3 +301,26 @@ def test_a_depth_sensor_a_day_ahead_is_dead_lettered_and_its_neighbours_are_not_
     assert {w.health for w in stage.watch.values()} == {"ok"} and late_reasons(e) == []
     assert stage.skew.ahead == {"P2": t + 120 + 86_400}
 
+
+
+def test_signal_state_kept_by_the_previous_version_is_carried_over():
+    """Each traffic partition's final window and the pruning horizon were one `upstream` hash: a
+    plan must still wait for the partition that is behind after an upgrade."""
+    stage = SignalsStage(0, S, reference())
+    stage.load({"upstream": {"pruned": b"-3600.0", "0": b"-60.0", "1": b"-60.0"},
+                "windows": {"0.0|J1": b'{"flows":{"J1-N":600.0},"sent":false}'}})
+    assert dict(stage.upstream) == {0: -60.0, 1: -60.0} and stage.pruned == -3600.0
+    e = effects("signals")
+    stage.on_event(report(0, 0.0), source(), e)
+    stage.end_batch(e)
+    assert sent_to(e, topics.signal_plans) == []  # partition 1 has not passed window 0
+    assert ["HSET", "cb:{x.0}:final_through", "0", "0.0", "1", "-60.0"] in e.batch.commands
+
+
+def test_a_skew_record_kept_by_the_previous_version_is_carried_over():
+    stage = three_segments()
+    stage.load({"meta": {"watermark": b"1000.0", "clock_moved_at": b"1700000000.5", "ahead": b'{"segment:S3":90000.0}'}})
+    assert stage.skew == Skew(1_700_000_000.5, {"segment:S3": 90_000.0}) and stage.windows.watermark == 1000.0
+    fresh = three_segments()
+    fresh.load({"meta": {"clock_moved_at": b"-inf"}})
+    assert fresh.skew == Skew(None, {})
