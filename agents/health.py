@@ -280,6 +280,9 @@ class PeopleStage(Stage):
         self.swept_at = self.clock
 
 
+COLOURS = ("green", "yellow", "red")
+
+
 class ZoneHealthStage(WindowedStage):
     """Per zone and window: scans by colour, and the zone's health-risk alert."""
 
@@ -298,17 +301,17 @@ class ZoneHealthStage(WindowedStage):
         incidents = sum(1 for w in self.watch.values() if w.incident)
         return metrics.merge(super().gauges(), metrics.gauge("citybrain_active_incidents", incidents, "Health"))
 
-    def on_event(self, scan: ZoneScan, source: Source, effects: Effects) -> None:
-        colour = ("green", "yellow", "red").index(scan.colour)
+    def keys(self, scan: ZoneScan) -> tuple[float, tuple[str, ...], None]:
+        return scan.at, (scan.zone_id,), None
 
-        def count(acc: list[int] | None) -> list[int]:
-            acc = acc or [0, 0, 0]
-            acc[0] += 1
-            if colour:
-                acc[colour] += 1
-            return acc
-
-        self.fold(scan.zone_id, scan.at, count, source, effects)
+    @staticmethod
+    def accumulate(acc: list[int] | None, scan: ZoneScan) -> list[int]:
+        """Scans in all, yellow and red."""
+        acc = acc or [0, 0, 0]
+        acc[0] += 1
+        if scan.colour != "green":
+            acc[COLOURS.index(scan.colour)] += 1
+        return acc
 
     def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
         for zone_id, start, counts in closed:

@@ -279,14 +279,21 @@ class TrafficStage(WindowedStage):
     def on_event(self, r: TrafficReading | RoadClosure, source: Source, effects: Effects) -> None:
         if isinstance(r, RoadClosure):
             return self.on_closure(r, effects)
+        super().on_event(r, source, effects)
+
+    def keys(self, r: TrafficReading) -> tuple[float, tuple[str, ...], str]:
+        """A reading counts in its segment's window and its approach's, once per sensor and time."""
         if r.segment_id not in self.reference.city.segments:
             raise Rejected(f"unknown segment_id {r.segment_id!r}: not in the segments reference", "unknown_reference")
-        if r.approach_id is not None and r.approach_id not in self.reference.approaches:
+        reading = f"{r.sensor_id}@{r.event_time!r}"
+        if r.approach_id is None:
+            return r.event_time, ("segment:" + r.segment_id,), reading
+        if r.approach_id not in self.reference.approaches:
             raise Rejected(f"unknown approach_id {r.approach_id!r}: in no intersection", "unknown_reference")
-        fold = lambda acc: fold_reading(acc, r)  # noqa: E731
-        reading = f"{r.sensor_id}@{r.event_time!r}"  # a sensor's repeated reading counts once
-        if self.fold(f"segment:{r.segment_id}", r.event_time, fold, source, effects, once=reading) and r.approach_id:
-            self.fold(f"approach:{r.approach_id}", r.event_time, fold, source, effects, once=reading)
+        return r.event_time, ("segment:" + r.segment_id, "approach:" + r.approach_id), reading
+
+    def accumulate(self, acc: list | None, r: TrafficReading) -> list:
+        return fold_reading(acc, r)
 
     def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
         s, city = self.settings, self.reference.city

@@ -61,24 +61,14 @@ DECLARED: list[type] = []  # every contract, in the order declared
 
 @typing.dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field, bounded, text))
 def contract(cls: type[C]) -> type[C]:
-    """Declare an event or record: a frozen dataclass with slots.
+    """Declare an event or record: a dataclass with slots, frozen to the type checker.
 
-    Its `__init__` sets the slots directly. The one dataclasses writes for a frozen class goes
-    through `object.__setattr__` for every field, which costs twice as much, and records are
-    built for every window a stage closes."""
-    cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
+    Frozen by the type checker (mypy runs with the tests), not at run time: a frozen dataclass
+    sets each field through `object.__setattr__`, four times the cost of a plain one, and an
+    instance is built for every event decoded and every window a stage closes. Hashed by its
+    fields, as a frozen one is."""
+    cls = dataclasses.dataclass(slots=True, unsafe_hash=True)(cls)
     DECLARED.append(cls)
-    fields = dataclasses.fields(typing.cast(Any, cls))
-    if hasattr(cls, "__post_init__") or any(f.default_factory is not dataclasses.MISSING for f in fields):
-        return cls  # built as dataclasses builds it
-    params = [f.name if f.default is dataclasses.MISSING else f"{f.name}=_default_{f.name}" for f in fields]
-    body = [f"    _set_{f.name}(self, {f.name})" for f in fields] or ["    pass"]
-    namespace = {**{f"_set_{f.name}": getattr(cls, f.name).__set__ for f in fields},
-                 **{f"_default_{f.name}": f.default for f in fields if f.default is not dataclasses.MISSING}}
-    exec("\n".join([f"def __init__(self, {', '.join(params)}):", *body, ""]), namespace)  # noqa: S102  field names are identifiers
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    setattr(cls, "__init__", init)  # noqa: B010  as dataclasses sets it
     return cls
 
 
@@ -315,16 +305,14 @@ def _fast_decoder(cls: Any) -> Any:
             fields.append((f.name, wire))
     struct = msgspec.defstruct(f"{cls.__name__}Wire", fields, gc=False)
     decoder = msgspec.json.Decoder(struct)
-    # Written out per contract (see `_to_dict_of`), setting the slots directly: a frozen
-    # dataclass's `__init__` goes through `object.__setattr__` for every field, which costs
-    # twice as much, and the decoder builds one instance per event.
+    # Written out per contract (see `_to_dict_of`), setting the slots directly: the decoder
+    # builds one instance per event, and `__init__` would pass every field twice.
     lines = ["def fast(raw):", "    w = _decode(raw)", "    e = _new(_cls)"]
     for name, *_ in fields:
         # A time is text on the wire; anything else is the field's default, kept as it is.
         value = f"_time(w.{name}) if w.{name}.__class__ is str else w.{name}" if name in times else f"w.{name}"
-        lines.append(f"    _set_{name}(e, {value})")
-    namespace = {"_decode": decoder.decode, "_new": object.__new__, "_cls": cls, "_time": _parse_wire_time,
-                 **{f"_set_{name}": getattr(cls, name).__set__ for name, *_ in fields}}
+        lines.append(f"    e.{name} = {value}")
+    namespace = {"_decode": decoder.decode, "_new": object.__new__, "_cls": cls, "_time": _parse_wire_time}
     exec("\n".join([*lines, "    return e", ""]), namespace)  # noqa: S102  field names are identifiers
     return namespace["fast"]
 

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -34,6 +35,62 @@ class Source(NamedTuple):
     key: bytes | None
     value: bytes | None
     timestamp: float | None = None  # the broker's record time, epoch seconds
+
+
+class Sources:
+    """Where a batch's events came from: one topic partition's records, a `Source` built only
+    for an event that needs one (a dead letter, a late event), and their broker times."""
+
+    __slots__ = ("topic", "partition", "records", "stamps")
+
+    def __init__(self, topic: str, partition: int, records: Sequence[Any], ms: bool = True):
+        self.topic, self.partition, self.records = topic, partition, records
+        # The broker's record times, epoch seconds (a Kafka record's are milliseconds).
+        scale = 1000.0 if ms else 1.0
+        self.stamps: list[float | None] = [r.timestamp / scale if r.timestamp is not None else None for r in records]
+
+    @classmethod
+    def of(cls, sources: Sequence[Source]) -> Sources:
+        """Sources given one by one (of one topic partition)."""
+        return cls(sources[0].topic, sources[0].partition, sources, ms=False)
+
+    def __getitem__(self, i: int) -> Source:
+        r = self.records[i]
+        return Source(self.topic, self.partition, r.offset, r.key, r.value, self.stamps[i])
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def after(self, offset: int) -> Sources:
+        """The sources of the records after `offset`."""
+        if not self.records or self.records[0].offset > offset:
+            return self
+        return self.pick([i for i, r in enumerate(self.records) if r.offset > offset])
+
+    def pick(self, indices: Sequence[int]) -> Sources:
+        """The sources of the events at `indices`."""
+        return self._picked([self.records[i] for i in indices], [self.stamps[i] for i in indices])
+
+    def part(self, start: int, stop: int) -> Sources:
+        """The sources of events `start` to `stop` (exclusive)."""
+        return self._picked(self.records[start:stop], self.stamps[start:stop])
+
+    def _picked(self, records: Sequence[Any], stamps: list[float | None]) -> Sources:
+        picked = Sources(self.topic, self.partition, ())
+        picked.records, picked.stamps = records, stamps
+        return picked
+
+    def offset(self, i: int) -> int:
+        return self.records[i].offset
+
+
+class RuleFailed(Exception):
+    """A stage's rules raised on one event: the same event fails the same way every time it is
+    applied, so it is dead-lettered, not retried."""
+
+    def __init__(self, source: Source, exc: Exception):
+        super().__init__(f"{type(exc).__name__}: {exc}")
+        self.source = source
 
 
 @dataclass

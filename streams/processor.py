@@ -27,7 +27,7 @@ from schemas.contract import Rejected, decode, encode, iso
 from streams import metrics, topics
 from streams.app import app
 from streams.batching import RecordBatch
-from streams.effects import RECORD_OVERHEAD, Effects, Source, dead_letter
+from streams.effects import RECORD_OVERHEAD, Effects, RuleFailed, Source, Sources, dead_letter
 from streams.privacy import Keyring
 from streams.reference import Reference
 from streams.settings import Settings
@@ -62,22 +62,13 @@ class Misplaced(Exception):
         self.event = event
 
 
-class RuleFailed(Exception):
-    """A stage's rules raised on one event: the same event fails the same way every time it is
-    applied, so it is dead-lettered, not retried."""
-
-    def __init__(self, source: Source, exc: Exception):
-        super().__init__(f"{type(exc).__name__}: {exc}")
-        self.source = source
-
-
 @dataclass
 class InFlight:
     """A batch applied in memory whose records and Redis commit are on their way."""
 
     partition: int
     topic: str
-    sources: list[Source]
+    sources: Sources
     task: asyncio.Future[list[int]]  # the partitions whose state had moved on elsewhere
 
     async def landed(self) -> bool:
@@ -198,11 +189,7 @@ class Processor(Generic[S]):
         batches still in hand, retried until it succeeds: the stage stalls rather than skips.
         """
         topic, partition = batch.tp
-        # Source(...) without its keyword-handling __new__ (half the cost), so without its count
-        # of fields either: tests/unit/test_processor.py holds Source to these six.
-        new = tuple.__new__
-        sources = [new(Source, (topic, partition, r.offset, r.key, r.value,
-                                r.timestamp / 1000.0 if r.timestamp is not None else None)) for r in batch]
+        sources = Sources(topic, partition, batch)
         async with self._lock:
             try:
                 await self.reference.start()
@@ -237,7 +224,7 @@ class Processor(Generic[S]):
         await self._settle(before.partition, before.topic, before.sources)
         return True
 
-    async def _settle(self, partition: int, topic: str, sources: list[Source]) -> None:
+    async def _settle(self, partition: int, topic: str, sources: Sources) -> None:
         """Apply a batch on the state in Redis and wait for its records and commit to land."""
         delay = 0.5
         while True:
@@ -312,7 +299,7 @@ class Processor(Generic[S]):
                 log.exception("%s: closing silent windows failed", self.name)
                 self.stages.clear()
 
-    async def _apply(self, partition: int, topic: str, sources: list[Source]) -> Effects | None:
+    async def _apply(self, partition: int, topic: str, sources: Sources) -> Effects | None:
         """Apply one partition's events of one topic in memory; what they write and send, or
         None when every one was applied before.
 
@@ -323,52 +310,51 @@ class Processor(Generic[S]):
         stage = owned.stage
         offset_name = self.offset_names[topic]
         applied = owned.offsets[offset_name]
-        if sources[0].offset > applied + 1 and await self._reread(topic, partition, applied, sources[0].offset):
+        first = sources.offset(0)
+        if first > applied + 1 and await self._reread(topic, partition, applied, first):
             return None
-        fresh = sources if sources[0].offset > applied else [s for s in sources if s.offset > applied]
+        fresh = sources.after(applied)
         if len(fresh) < len(sources):
             metrics.EVENTS_REDELIVERED.labels(self.name).inc(len(sources) - len(fresh))
-        if not fresh:
+        if not len(fresh):
             return None
-        decoded: list[Any] = []
-        for source in fresh:
-            try:
-                decoded.append(self._decode(topic, source))
-            except (Rejected, Misplaced) as exc:
-                decoded.append(exc)
+        decoded = self._decoded(topic, fresh)
         knows = stage.knows
         if not all(knows(v.event if isinstance(v, Misplaced) else v) for v in decoded if not isinstance(v, Rejected)):
             await self.reference.catch_up()
         effects = Effects(self.name, Batch(self.base(partition), owned.commits,
-                                           {**owned.offsets, offset_name: fresh[-1].offset}))
-        on_event = stage.on_event
-        for i, (source, value) in enumerate(zip(fresh, decoded), 1):
-            if i % YIELD_EVERY == 0:
+                                           {**owned.offsets, offset_name: fresh.offset(len(fresh) - 1)}))
+        events, fresh = self._screened(decoded, fresh, stage, effects)
+        for start in range(0, len(events), YIELD_EVERY):
+            if start:
                 # A long batch lets other stages' batches through now and then: a depth reading
                 # that closes a road must not wait behind thousands of traffic readings.
                 await asyncio.sleep(0)
-            effects.trigger_time = source.timestamp
-            try:
-                if isinstance(value, Exception):
-                    if not isinstance(value, Misplaced):
-                        raise value
-                    if knows(value.event):
-                        self._rekey(source, value.key, effects)
-                        continue
-                    value = value.event  # an id the city map lacks: dead-lettered here, as any is
-                if self._failing and (topic, partition, source.offset) in self._failing:
-                    raise Rejected(self._failing[topic, partition, source.offset], "stage_error")
-                on_event(value, source, effects)
-            except Rejected as exc:
-                effects.reject(source, exc)
-            except Exception as exc:
-                raise RuleFailed(source, exc) from exc
+            stage.on_batch(events[start:start + YIELD_EVERY], fresh.part(start, start + YIELD_EVERY), effects)
         stage.end_batch(effects)
         stage.last_event_wall = time.monotonic()
         owned.offsets, owned.commits = effects.batch.offsets, owned.commits + 1
-        metrics.BATCH_SIZE.labels(self.name).observe(len(fresh))
-        metrics.EVENTS_PROCESSED.labels(self.name).inc(len(fresh))
+        metrics.BATCH_SIZE.labels(self.name).observe(len(decoded))
+        metrics.EVENTS_PROCESSED.labels(self.name).inc(len(decoded))
         return effects
+
+    def _screened(self, decoded: list[Any], sources: Sources, stage: Stage,
+                  effects: Effects) -> tuple[list[Any], Sources]:
+        """The events to apply and their sources: one read under another's key is sent on to its
+        own (and left out here), one the stage's rules failed on before is dead-lettered."""
+        if not self._failing and not any(isinstance(v, Misplaced) for v in decoded):
+            return decoded, sources
+        events, kept = [], []
+        for i, value in enumerate(decoded):
+            if isinstance(value, Misplaced):
+                if stage.knows(value.event):
+                    self._rekey(sources[i], value.key, effects)
+                    continue
+                value = value.event  # an id the city map lacks: dead-lettered by the stage, as any is
+            reason = self._failing.get((sources.topic, sources.partition, sources.offset(i)))
+            events.append(Rejected(reason, "stage_error") if reason is not None else value)
+            kept.append(i)
+        return events, sources.pick(kept)
 
     async def _reread(self, topic: str, partition: int, applied: int, first: int) -> bool:
         """The state has applied the partition up to `applied` but the batch starts at `first`:
@@ -416,24 +402,29 @@ class Processor(Generic[S]):
             self._keyring = Keyring(self.settings.privacy_keys)  # refuses to go on without a key
         return self._keyring
 
-    def _decode(self, topic: str, source: Source) -> Any:
-        value: Any = decode(self.contracts[topic], source.value)
-        field = self.key_fields.get(topic)
-        own = getattr(value, field) if field is not None else None  # before identifiers become tokens
-        if self.personal[topic]:
-            # From here on the stage sees tokens only: a raw identifier never reaches its state,
-            # its records, its logs or its alerts.
-            value = self.keyring().pseudonymise(value, self.personal[topic])
-        t = getattr(value, "event_time", None)
-        # One reading from a clock far in the future would make every later one late.
-        if t is not None and source.timestamp and t > source.timestamp + self.settings.max_ahead_s:
-            raise Rejected(
-                f"event_time {iso(t)} is more than {self.settings.max_ahead_s:.0f} s ahead of the "
-                f"broker's record time {iso(source.timestamp)}", "from_the_future",
-            )
-        if own is not None and (source.key is None or source.key != own.encode()):
-            raise Misplaced(own, value)
-        return value
+    def _decoded(self, topic: str, sources: Sources) -> list[Any]:
+        """Each record's event, or in its place the `Rejected` that says why it has none, or the
+        `Misplaced` that says it was read under another key."""
+        contract, field, personal = self.contracts[topic], self.key_fields.get(topic), self.personal[topic]
+        max_ahead = self.settings.max_ahead_s
+        out: list[Any] = []
+        for r, stamp in zip(sources.records, sources.stamps):
+            try:
+                value: Any = decode(contract, r.value)
+                own = getattr(value, field) if field is not None else None  # before identifiers become tokens
+                if personal:
+                    # From here on the stage sees tokens only: a raw identifier never reaches its
+                    # state, its records, its logs or its alerts.
+                    value = self.keyring().pseudonymise(value, personal)
+                t = getattr(value, "event_time", None)
+                # One reading from a clock far in the future would make every later one late.
+                if t is not None and stamp and t > stamp + max_ahead:
+                    raise Rejected(f"event_time {iso(t)} is more than {max_ahead:.0f} s ahead of the "
+                                   f"broker's record time {iso(stamp)}", "from_the_future")
+                out.append(Misplaced(own, value) if own is not None and r.key != own.encode() else value)
+            except Rejected as exc:
+                out.append(exc)
+        return out
 
     async def send(self, sends: list[tuple[TopicT, bytes | None, bytes, int | None]]) -> None:
         """Send records and wait until Kafka has taken every one.

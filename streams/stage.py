@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from schemas.contract import Rejected
 from streams import metrics
-from streams.effects import Effects, Source
+from streams.effects import Effects, RuleFailed, Source, Sources
 from streams.reference import Reference
 from streams.settings import Settings
 from streams.table import Ranking, Table, Value, declared
@@ -87,6 +89,26 @@ class Stage(ABC):
     @abstractmethod
     def on_event(self, value: Any, source: Source, effects: Effects) -> None:
         """Fold one valid event into the state; raise Rejected to dead-letter it untouched."""
+
+    def on_batch(self, events: Sequence[Any], sources: Sources, effects: Effects) -> None:
+        """Apply a batch's events in order; one that broke its contract is a `Rejected` in its
+        place. A stage whose rules fold many events alike may loop over them itself
+        (streams/windowed.py), deciding per event all the same."""
+        stamps = sources.stamps
+        for i, value in enumerate(events):
+            effects.trigger_time = stamps[i]
+            self.apply(value, sources[i], effects)
+
+    def apply(self, value: Any, source: Source, effects: Effects) -> None:
+        """Apply one event, or dead-letter it with the reason it cannot be applied."""
+        try:
+            if isinstance(value, Rejected):
+                raise value
+            self.on_event(value, source, effects)
+        except Rejected as exc:
+            effects.reject(source, exc)
+        except Exception as exc:
+            raise RuleFailed(source, exc) from exc
 
     def flush(self, effects: Effects) -> None:
         """End of a batch: emit what is complete and stage the Redis writes of hand-kept state."""

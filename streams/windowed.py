@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import math
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from schemas.contract import iso
+from schemas.contract import Rejected, iso
 from streams import metrics
 from streams.clock import Skew, is_live
-from streams.effects import Effects, Source
+from streams.effects import Effects, RuleFailed, Source, Sources
 from streams.reference import Reference
 from streams.settings import Settings
 from streams.stage import Stage
@@ -74,40 +74,93 @@ class WindowedStage(Stage):
         w = self.windows
         return final + 2 * w.size_s + w.grace_s if final != -math.inf else -math.inf
 
-    def fold(self, key: str, t: float, fold: Callable[[Any], Any], source: Source, effects: Effects,
-             once: str | None = None) -> bool:
-        """Fold into the window of `t`; True when the event was folded in. A late event is routed
-        to the late-events topic instead, and a wild clock's reading to the dead letters.
+    @abstractmethod
+    def keys(self, event: Any) -> tuple[float, tuple[str, ...], str | None]:
+        """When the event happened, the keys whose windows it folds into, and its name within a
+        window and key for counting it once (a sensor and its reading's time; None: every event
+        counts). The first key's window decides for the rest: an event late, wild or repeated
+        there is folded nowhere. Raises Rejected for an event the stage cannot fold."""
 
-        `once` names the event within its window and key (a sensor and its reading's time): an
-        event already counted, such as a sensor's resend, is counted as a repeat, not again."""
-        w = self.windows
-        start = w.open_start(t)
-        if start is None:
-            effects.late(source, f"late: window {iso(w.start_of(t))} of {key} closed at watermark {iso(w.watermark)}")
-            return False
-        if t > w.watermark and self.sensor_clocks and not self.skew.allows(key, t, w.watermark, source,
-                                                                                   self.settings.max_skew_s):
-            effects.reject(source, Skew.wild(key, t, w.watermark))
-            return False
-        if once is not None and not self.count_once(key, start, once):
-            effects.repeated()
-            return False
-        w.fold_at(key, start, t, fold)
-        self._touched.add((key, start))
-        if w.watermark >= self._next_boundary:
-            self._pass_boundary(effects)
-        return True
+    @abstractmethod
+    def accumulate(self, acc: Any, event: Any) -> Any:
+        """The window's accumulator (None for a window's first event) with the event added."""
+
+    def on_event(self, value: Any, source: Source, effects: Effects) -> None:
+        """Fold one event (a stage's other topics' events: its own `on_event`)."""
+        self.on_batch([value], Sources.of([source]), effects)
+
+    def on_batch(self, events: Sequence[Any], sources: Sources, effects: Effects) -> None:
+        """Fold each event into the window of its time, in order, as `keys` and `accumulate` say.
+
+        An event for a closed window is routed to the late-events topic, a wild clock's reading
+        to the dead letters (Skew), and an event already counted (a sensor's resend) is counted
+        as a repeat, not again. The windows an event completes close before the next is folded.
+        One loop for the batch, with the windows' state in local names: it runs for every event."""
+        w, skew, contract = self.windows, self.skew, self.contract
+        size, span, max_skew = w.size_s, w.size_s + w.grace_s, self.settings.max_skew_s
+        wild_clocks = self.sensor_clocks
+        floor, stamps, open_, touched = math.floor, sources.stamps, w.open, self._touched
+        seen, newly = self._seen, self._newly_seen
+        keys_of, accumulate = self.keys, self.accumulate
+        watermark, boundary = w.watermark, self._next_boundary
+        moved = None  # the broker time of the newest event that moved the watermark, once noted
+        for i, event in enumerate(events):
+            if event.__class__ is not contract:  # rejected, or another topic's
+                w.watermark = watermark
+                super().on_batch([event], sources.part(i, i + 1), effects)
+                continue
+            try:
+                t, keys, once = keys_of(event)
+                start = floor(t / size) * size
+                if start + span <= watermark:
+                    effects.late(sources[i], f"late: window {iso(start)} of {keys[0]} closed at watermark {iso(watermark)}")
+                    continue
+                if wild_clocks and t > watermark:
+                    if t > watermark + max_skew and watermark != -math.inf:
+                        if moved is not None:
+                            skew.moved_at, moved = moved, None
+                        if not skew.allows(keys[0], t, watermark, sources[i], max_skew):
+                            effects.reject(sources[i], Skew.wild(keys[0], t, watermark))
+                            continue
+                    else:
+                        moved = stamps[i] or moved
+                for key in keys:
+                    if once is not None:  # count_once, written out
+                        name = f"{start!r}|{key}|{once}"
+                        names = seen.get(start)
+                        if names is None:
+                            names = seen[start] = set()
+                        elif name in names:
+                            effects.repeated()
+                            break
+                        names.add(name)
+                        newly.add(name)
+                    accumulators = open_.get(start)
+                    if accumulators is None:
+                        accumulators = open_[start] = {}
+                    accumulators[key] = accumulate(accumulators.get(key), event)
+                    touched.add((key, start))
+                    if t > watermark:
+                        watermark = t
+                if watermark >= boundary:
+                    w.watermark = watermark
+                    effects.trigger_time = stamps[i]
+                    self._pass_boundary(effects)
+                    boundary = self._next_boundary
+            except Rejected as exc:
+                effects.reject(sources[i], exc)
+            except Exception as exc:
+                raise RuleFailed(sources[i], exc) from exc
+        w.watermark = watermark
+        skew.moved_at = moved or skew.moved_at
 
     def count_once(self, key: str, start: float, once: str) -> bool:
         """Note that the event named `once` is counted in a window; False when it already was."""
-        name = f"{start!r}|{key}|{once}"  # _slot_field(f"{key}|{once}", start), written out: once per event
-        seen = self._seen.get(start)
-        if seen is None:
-            seen = self._seen[start] = set()
-        elif name in seen:
+        name = f"{start!r}|{key}|{once}"
+        names = self._seen.setdefault(start, set())
+        if name in names:
             return False
-        seen.add(name)
+        names.add(name)
         self._newly_seen.add(name)
         return True
 

@@ -15,7 +15,7 @@ from schemas.contract import encode, to_dict
 from schemas.events import TrafficReading
 from streams import topics
 from streams.batching import RecordBatch
-from streams.effects import Source
+from streams.effects import Source, Sources
 from streams.settings import Settings
 from streams.state import Batch
 from streams.tools.harness import FixedReference, HarnessProcessor, MemoryState, Record, place, run_stage
@@ -241,10 +241,10 @@ def test_an_event_keyed_otherwise_than_by_its_own_id_is_sent_again_under_it_not_
 class BrittleStage(TrafficStage):
     """The traffic stage with a bug: its rules raise on one detector's readings."""
 
-    def on_event(self, r, source, effects):
-        if getattr(r, "sensor_id", None) == "D-BUG":
+    def keys(self, r):
+        if r.sensor_id == "D-BUG":
             raise KeyError("a bug")
-        super().on_event(r, source, effects)
+        return super().keys(r)
 
 
 def test_an_event_the_rules_fail_on_is_dead_lettered_and_the_partition_goes_on(caplog):
@@ -331,7 +331,7 @@ def test_a_state_the_group_had_read_past_refuses_input_kafka_no_longer_keeps():
     def apply(read_to: int):
         p = HarnessProcessor(TrafficStage, MemoryState(), FixedReference(S, CITY), S, Truncated(30))
         p.read_to[topic, partition] = read_to
-        return asyncio.run(p._apply(partition, topic, sources))
+        return asyncio.run(p._apply(partition, topic, Sources.of(sources)))
 
     with pytest.raises(RuntimeError,
                        match=r"applied up to offset -1, but Kafka keeps only from offset 30: the input it needs is gone"):
