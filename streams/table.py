@@ -24,9 +24,8 @@ from functools import cache
 from typing import Any, Generic, TypeVar, overload
 
 import msgspec
-import orjson
 
-from schemas.contract import decode, encode
+from schemas.contract import as_plain, decode, encode
 from streams.state import Batch, partition_key
 
 K = TypeVar("K")
@@ -61,7 +60,10 @@ def _value_codec(value: Any) -> tuple[Callable[[Any], bytes], Callable[[bytes], 
         return (lambda v: repr(v).encode()), float
     reader = msgspec.json.Decoder() if value is object else msgspec.json.Decoder(value)  # object: any JSON
     # Keys sorted: a mapping filled in arrival order is written the same whatever the order.
-    return (lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS)), reader.decode
+    return SORTED_JSON.encode, reader.decode
+
+
+SORTED_JSON = msgspec.json.Encoder(order="sorted", enc_hook=as_plain)
 
 
 class Table(Generic[V]):
