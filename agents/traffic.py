@@ -16,6 +16,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from math import floor
 from typing import Any
 
 from agents.alerts import send_alert
@@ -87,16 +88,20 @@ def flow_vph(acc: list) -> float:
 
 def summarize(segment: Segment, start: float, acc: list, s: Settings, closed: bool = False) -> SegmentWindow:
     """A segment's indicators for one window."""
-    vehicles, speed_x_vehicles, occupied_s, covered_s = acc[0], acc[1], acc[2], acc[3]
+    vehicles, speed_x_vehicles, occupied_s, covered_s = acc
+    free = segment.free_flow_kmh
     # With no vehicles counted the road is taken as free-flowing.
-    speed = speed_x_vehicles / vehicles if vehicles else segment.free_flow_kmh
-    dtp = delay_time_proportion(speed, segment.free_flow_kmh)
+    speed = speed_x_vehicles / vehicles if vehicles else free
+    dtp = delay_time_proportion(speed, free)
     tpi = traffic_performance_index(dtp, s.traffic.dtp_bands)
-    flow = flow_vph(acc)
+    flow = 3600.0 * vehicles / covered_s
+    window = s.window_s
+    # rounded(x, 3) and rounded(x, 4), written out: every segment's window closes through here.
     return SegmentWindow(
-        segment.segment_id, segment.zone_id, start, start + s.window_s, vehicles, rounded(flow, 3), rounded(speed, 3),
-        rounded(occupied_s / covered_s, 4), rounded(dtp, 4), rounded(tpi, 3), congestion_level(tpi),
-        rounded(flow * s.window_s / 3600.0 * segment.length_km, 4), closed,
+        segment.segment_id, segment.zone_id, start, start + window, vehicles, floor(flow * 1e3 + 0.5) / 1e3,
+        floor(speed * 1e3 + 0.5) / 1e3, floor(occupied_s / covered_s * 1e4 + 0.5) / 1e4, floor(dtp * 1e4 + 0.5) / 1e4,
+        floor(tpi * 1e3 + 0.5) / 1e3, congestion_level(tpi),
+        floor(flow * window / 3600.0 * segment.length_km * 1e4 + 0.5) / 1e4, closed,
     )
 
 

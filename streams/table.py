@@ -7,7 +7,9 @@ batch's atomic commit. Values are records (dataclasses, decoded as their contrac
 plain JSON types; a composite key is a tuple, written `a|b` (its last part may contain `|`).
 A table keyed by two parts (a lot and a plate token, a window and a junction) is grouped by the
 first: `group(lot)` is what one lot holds, without a scan of every lot's. A table declared
-`restored=False` is a view: written for dashboards and `citybrain watch`, never read back.
+`restored=False` is a view: written for dashboards and `citybrain watch`, never read back. One
+declared `held=False` is read back when the partition loads, for the stage to rebuild what it
+holds in a form of its own (a windowed stage's open windows), and is otherwise only written.
 
 Beside tables, a stage keeps single values (`swept_at = Value(float, -math.inf)`: a clock, the
 time of the last sweep), all in the partition's `meta` hash and written when they change, and
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from functools import cache
 from typing import Any, Generic, TypeVar, overload
 
@@ -70,9 +72,10 @@ class Table(Generic[V]):
     """The declaration of one table of a stage: its value type, key parts and Redis hash."""
 
     def __init__(self, value: type[V], *, key: tuple[type, ...] = (str,), hash: str | None = None,
-                 restored: bool = True):
+                 restored: bool = True, held: bool = True):
         self.hash = hash or ""  # the attribute's name unless it says otherwise
         self.restored = restored
+        self.held = restored and held  # kept in memory after each batch's save
         self.to_field, self.from_field = _key_codec(key)
         self.write, self.read = _value_codec(value)
         self.attribute = ""
@@ -146,7 +149,7 @@ class Rows(MutableMapping[K, V]):
             values = self.values_by_key
             batch.hset(name, {to_field(k): write(values[k]).decode() for k in self.changed})
             self.changed.clear()
-        if not self.table.restored:
+        if not self.table.held:
             self.values_by_key.clear()  # a view is written, not kept
 
     def __getitem__(self, key: K) -> V:
@@ -159,6 +162,21 @@ class Rows(MutableMapping[K, V]):
         self.values_by_key[key] = value
         self.changed.add(key)
         self.deleted.discard(key)
+
+    def update(self, values: Mapping[K, V]) -> None:  # type: ignore[override]
+        """Set many keys at once."""
+        self.values_by_key.update(values)
+        self.changed.update(values)
+        self.deleted.difference_update(values)
+
+    def discard_all(self, keys: Iterable[K]) -> None:
+        """`discard` each of `keys`."""
+        keys = list(keys)
+        if self.values_by_key:
+            for key in keys:
+                self.values_by_key.pop(key, None)
+        self.changed.difference_update(keys)
+        self.deleted.update(keys)
 
     def dirty(self) -> set[K]:
         """The keys set or deleted since the last save."""
@@ -227,9 +245,17 @@ class GroupedRows(Rows[tuple[G, K], V]):
         """What one group holds, by key; read it, change it through the table."""
         return self.groups.get(group, {})
 
+    def update(self, values: Mapping[tuple[G, K], V]) -> None:  # type: ignore[override]
+        for key, value in values.items():  # key by key, each into its group
+            self[key] = value
+
+    def discard_all(self, keys: Iterable[tuple[G, K]]) -> None:
+        for key in keys:
+            self.discard(key)
+
     def save(self, batch: Batch) -> None:
         super().save(batch)
-        if not self.table.restored:
+        if not self.table.held:
             self.groups.clear()
 
     def discard(self, key: tuple[G, K]) -> None:

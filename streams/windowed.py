@@ -35,7 +35,7 @@ class WindowedStage(Stage):
 
     hashes: ClassVar[tuple[str, ...]] = ("seen",)
     # The accumulators of the open windows, by (window start, key).
-    open_windows = Table(object, key=(float, str), hash="open")
+    open_windows = Table(object, key=(float, str), hash="open", held=False)  # held as `windows`
     watermark = Value(float, -math.inf)  # the windows' watermark as of the last batch
     skew = Value(Skew, Skew())
     # Whether event times are the clocks of the sensors that read them, one of which may run wrong
@@ -169,8 +169,7 @@ class WindowedStage(Stage):
         closed = self.windows.close_due()
         if closed:
             self.on_close(closed, effects)
-            for key, start, _ in closed:
-                self.open_windows.pop((start, key), None)  # written before: deleted with the batch
+            self.open_windows.discard_all([(start, key) for key, start, _ in closed])
         for start in {start for _, start, _ in closed} & self._seen.keys():
             names = self._seen.pop(start)  # what a closed window counted is not needed again
             self._newly_seen -= names
@@ -201,10 +200,9 @@ class WindowedStage(Stage):
     def flush(self, effects: Effects) -> None:
         if self.windows.watermark >= self._next_boundary:  # moved by silence (on_idle), not by an event
             self._pass_boundary(effects)
-        for key, start in self._touched:
-            acc = self.windows.get(key, start)
-            if acc is not None:
-                self.open_windows[start, key] = acc
+        open_ = self.windows.open
+        self.open_windows.update({(start, key): acc for key, start in self._touched
+                                  if (acc := open_.get(start, {}).get(key)) is not None})
         if self._newly_seen:
             effects.batch.hset("seen", dict.fromkeys(self._newly_seen, "1"))
             self._newly_seen.clear()
