@@ -283,6 +283,15 @@ class PeopleStage(Stage):
 COLOURS = ("green", "yellow", "red")
 
 
+def count_scan(acc: list[int] | None, scan: ZoneScan) -> list[int]:
+    """Scans in all, yellow and red."""
+    acc = acc or [0, 0, 0]
+    acc[0] += 1
+    if scan.colour != "green":
+        acc[COLOURS.index(scan.colour)] += 1
+    return acc
+
+
 class ZoneHealthStage(WindowedStage):
     """Per zone and window: scans by colour, and the zone's health-risk alert."""
 
@@ -304,14 +313,7 @@ class ZoneHealthStage(WindowedStage):
     def keys(self, scan: ZoneScan) -> tuple[float, tuple[str, ...], None]:
         return scan.at, (scan.zone_id,), None
 
-    @staticmethod
-    def accumulate(acc: list[int] | None, scan: ZoneScan) -> list[int]:
-        """Scans in all, yellow and red."""
-        acc = acc or [0, 0, 0]
-        acc[0] += 1
-        if scan.colour != "green":
-            acc[COLOURS.index(scan.colour)] += 1
-        return acc
+    accumulate = staticmethod(count_scan)
 
     def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
         for zone_id, start, counts in closed:

@@ -297,8 +297,7 @@ class TrafficStage(WindowedStage):
             raise Rejected(f"unknown approach_id {r.approach_id!r}: in no intersection", "unknown_reference")
         return r.event_time, ("segment:" + r.segment_id, "approach:" + r.approach_id), reading
 
-    def accumulate(self, acc: list | None, r: TrafficReading) -> list:
-        return fold_reading(acc, r)
+    accumulate = staticmethod(fold_reading)
 
     def on_close(self, closed: list[tuple[str, float, Any]], effects: Effects) -> None:
         s, city = self.settings, self.reference.city

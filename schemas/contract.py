@@ -248,19 +248,30 @@ def from_dict(cls: type[C], payload: Any) -> C:
 
 def decode(cls: type[C], raw: bytes | None) -> C:
     """Parse wire bytes into contract `cls`, or raise `Rejected`."""
+    return decoder(cls)(raw)
+
+
+@per_contract
+def decoder(cls: type[C]) -> Callable[[bytes | None], C]:
+    """`decode` for one contract, for a batch of its events."""
     fast = _fast_decoder(cls)
-    if fast is not None and raw:
+    wrong = (msgspec.ValidationError, msgspec.DecodeError, ValueError)
+
+    def decode_one(raw: bytes | None) -> C:
+        if fast is not None and raw:
+            try:
+                return fast(raw)
+            except wrong:
+                pass  # the checks below say why
+        if not raw:
+            raise Rejected(f"{cls.__name__}: empty message", "malformed")
         try:
-            return fast(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
-            pass  # the checks below say why
-    if not raw:
-        raise Rejected(f"{cls.__name__}: empty message", "malformed")
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise Rejected(f"{cls.__name__}: not JSON ({exc})", "malformed") from None
-    return from_dict(cls, payload)
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise Rejected(f"{cls.__name__}: not JSON ({exc})", "malformed") from None
+        return from_dict(cls, payload)
+
+    return decode_one
 
 
 def _wire_type(tp: Any, lo: float | None, hi: float | None) -> Any:
@@ -363,9 +374,6 @@ def to_dict(event: Any) -> dict:
     return _to_dict_of(type(event))(event)
 
 
-# msgspec's encoder, not orjson's: orjson starts each output in a buffer of its own and shrinks
-# it, which costs five times as much as the encoding when thousands of records are kept until a
-# batch commits.
 def as_plain(value: Any) -> Any:
     """A subclass of a JSON type (a token is a `str`) as that type, for msgspec's encoders."""
     for plain in (str, float, int):
@@ -374,9 +382,25 @@ def as_plain(value: Any) -> Any:
     raise NotImplementedError(f"{type(value).__name__} is not JSON")
 
 
+# msgspec's encoder, not orjson's: orjson starts each output in a buffer of its own and shrinks
+# it, which costs five times as much as the encoding when thousands of records are kept until a
+# batch commits.
 _json = msgspec.json.Encoder(enc_hook=as_plain)
+
+
+@per_contract
+def _encoder_of(cls: Any) -> Any:
+    """A function from an instance of `cls` to its wire bytes: its fields as `to_dict` converts
+    them, in a msgspec Struct of the same fields, which encodes in half the time of a dict."""
+    hints = typing.get_type_hints(cls)
+    converts = {f.name: _to_wire(hints[f.name]) for f in dataclasses.fields(cls)}
+    wire = msgspec.defstruct(f"{cls.__name__}Out", [(name, Any) for name in converts], gc=False)
+    values = ", ".join(f"_{name}(e.{name})" if convert else f"e.{name}" for name, convert in converts.items())
+    namespace = {"_encode": _json.encode, "_wire": wire, **{f"_{name}": c for name, c in converts.items() if c}}
+    exec(f"def encode(e):\n    return _encode(_wire({values}))\n", namespace)  # noqa: S102  field names are identifiers
+    return namespace["encode"]
 
 
 def encode(event: Any) -> bytes:
     """A contract instance as wire bytes."""
-    return _json.encode(to_dict(event))
+    return _encoder_of(type(event))(event)

@@ -41,13 +41,12 @@ class Sources:
     """Where a batch's events came from: one topic partition's records, a `Source` built only
     for an event that needs one (a dead letter, a late event), and their broker times."""
 
-    __slots__ = ("topic", "partition", "records", "stamps")
+    __slots__ = ("topic", "partition", "records", "scale", "_stamps")
 
     def __init__(self, topic: str, partition: int, records: Sequence[Any], ms: bool = True):
         self.topic, self.partition, self.records = topic, partition, records
-        # The broker's record times, epoch seconds (a Kafka record's are milliseconds).
-        scale = 1000.0 if ms else 1.0
-        self.stamps: list[float | None] = [r.timestamp / scale if r.timestamp is not None else None for r in records]
+        self.scale = 1000.0 if ms else 1.0  # a Kafka record's time is in milliseconds
+        self._stamps: list[float | None] | None = None
 
     @classmethod
     def of(cls, sources: Sequence[Source]) -> Sources:
@@ -56,10 +55,23 @@ class Sources:
 
     def __getitem__(self, i: int) -> Source:
         r = self.records[i]
-        return Source(self.topic, self.partition, r.offset, r.key, r.value, self.stamps[i])
+        return Source(self.topic, self.partition, r.offset, r.key, r.value, self.stamp(i))
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def stamp(self, i: int) -> float | None:
+        """The broker's time of event `i`, epoch seconds."""
+        t = self.records[i].timestamp
+        return t / self.scale if t is not None else None
+
+    @property
+    def stamps(self) -> list[float | None]:
+        """The broker's times of all events."""
+        if self._stamps is None:
+            scale = self.scale
+            self._stamps = [r.timestamp / scale if r.timestamp is not None else None for r in self.records]
+        return self._stamps
 
     def after(self, offset: int) -> Sources:
         """The sources of the records after `offset`."""
@@ -69,15 +81,15 @@ class Sources:
 
     def pick(self, indices: Sequence[int]) -> Sources:
         """The sources of the events at `indices`."""
-        return self._picked([self.records[i] for i in indices], [self.stamps[i] for i in indices])
+        return self._picked([self.records[i] for i in indices])
 
     def part(self, start: int, stop: int) -> Sources:
         """The sources of events `start` to `stop` (exclusive)."""
-        return self._picked(self.records[start:stop], self.stamps[start:stop])
+        return self._picked(self.records[start:stop])
 
-    def _picked(self, records: Sequence[Any], stamps: list[float | None]) -> Sources:
-        picked = Sources(self.topic, self.partition, ())
-        picked.records, picked.stamps = records, stamps
+    def _picked(self, records: Sequence[Any]) -> Sources:
+        picked = Sources(self.topic, self.partition, records)
+        picked.scale = self.scale
         return picked
 
     def offset(self, i: int) -> int:

@@ -23,7 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from faust.types import TopicT
 
-from schemas.contract import Rejected, decode, encode, iso
+from schemas.contract import Rejected, decoder, encode, iso
 from streams import metrics, topics
 from streams.app import app
 from streams.batching import RecordBatch
@@ -406,11 +406,11 @@ class Processor(Generic[S]):
         """Each record's event, or in its place the `Rejected` that says why it has none, or the
         `Misplaced` that says it was read under another key."""
         contract, field, personal = self.contracts[topic], self.key_fields.get(topic), self.personal[topic]
-        max_ahead = self.settings.max_ahead_s
+        max_ahead, scale, decode_one = self.settings.max_ahead_s, sources.scale, decoder(contract)
         out: list[Any] = []
-        for r, stamp in zip(sources.records, sources.stamps):
+        for r in sources.records:
             try:
-                value: Any = decode(contract, r.value)
+                value: Any = decode_one(r.value)
                 own = getattr(value, field) if field is not None else None  # before identifiers become tokens
                 if personal:
                     # From here on the stage sees tokens only: a raw identifier never reaches its
@@ -418,9 +418,9 @@ class Processor(Generic[S]):
                     value = self.keyring().pseudonymise(value, personal)
                 t = getattr(value, "event_time", None)
                 # One reading from a clock far in the future would make every later one late.
-                if t is not None and stamp and t > stamp + max_ahead:
+                if t is not None and r.timestamp and t > r.timestamp / scale + max_ahead:
                     raise Rejected(f"event_time {iso(t)} is more than {max_ahead:.0f} s ahead of the "
-                                   f"broker's record time {iso(stamp)}", "from_the_future")
+                                   f"broker's record time {iso(r.timestamp / scale)}", "from_the_future")
                 out.append(Misplaced(own, value) if own is not None and r.key != own.encode() else value)
             except Rejected as exc:
                 out.append(exc)

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
@@ -23,15 +23,17 @@ log = logging.getLogger(__name__)
 
 # KEYS[1]: the partition's commit counter, which every commit bumps and which fences out a worker
 # whose view is stale (even a timer's commit that moves no offset). KEYS[2..]: the applied offset
-# of each source topic of the stage. ARGV: the commit count the batch was built on, a JSON list of
-# commands, then the new offsets in the order of KEYS[2..]. Every key shares KEYS[1]'s hash tag.
+# of each source topic of the stage. ARGV: the commit count the batch was built on, the list of
+# commands in MessagePack, then the new offsets in the order of KEYS[2..]. Every key shares
+# KEYS[1]'s hash tag. MessagePack, not JSON: Redis's Lua reads it in half the time (a batch's
+# values are JSON text, which JSON escapes), and it is Redis's time, on the city's busiest server.
 APPLY_BATCH = """
 local commits = redis.call('GET', KEYS[1]) or '0'
 if commits ~= ARGV[1] then return {0, commits} end
 for i = 2, #KEYS do
   if tonumber(ARGV[i + 1]) < tonumber(redis.call('GET', KEYS[i]) or '-1') then return {0, commits} end
 end
-for _, command in ipairs(cjson.decode(ARGV[2])) do
+for _, command in ipairs(cmsgpack.unpack(ARGV[2])) do
   redis.call(unpack(command))
 end
 for i = 2, #KEYS do
@@ -113,7 +115,7 @@ class StateStore:
     def _apply_batch(self, b: Batch, client: Any) -> Awaitable[Any]:
         names = sorted(b.offsets)
         return self._apply(keys=[f"{b.base}:commits", *(f"{b.base}:{n}" for n in names)],
-                           args=[str(b.commits), orjson.dumps(b.commands), *(str(b.offsets[n]) for n in names)],
+                           args=[str(b.commits), msgspec.msgpack.encode(b.commands), *(str(b.offsets[n]) for n in names)],
                            client=client)
 
     async def commit(self, batches: Sequence[Batch]) -> list[int | None]:

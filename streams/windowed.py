@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from schemas.contract import Rejected, iso
@@ -81,9 +81,8 @@ class WindowedStage(Stage):
         counts). The first key's window decides for the rest: an event late, wild or repeated
         there is folded nowhere. Raises Rejected for an event the stage cannot fold."""
 
-    @abstractmethod
-    def accumulate(self, acc: Any, event: Any) -> Any:
-        """The window's accumulator (None for a window's first event) with the event added."""
+    # The window's accumulator (None for a window's first event) with the event added.
+    accumulate: ClassVar[Callable[..., Any]]  # (acc, event) -> acc, a staticmethod
 
     def on_event(self, value: Any, source: Source, effects: Effects) -> None:
         """Fold one event (a stage's other topics' events: its own `on_event`)."""
@@ -99,7 +98,7 @@ class WindowedStage(Stage):
         w, skew, contract = self.windows, self.skew, self.contract
         size, span, max_skew = w.size_s, w.size_s + w.grace_s, self.settings.max_skew_s
         wild_clocks = self.sensor_clocks
-        floor, stamps, open_, touched = math.floor, sources.stamps, w.open, self._touched
+        floor, stamp, open_, touched = math.floor, sources.stamp, w.open, self._touched
         seen, newly = self._seen, self._newly_seen
         keys_of, accumulate = self.keys, self.accumulate
         watermark, boundary = w.watermark, self._next_boundary
@@ -123,7 +122,7 @@ class WindowedStage(Stage):
                             effects.reject(sources[i], Skew.wild(keys[0], t, watermark))
                             continue
                     else:
-                        moved = stamps[i] or moved
+                        moved = stamp(i) or moved
                 for key in keys:
                     if once is not None:  # count_once, written out
                         name = f"{start!r}|{key}|{once}"
@@ -144,7 +143,7 @@ class WindowedStage(Stage):
                         watermark = t
                 if watermark >= boundary:
                     w.watermark = watermark
-                    effects.trigger_time = stamps[i]
+                    effects.trigger_time = stamp(i)
                     self._pass_boundary(effects)
                     boundary = self._next_boundary
             except Rejected as exc:
