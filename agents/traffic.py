@@ -281,6 +281,11 @@ class TrafficStage(WindowedStage):
             r.approach_id is None or r.approach_id in self.reference.approaches
         )
 
+    def knows_all(self, values: Iterable[TrafficReading | RoadClosure]) -> bool:
+        readings = [r for r in values if r.__class__ is TrafficReading]  # a closure needs no map
+        return {r.segment_id for r in readings} <= self.reference.city.segments.keys() and (
+            {r.approach_id for r in readings} - {None} <= self.reference.approaches.keys())
+
     def on_event(self, r: TrafficReading | RoadClosure, source: Source, effects: Effects) -> None:
         if isinstance(r, RoadClosure):
             return self.on_closure(r, effects)

@@ -318,13 +318,13 @@ class Processor(Generic[S]):
             metrics.EVENTS_REDELIVERED.labels(self.name).inc(len(sources) - len(fresh))
         if not len(fresh):
             return None
-        decoded = self._decoded(topic, fresh)
-        knows = stage.knows
-        if not all(knows(v.event if isinstance(v, Misplaced) else v) for v in decoded if not isinstance(v, Rejected)):
+        decoded, odd = self._decoded(topic, fresh)
+        if not stage.knows_all([v.event if isinstance(v, Misplaced) else v for v in decoded if not isinstance(v, Rejected)]
+                               if odd else decoded):
             await self.reference.catch_up()
         effects = Effects(self.name, Batch(self.base(partition), owned.commits,
                                            {**owned.offsets, offset_name: fresh.offset(len(fresh) - 1)}))
-        events, fresh = self._screened(decoded, fresh, stage, effects)
+        events, fresh = self._screened(decoded, odd, fresh, stage, effects)
         for start in range(0, len(events), YIELD_EVERY):
             if start:
                 # A long batch lets other stages' batches through now and then: a depth reading
@@ -338,11 +338,11 @@ class Processor(Generic[S]):
         metrics.EVENTS_PROCESSED.labels(self.name).inc(len(decoded))
         return effects
 
-    def _screened(self, decoded: list[Any], sources: Sources, stage: Stage,
+    def _screened(self, decoded: list[Any], odd: bool, sources: Sources, stage: Stage,
                   effects: Effects) -> tuple[list[Any], Sources]:
         """The events to apply and their sources: one read under another's key is sent on to its
         own (and left out here), one the stage's rules failed on before is dead-lettered."""
-        if not self._failing and not any(isinstance(v, Misplaced) for v in decoded):
+        if not self._failing and not (odd and any(isinstance(v, Misplaced) for v in decoded)):
             return decoded, sources
         events, kept = [], []
         for i, value in enumerate(decoded):
@@ -402,12 +402,13 @@ class Processor(Generic[S]):
             self._keyring = Keyring(self.settings.privacy_keys)  # refuses to go on without a key
         return self._keyring
 
-    def _decoded(self, topic: str, sources: Sources) -> list[Any]:
+    def _decoded(self, topic: str, sources: Sources) -> tuple[list[Any], bool]:
         """Each record's event, or in its place the `Rejected` that says why it has none, or the
-        `Misplaced` that says it was read under another key."""
+        `Misplaced` that says it was read under another key; and whether there is any such."""
         contract, field, personal = self.contracts[topic], self.key_fields.get(topic), self.personal[topic]
         max_ahead, scale, decode_one = self.settings.max_ahead_s, sources.scale, decoder(contract)
         out: list[Any] = []
+        odd = False
         for r in sources.records:
             try:
                 value: Any = decode_one(r.value)
@@ -421,10 +422,13 @@ class Processor(Generic[S]):
                 if t is not None and r.timestamp and t > r.timestamp / scale + max_ahead:
                     raise Rejected(f"event_time {iso(t)} is more than {max_ahead:.0f} s ahead of the "
                                    f"broker's record time {iso(r.timestamp / scale)}", "from_the_future")
-                out.append(Misplaced(own, value) if own is not None and r.key != own.encode() else value)
+                if own is not None and r.key != own.encode():
+                    value, odd = Misplaced(own, value), True
+                out.append(value)
             except Rejected as exc:
                 out.append(exc)
-        return out
+                odd = True
+        return out, odd
 
     async def send(self, sends: list[tuple[TopicT, bytes | None, bytes, int | None]]) -> None:
         """Send records and wait until Kafka has taken every one.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from schemas.contract import Rejected
@@ -85,6 +85,10 @@ class Stage(ABC):
     def knows(self, value: Any) -> bool:
         """Whether the reference data this event needs is loaded."""
         return True
+
+    def knows_all(self, values: Iterable[Any]) -> bool:
+        """Whether the reference data these events need is loaded."""
+        return all(map(self.knows, values))
 
     @abstractmethod
     def on_event(self, value: Any, source: Source, effects: Effects) -> None:

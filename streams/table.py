@@ -43,13 +43,13 @@ def _key_codec(parts: tuple[type, ...]) -> tuple[Callable[[Any], str], Callable[
     if len(parts) == 1:  # a number: a partition, a time
         return (repr if parts[0] is float else str), parts[0]
     # Written out for the key at hand, as the contracts' codecs are: a batch writes thousands.
-    formats = ["{!r}" if t is float else "{}" for t in parts]
-    to_field = KEY_SEPARATOR.join(formats).format
+    parts_written = KEY_SEPARATOR.join(f"{{k[{i}]{'!r' if t is float else ''}}}" for i, t in enumerate(parts))
+    to_field = eval(f'lambda k: f"{parts_written}"')  # noqa: S307  a format of indices and conversions only
 
     def from_field(name: str) -> tuple:
         return tuple(t(v) for t, v in zip(parts, name.split(KEY_SEPARATOR, len(parts) - 1)))
 
-    return (lambda key: to_field(*key)), from_field
+    return to_field, from_field
 
 
 def _value_codec(value: Any) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
