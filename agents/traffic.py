@@ -242,7 +242,7 @@ class TrafficStage(WindowedStage):
             for key, acc in accumulators.items():
                 if len(acc) == 5:
                     for reading in acc.pop():
-                        self.count_once(key, start, reading)
+                        self.count_once(start, f"{key}|{reading}")
         self.flows: list[ApproachFlow] = []  # closed approach windows not yet reported
         self.reported = -math.inf
 

@@ -32,7 +32,7 @@ from streams.privacy import Keyring
 from streams.reference import Reference
 from streams.settings import Settings
 from streams.stage import Stage
-from streams.state import Batch, StateStore, partition_key
+from streams.state import Batch, Snapshot, StateStore, partition_key
 from streams.topics import topic_name
 
 log = logging.getLogger(__name__)
@@ -138,11 +138,23 @@ class Processor(Generic[S]):
             # timer before any event of its own has asked for the map.
             await self.reference.start()
             stage = self.stage(partition, self.settings, self.reference)
-            snapshot = await self.state.load(self.base(partition), list(self.offset_names.values()),
-                                             stage.restored_hashes())
+            snapshot = await self._snapshot(partition)
             stage.load(snapshot.hashes)
             self.stages[partition] = Owned(stage, snapshot.offsets, snapshot.commits)
         return self.stages[partition]
+
+    async def _snapshot(self, partition: int) -> Snapshot:
+        """The partition's state in Redis, with the hashes its first read names (`hashes_after`),
+        read again whole if a commit came between the two."""
+        base, offsets = self.base(partition), list(self.offset_names.values())
+        while True:
+            snapshot = await self.state.load(base, offsets, self.stage.restored_hashes())
+            more = self.stage.hashes_after(snapshot.hashes)
+            if not more:
+                return snapshot
+            after = await self.state.load(base, [], more)
+            if after.commits == snapshot.commits:
+                return Snapshot(snapshot.offsets, snapshot.commits, {**snapshot.hashes, **after.hashes})
 
     async def load(self, partitions: Iterable[int]) -> None:
         """Load the state of partitions just assigned here; one that fails loads at its next batch."""

@@ -52,6 +52,11 @@ class Stage(ABC):
         meta = (Value.HASH,) if any(v.restored for v in declared(cls, Value).values()) else ()
         return (*cls.hashes, *meta, *(t.hash for t in declared(cls, Table).values() if t.restored))
 
+    @classmethod
+    def hashes_after(cls, hashes: dict[str, dict[str, bytes]]) -> tuple[str, ...]:
+        """Further hashes to read when a partition is loaded, named by what the first read found."""
+        return ()
+
     def load(self, hashes: dict[str, dict[str, bytes]]) -> None:
         """Restore the partition's tables and values from its Redis hashes, then the rest (`restore`)."""
         for name, table in declared(type(self), Table).items():

@@ -87,6 +87,10 @@ class Batch:
     def delete(self, name: str) -> None:
         self.commands.append(["DEL", f"{self.base}:{name}"])
 
+    def unlink(self, name: str) -> None:
+        """Delete a key that may be large: Redis frees it in the background."""
+        self.commands.append(["UNLINK", f"{self.base}:{name}"])
+
 
 class StateStore:
     """Loads and commits partition state in Redis; one round trip per call."""

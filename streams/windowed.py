@@ -29,11 +29,12 @@ class WindowedStage(Stage):
     batched. Open windows and the watermark are part of the partition's Redis state, so a
     restarted worker resumes the very windows it was filling. Keys are strings; accumulators
     are JSON and stay small: what an accumulator must remember per event (which events it
-    has counted) is kept beside it, one Redis field per event, so that a batch writes what it
-    changed and not everything the window has seen.
+    has counted) is kept beside it, one Redis field per event in a hash of the window's own
+    (`seen.<start>`), so that a batch writes what it changed and not everything the window has
+    seen, and a window's close drops its hash in one command however much it had seen.
     """
 
-    hashes: ClassVar[tuple[str, ...]] = ("seen",)
+    hashes: ClassVar[tuple[str, ...]] = ("seen",)  # where the previous version kept every window's
     # The accumulators of the open windows, by (window start, key).
     open_windows = Table(object, key=(float, str), hash="open", held=False)  # held as `windows`
     watermark = Value(float, -math.inf)  # the windows' watermark as of the last batch
@@ -46,21 +47,34 @@ class WindowedStage(Stage):
         super().__init__(partition, settings, reference)
         self.windows: TumblingWindows[str, Any] = TumblingWindows(*self.window_of(settings))
         self._touched: set[tuple[str, float]] = set()
-        self._seen: dict[float, set[str]] = {}  # by window start: fields of the events counted once
-        self._newly_seen: set[str] = set()
+        self._seen: dict[float, set[str]] = {}  # by window start: the events counted once (key|name)
+        self._newly_seen: dict[float, list[str]] = {}  # by window start: those not yet written
+        self._seen_before: bool = False  # the previous version's hash of them is to be deleted
 
     @classmethod
     def window_of(cls, settings: Settings) -> tuple[float, float]:
         """The stage's window size and grace period, seconds."""
         return settings.window_s, settings.grace_s
 
+    @classmethod
+    def hashes_after(cls, hashes: dict[str, dict[str, bytes]]) -> tuple[str, ...]:
+        """The open windows' hashes of the events they counted."""
+        return tuple(sorted({f"seen.{name.split('|', 1)[0]}" for name in hashes.get("open", {})}))
+
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         self.skew = Skew.kept_before(hashes.get("meta", {})) or self.skew
         self.windows.watermark = self.watermark
         for (start, key), acc in self.open_windows.items():
             self.windows.open.setdefault(start, {})[key] = acc
-        for name in hashes.get("seen", {}):
-            self._seen.setdefault(float(name.split("|", 1)[0]), set()).add(name)
+        for start in self.windows.open:
+            names = hashes.get(f"seen.{start!r}")
+            if names:
+                self._seen[start] = set(names)
+        for name in hashes.get("seen", {}):  # as the previous version kept them: moved to their windows'
+            start, counted = name.split("|", 1)
+            self._seen_before = True
+            if float(start) in self.windows.open:
+                self.count_once(float(start), counted)
         self._next_boundary = self._boundary_after(self.final_window())
 
     def final_window(self) -> float:
@@ -125,15 +139,18 @@ class WindowedStage(Stage):
                         moved = stamp(i) or moved
                 for key in keys:
                     if once is not None:  # count_once, written out
-                        name = f"{start!r}|{key}|{once}"
+                        name = f"{key}|{once}"
                         names = seen.get(start)
                         if names is None:
                             names = seen[start] = set()
+                            fresh = newly[start] = []
                         elif name in names:
                             effects.repeated()
                             break
+                        else:
+                            fresh = newly.get(start) or newly.setdefault(start, [])
                         names.add(name)
-                        newly.add(name)
+                        fresh.append(name)
                     accumulators = open_.get(start)
                     if accumulators is None:
                         accumulators = open_[start] = {}
@@ -153,14 +170,13 @@ class WindowedStage(Stage):
         w.watermark = watermark
         skew.moved_at = moved or skew.moved_at
 
-    def count_once(self, key: str, start: float, once: str) -> bool:
-        """Note that the event named `once` is counted in a window; False when it already was."""
-        name = f"{start!r}|{key}|{once}"
+    def count_once(self, start: float, counted: str) -> bool:
+        """Note that an event (`key|name`) is counted in the window at `start`; False when it was."""
         names = self._seen.setdefault(start, set())
-        if name in names:
+        if counted in names:
             return False
-        names.add(name)
-        self._newly_seen.add(name)
+        names.add(counted)
+        self._newly_seen.setdefault(start, []).append(counted)
         return True
 
     def _pass_boundary(self, effects: Effects) -> None:
@@ -170,9 +186,9 @@ class WindowedStage(Stage):
             self.on_close(closed, effects)
             self.open_windows.discard_all([(start, key) for key, start, _ in closed])
         for start in {start for _, start, _ in closed} & self._seen.keys():
-            names = self._seen.pop(start)  # what a closed window counted is not needed again
-            self._newly_seen -= names
-            effects.batch.hdel("seen", names)
+            del self._seen[start]  # what a closed window counted is not needed again
+            self._newly_seen.pop(start, None)
+            effects.batch.unlink(f"seen.{start!r}")
         final = self.final_window()
         self._next_boundary = self._boundary_after(final)
         self.on_final(final, effects)
@@ -202,9 +218,12 @@ class WindowedStage(Stage):
         open_ = self.windows.open
         self.open_windows.update({(start, key): acc for key, start in self._touched
                                   if (acc := open_.get(start, {}).get(key)) is not None})
-        if self._newly_seen:
-            effects.batch.hset("seen", dict.fromkeys(self._newly_seen, "1"))
-            self._newly_seen.clear()
+        if self._seen_before:
+            effects.batch.delete("seen")
+            self._seen_before = False
+        for start, names in self._newly_seen.items():
+            effects.batch.hset(f"seen.{start!r}", dict.fromkeys(names, "1"))
+        self._newly_seen.clear()
         # The watermark is kept whenever it moves: a restarted worker must judge lateness as the
         # first one did, and stages downstream may already have been told of it.
         self.watermark = self.windows.watermark

@@ -92,7 +92,7 @@ class MemoryState:
             members = self.data.get(key, {})
             for m in args:
                 members.pop(_text(m), None)
-        elif op == "DEL":
+        elif op in ("DEL", "UNLINK"):
             self.data.pop(key, None)
         else:
             raise ValueError(f"the harness does not know {op}")

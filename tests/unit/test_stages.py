@@ -155,9 +155,11 @@ def test_a_sensor_repeating_a_reading_counts_once_in_a_batch_across_batches_and_
     broker_time = t0 + 300
     run_stage(TrafficStage, [("traffic_readings", "S1", r) for r in first], city=city, batch=2, state=state,
               broker_time=broker_time, settings=S)
-    seen = [k for k in state.data if k.endswith(":seen")]
-    # One field per reading counted in each window it went to: D1 in the segment and its approach, D2.
-    assert [len(state.data[k]) for k in seen] == [3]
+    seen = [k for k in state.data if ":seen." in k]
+    # One field per reading counted in each window it went to (a hash of the window's own): D1 in
+    # the segment and its approach, D2.
+    assert [k.rsplit(":", 1)[1] for k in seen] == [f"seen.{t0!r}"]
+    assert len(state.data[seen[0]]) == 3
     # The restarted worker reads the topic again from its start; what the state applied is skipped.
     out = run_stage(TrafficStage, [("traffic_readings", "S1", r) for r in first + later], city=city, batch=1, state=state,
                     broker_time=broker_time, settings=S)
@@ -166,7 +168,8 @@ def test_a_sensor_repeating_a_reading_counts_once_in_a_batch_across_batches_and_
     assert [w["vehicles"] for w in segments if w["segment_id"] == "S1"] == [20]  # 10 + 7 + 3, the resends not
     assert windows
     # Forgotten with the closed window: only the reading of the window still open is remembered.
-    assert [list(h) for k, h in state.data.items() if k.endswith(":seen")] == [[f"{t0 + 180!r}|segment:S1|D1@{t0 + 200!r}"]]
+    assert {k.rsplit(":", 1)[1]: list(h) for k, h in state.data.items() if ":seen" in k} == {
+        f"seen.{t0 + 180!r}": [f"segment:S1|D1@{t0 + 200!r}"]}
 
 
 def test_a_window_saved_with_its_counted_readings_inside_still_counts_a_resend_once():
@@ -180,7 +183,7 @@ def test_a_window_saved_with_its_counted_readings_inside_still_counts_a_resend_o
     run_stage(TrafficStage, [("traffic_readings", "S1", r) for r in first], city=city, state=state,
               broker_time=t0 + 300, settings=S)
     # The state as it was saved before counted readings were kept beside their window.
-    (seen_key,) = [k for k in state.data if k.endswith(":seen")]
+    (seen_key,) = [k for k in state.data if ":seen." in k]
     del state.data[seen_key]
     (open_key,) = [k for k in state.data if k.endswith(":open")]
     (slot,) = state.data[open_key]
@@ -192,6 +195,35 @@ def test_a_window_saved_with_its_counted_readings_inside_still_counts_a_resend_o
               broker_time=t0 + 300, settings=S)
     segments = [orjson.loads(v) for k, h in state.data.items() if k.endswith(":segments") for v in h.values()]
     assert [w["vehicles"] for w in segments] == [10]
+
+
+def test_counted_readings_kept_in_one_hash_for_every_window_move_to_their_windows_hashes():
+    from schemas.reference import CityMap
+    from streams.tools.harness import MemoryState, run_stage
+
+    city = CityMap(segments={"S1": SEG})
+    t0 = 1_784_534_400.0
+    first = [TrafficReading("D1", "S1", t0 + 5, 10, 30.0, 40.0, 0.2)]
+    state = MemoryState()
+    run_stage(TrafficStage, [("traffic_readings", "S1", r) for r in first], city=city, state=state,
+              broker_time=t0 + 300, settings=S)
+    # As the previous version kept them: one hash, each field named by its window's start.
+    (window_key,) = [k for k in state.data if ":seen." in k]
+    before = window_key.rsplit(":", 1)[0] + ":seen"
+    state.data[before] = {f"{t0!r}|{name}": "1" for name in state.data.pop(window_key)}
+
+    later = [TrafficReading("D1", "S1", t0 + 5, 10, 30.0, 40.0, 0.2),  # resent after the upgrade
+             TrafficReading("D1", "S1", t0 + 35, 2, 30.0, 40.0, 0.2)]
+    run_stage(TrafficStage, [("traffic_readings", "S1", r) for r in first + later], city=city, state=state,
+              broker_time=t0 + 300, settings=S)
+    assert before not in state.data
+    assert set(state.data[window_key]) == {f"segment:S1|D1@{t0 + 5!r}", f"segment:S1|D1@{t0 + 35!r}"}
+    closing = [TrafficReading("D1", "S1", t0 + 200, 1, 30.0, 40.0, 0.2)]
+    run_stage(TrafficStage, [("traffic_readings", "S1", r) for r in first + later + closing], city=city,
+              state=state, broker_time=t0 + 300, settings=S)
+    segments = [orjson.loads(v) for k, h in state.data.items() if k.endswith(":segments") for v in h.values()]
+    assert [w["vehicles"] for w in segments] == [12]  # 10 + 2, the resend not
+    assert window_key not in state.data  # dropped with its window
 
 
 def late_reasons(e: Effects) -> list[str]:
