@@ -319,11 +319,13 @@ def _fast_decoder(cls: Any) -> Any:
     # Written out per contract (see `_to_dict_of`), setting the slots directly: the decoder
     # builds one instance per event, and `__init__` would pass every field twice.
     lines = ["def fast(raw):", "    w = _decode(raw)", "    e = _new(_cls)"]
+    frozen = cls.__dataclass_params__.frozen  # a record kept by a stage may be frozen at run time too
     for name, *_ in fields:
         # A time is text on the wire; anything else is the field's default, kept as it is.
         value = f"_time(w.{name}) if w.{name}.__class__ is str else w.{name}" if name in times else f"w.{name}"
-        lines.append(f"    e.{name} = {value}")
-    namespace = {"_decode": decoder.decode, "_new": object.__new__, "_cls": cls, "_time": _parse_wire_time}
+        lines.append(f"    _set_{name}(e, {value})" if frozen else f"    e.{name} = {value}")
+    namespace = {"_decode": decoder.decode, "_new": object.__new__, "_cls": cls, "_time": _parse_wire_time,
+                 **{f"_set_{name}": getattr(cls, name).__set__ for name, *_ in fields}}
     exec("\n".join([*lines, "    return e", ""]), namespace)  # noqa: S102  field names are identifiers
     return namespace["fast"]
 

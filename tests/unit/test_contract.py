@@ -215,6 +215,16 @@ def test_the_fast_decoder_keeps_a_missing_time_at_its_default():
     assert built == from_dict(Delivery, payload) and built.next_at == 0.0
 
 
+def test_a_record_frozen_at_run_time_decodes_through_the_fast_path_too():
+    """A stage's own record (a car park's stay) may be a frozen dataclass: it is read back from
+    Redis whenever a worker takes its partition over."""
+    from agents.parking import Stay
+    from schemas.contract import _fast_decoder
+
+    stay = Stay(1_784_534_400.0, "evt-1")
+    assert _fast_decoder(Stay)(encode(stay)) == decode(Stay, encode(stay)) == stay
+
+
 def example(tp, lo=None, hi=None):
     """A value of type `tp` that its contract accepts, none of them a default."""
     import dataclasses
