@@ -34,7 +34,7 @@ class WindowedStage(Stage):
     seen, and a window's close drops its hash in one command however much it had seen.
     """
 
-    hashes: ClassVar[tuple[str, ...]] = ("seen",)  # where the previous version kept every window's
+    hashes: ClassVar[tuple[str, ...]] = ("seen",)  # the one hash an earlier version kept them all in
     # The accumulators of the open windows, by (window start, key).
     open_windows = Table(object, key=(float, str), hash="open", held=False)  # held as `windows`
     watermark = Value(float, -math.inf)  # the windows' watermark as of the last batch
@@ -59,7 +59,7 @@ class WindowedStage(Stage):
     @classmethod
     def hashes_after(cls, hashes: dict[str, dict[str, bytes]]) -> tuple[str, ...]:
         """The open windows' hashes of the events they counted."""
-        return tuple(sorted({f"seen.{name.split('|', 1)[0]}" for name in hashes.get("open", {})}))
+        return tuple(sorted({f"seen.{float(name.split('|', 1)[0])!r}" for name in hashes.get("open", {})}))
 
     def restore(self, hashes: dict[str, dict[str, bytes]]) -> None:
         self.skew = Skew.kept_before(hashes.get("meta", {})) or self.skew
@@ -70,7 +70,7 @@ class WindowedStage(Stage):
             names = hashes.get(f"seen.{start!r}")
             if names:
                 self._seen[start] = set(names)
-        for name in hashes.get("seen", {}):  # as the previous version kept them: moved to their windows'
+        for name in hashes.get("seen", {}):  # as an earlier version kept them: moved to their windows'
             start, counted = name.split("|", 1)
             self._seen_before = True
             if float(start) in self.windows.open:
@@ -99,7 +99,10 @@ class WindowedStage(Stage):
     accumulate: ClassVar[Callable[..., Any]]  # (acc, event) -> acc, a staticmethod
 
     def on_event(self, value: Any, source: Source, effects: Effects) -> None:
-        """Fold one event (a stage's other topics' events: its own `on_event`)."""
+        """Fold one event. A stage that reads a topic alongside says what its events do by
+        overriding this (on_batch hands them here)."""
+        if value.__class__ is not self.contract:
+            raise TypeError(f"{self.name} has no rule for {type(value).__name__}: it must override on_event")
         self.on_batch([value], Sources.of([source]), effects)
 
     def on_batch(self, events: Sequence[Any], sources: Sources, effects: Effects) -> None:
@@ -110,7 +113,7 @@ class WindowedStage(Stage):
         as a repeat, not again. The windows an event completes close before the next is folded.
         One loop for the batch, with the windows' state in local names: it runs for every event."""
         w, skew, contract = self.windows, self.skew, self.contract
-        size, span, max_skew = w.size_s, w.size_s + w.grace_s, self.settings.max_skew_s
+        size, grace, max_skew = w.size_s, w.grace_s, self.settings.max_skew_s
         wild_clocks = self.sensor_clocks
         floor, stamp, open_, touched = math.floor, sources.stamp, w.open, self._touched
         seen, newly = self._seen, self._newly_seen
@@ -125,7 +128,7 @@ class WindowedStage(Stage):
             try:
                 t, keys, once = keys_of(event)
                 start = floor(t / size) * size
-                if start + span <= watermark:
+                if start + size + grace <= watermark:  # as TumblingWindows.closes_at adds it up
                     effects.late(sources[i], f"late: window {iso(start)} of {keys[0]} closed at watermark {iso(watermark)}")
                     continue
                 if wild_clocks and t > watermark:
@@ -219,7 +222,7 @@ class WindowedStage(Stage):
         self.open_windows.update({(start, key): acc for key, start in self._touched
                                   if (acc := open_.get(start, {}).get(key)) is not None})
         if self._seen_before:
-            effects.batch.delete("seen")
+            effects.batch.unlink("seen")
             self._seen_before = False
         for start, names in self._newly_seen.items():
             effects.batch.hset(f"seen.{start!r}", dict.fromkeys(names, "1"))

@@ -356,3 +356,24 @@ def test_a_skew_record_kept_by_the_previous_version_is_carried_over():
     fresh = three_segments()
     fresh.load({"meta": {"clock_moved_at": b"-inf"}})
     assert fresh.skew == Skew(None, {})
+
+
+def test_a_windowed_stage_reading_a_topic_alongside_without_a_rule_for_it_fails_loudly():
+    from schemas.records import RoadClosure
+    from streams.effects import RuleFailed, Sources
+    from streams.windowed import WindowedStage
+
+    class Forgetful(TrafficStage):
+        on_event = WindowedStage.on_event  # no rule of its own for a road closure
+
+    stage, e = Forgetful(0, S, reference()), effects("traffic")
+    stage.restore({})
+    with pytest.raises(RuleFailed) as failed:
+        stage.on_batch([RoadClosure("S1", "P1", True, 1_000_020.0, 30.0)], Sources.of([source()]), e)
+    assert isinstance(failed.value.__cause__, TypeError)
+
+
+@pytest.mark.parametrize("open_field", ["1784534400.0|segment:S1", "1784534400|segment:S1"])
+def test_a_partition_reads_the_counted_readings_of_its_open_windows_by_the_name_it_writes(open_field):
+    t0 = 1_784_534_400.0
+    assert TrafficStage.hashes_after({"open": {open_field: b"[]"}}) == (f"seen.{t0!r}",)
