@@ -3,18 +3,20 @@ plates and venues."""
 
 from __future__ import annotations
 
-from schemas.cap import Alert, to_xml
+from schemas.cap import Alert, published, to_xml
 from schemas.records import Notice
 from streams import metrics, topics
 from streams.effects import Effects
 
 
 def send_alert(alert: Alert, effects: Effects) -> None:
-    """An alert goes out as CAP JSON on `alerts` and as CAP XML on `alerts.cap`, keyed by incident."""
-    metrics.ALERTS.labels(alert.info[0].category, alert.info[0].severity, alert.msg_type).inc()
+    """An incident's step goes out as CAP JSON on `alerts` and as CAP XML on `alerts.cap`, keyed
+    by incident (its end as two messages: `published`)."""
     effects.alert_set_off(alert.info[0].category)
-    effects.send(topics.alerts, alert.incidents, alert)
-    effects.send_raw(topics.alerts_cap, alert.incidents, to_xml(alert).encode())
+    for message in published(alert):
+        metrics.ALERTS.labels(message.info[0].category, message.info[0].severity, message.msg_type).inc()
+        effects.send(topics.alerts, message.incidents, message)
+        effects.send_raw(topics.alerts_cap, message.incidents, to_xml(message).encode())
 
 
 def send_notice(notice: Notice, effects: Effects) -> None:

@@ -98,7 +98,7 @@ def garage_message(
                      "Past" if cleared else "Immediate", "Severe", "Likely",
                      [("zone_id", zone.zone_id), ("trigger", why), ("lots", " ".join(lots))],
                      [zone_area(zone)])
-    return incident.message(s.alert_sender, msg_type, at, info)
+    return incident.message(s.cap, msg_type, at, info)
 
 
 def evacuation_message(incident: Incident, msg_type: MsgType, zone: Zone, shelter: Venue | None, why: str, at: float,
@@ -119,7 +119,7 @@ def evacuation_message(incident: Incident, msg_type: MsgType, zone: Zone, shelte
     info = bilingual(texts, "Safety", "Flood evacuation", "AllClear" if cleared else "Evacuate",
                      "Past" if cleared else "Immediate", "Extreme", "Likely", parameters,
                      [zone_area(zone)])
-    return incident.message(s.alert_sender, msg_type, at, info)
+    return incident.message(s.cap, msg_type, at, info)
 
 
 def evacuation_notice(order_id: str, at: float, token: str, zone: Zone, shelter: Venue | None) -> Notice:

@@ -174,7 +174,7 @@ def _health_message(
                      [("zone_id", zone.zone_id), ("scans", str(scans)), ("yellow", str(yellow)), ("red", str(red))],
                      [zone_area(zone)])
     assert watch.incident is not None  # opened with its first message
-    incident, alert = watch.incident.message(s.alert_sender, msg_type, at, info)
+    incident, alert = watch.incident.message(s.cap, msg_type, at, info)
     return replace(watch, incident=incident), alert
 
 

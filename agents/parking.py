@@ -195,7 +195,7 @@ def _lot_message(watch: LotWatch, msg_type: MsgType, occupied: int, at: float, l
                       ("available_spots", str(free))],
                      [circle_area(lot.name, lot.lat, lot.lon, 0.2)])
     assert watch.incident is not None  # opened with its first message
-    incident, alert = watch.incident.message(s.alert_sender, msg_type, at, info)
+    incident, alert = watch.incident.message(s.cap, msg_type, at, info)
     return replace(watch, incident=incident), alert
 
 

@@ -99,7 +99,7 @@ def _signal_message(
     info = bilingual(texts, "Met", "Rainstorm", "AllClear" if cleared else "Prepare", "Past" if cleared else "Expected",
                      COLOUR_SEVERITY[colour], "Observed", parameters, [zone_area(zone)])
     assert watch.incident is not None  # opened with its first message
-    incident, alert = watch.incident.message(s.alert_sender, msg_type, as_of, info)
+    incident, alert = watch.incident.message(s.cap, msg_type, as_of, info)
     return replace(watch, incident=incident), alert
 
 

@@ -123,7 +123,7 @@ def _cell_message(
     info = bilingual(texts, "Met", "Reported waterlogging", "AllClear" if cleared else "Avoid", "Past" if cleared else "Expected",
                      "Moderate", "Likely", [("cell_id", cell_id), ("reports", str(len(watch.reports)))],
                      [circle_area(f"Reports around {watch.lat:.4f},{watch.lon:.4f}", watch.lat, watch.lon, CELL_RADIUS_KM)])
-    incident, alert = incident.message(s.alert_sender, msg_type, at, info)
+    incident, alert = incident.message(s.cap, msg_type, at, info)
     return replace(watch, incident=incident), alert
 
 

@@ -183,7 +183,7 @@ def _message(
     info = bilingual(congestion_texts(msg_type, level, segment, w.tpi), "Transport", "Road congestion",
                      "AllClear" if cleared else "Avoid", "Past" if cleared else "Immediate",
                      "Severe" if level == "severe" else "Moderate", "Observed", parameters, [road_area(segment, zone)])
-    incident, alert = incident.message(s.alert_sender, msg_type, w.window_end, info)
+    incident, alert = incident.message(s.cap, msg_type, w.window_end, info)
     return replace(watch, incident=incident), alert
 
 
@@ -379,7 +379,7 @@ def step_closure(
                   ("closed", "true" if closing else "false")]
     info = bilingual(texts, "Transport", "Road closure", "Avoid" if closing else "AllClear",
                      "Immediate" if closing else "Past", "Severe", "Observed", parameters, [road_area(segment, zone)])
-    incident, alert = incident.message(s.alert_sender, "Alert" if closing else "Cancel", c.at, info)
+    incident, alert = incident.message(s.cap, "Alert" if closing else "Cancel", c.at, info)
     return replace(now, incident=incident if closing else None), alert
 
 

@@ -154,7 +154,7 @@ def _waterlogging_message(
                      "Past" if cleared else "Immediate", SEVERITY[level], "Observed" if watch.corroborated else "Possible",
                      parameters, [area])
     assert watch.incident is not None  # opened with its first message
-    incident, alert = watch.incident.message(s.alert_sender, msg_type, r.event_time, info)
+    incident, alert = watch.incident.message(s.cap, msg_type, r.event_time, info)
     return replace(watch, incident=incident), [*alerts, alert]
 
 
@@ -194,13 +194,13 @@ def _health_change(watch: PointWatch, health: str, t: float, point: Waterlogging
     en = f"Depth sensor at {point.name} " + (f"{what[0]}: the point is not monitored" if what else "reports normally again")
     zh = f"{point.name}水位传感器" + (f"{what[1]}，该点暂无有效监测" if what else "恢复正常")
     texts = {"zh-CN": (zh, zh, "请运维人员检查传感器。"),
-             "en-US": (en, en, "No action for residents; maintenance to inspect the sensor.")}
+             "en-US": (en, en, "Maintenance to inspect the sensor.")}
     info = bilingual(texts, "Infra", "Waterlogging sensor fault", "AllClear" if recovered else "Assess",
                      "Past" if recovered else "Expected", "Minor", "Observed",
                      [("point_id", point.point_id), ("zone_id", point.zone_id), ("sensor_health", health)],
                      [circle_area(point.name, point.lat, point.lon, POINT_RADIUS_KM)])
     msg_type: MsgType = "Cancel" if recovered else ("Alert" if watch.health_incident is None else "Update")
-    after, alert = incident.message(s.alert_sender, msg_type, t, info)
+    after, alert = incident.message(s.cap, msg_type, t, info, operational=True)
     return replace(watch, health=health, health_incident=None if recovered else after), alert
 
 

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import field
+from dataclasses import field, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from schemas.contract import contract, text
 from schemas.reference import Segment, Zone
 
+if TYPE_CHECKING:
+    from streams.settings import Cap
+
 NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
 
 MsgType = Literal["Alert", "Update", "Cancel"]
+Status = Literal["Actual", "Exercise", "System", "Test", "Draft"]
 Category = Literal["Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env", "Transport", "Infra", "CBRNE", "Other"]
 ResponseType = Literal["Shelter", "Evacuate", "Prepare", "Execute", "Avoid", "Monitor", "Assess", "AllClear", "None"]
 Urgency = Literal["Immediate", "Expected", "Future", "Past", "Unknown"]
@@ -85,6 +89,12 @@ class Info:
     instruction: str = text(8_000)
     parameters: list[tuple[str, str]] = field(default_factory=list)  # (valueName, value)
     areas: list[Area] = field(default_factory=list)
+    event_codes: list[tuple[str, str]] = field(default_factory=list)  # (valueName, value)
+    onset: str | None = None  # CAP time the event is expected to begin (a forecast's crossing)
+    expires: str | None = None  # CAP time the message no longer stands
+    sender_name: str | None = None
+    web: str | None = None
+    contact: str | None = None
 
 
 @contract
@@ -98,12 +108,13 @@ class Alert:
     identifier: str
     sender: str
     sent: str  # CAP time
-    status: Literal["Actual", "Exercise", "System", "Test", "Draft"]
+    status: Status
     msg_type: MsgType
     scope: Literal["Public", "Restricted", "Private"]
     references: str | None  # "sender,identifier,sent" of the message this one follows
     incidents: str
     info: list[Info]
+    restriction: str | None = None  # who may see a Restricted message
 
     def parameter(self, name: str) -> str | None:
         for value_name, value in self.info[0].parameters:
@@ -126,22 +137,30 @@ def to_xml(alert: Alert) -> str:
         if text is not None:
             ET.SubElement(parent, f"{{{NAMESPACE}}}{tag}").text = text
 
+    def add_pair(parent: ET.Element, tag: str, name: str, value: str) -> None:
+        pair = ET.SubElement(parent, f"{{{NAMESPACE}}}{tag}")
+        add(pair, "valueName", name)
+        add(pair, "value", value)
+
     for tag, value in (("identifier", alert.identifier), ("sender", alert.sender), ("sent", alert.sent),
                        ("status", alert.status), ("msgType", alert.msg_type), ("scope", alert.scope),
-                       ("references", alert.references), ("incidents", alert.incidents)):
+                       ("restriction", alert.restriction), ("references", alert.references),
+                       ("incidents", alert.incidents)):
         add(root, tag, value)
     for info in alert.info:
         el = ET.SubElement(root, f"{{{NAMESPACE}}}info")
         for tag, value in (("language", info.language), ("category", info.category), ("event", info.event),
                            ("responseType", info.response_type), ("urgency", info.urgency),
-                           ("severity", info.severity), ("certainty", info.certainty),
-                           ("senderName", "citybrain"), ("headline", info.headline),
-                           ("description", info.description), ("instruction", info.instruction)):
+                           ("severity", info.severity), ("certainty", info.certainty)):
+            add(el, tag, value)
+        for name, value in info.event_codes:
+            add_pair(el, "eventCode", name, value)
+        for tag, value in (("onset", info.onset), ("expires", info.expires), ("senderName", info.sender_name),
+                           ("headline", info.headline), ("description", info.description),
+                           ("instruction", info.instruction), ("web", info.web), ("contact", info.contact)):
             add(el, tag, value)
         for name, value in info.parameters:
-            p = ET.SubElement(el, f"{{{NAMESPACE}}}parameter")
-            add(p, "valueName", name)
-            add(p, "value", value)
+            add_pair(el, "parameter", name, value)
         for area in info.areas:
             a = ET.SubElement(el, f"{{{NAMESPACE}}}area")
             add(a, "areaDesc", area.area_desc)
@@ -168,11 +187,42 @@ class Incident:
         """The incident once `alert` went out: the next message refers back to it."""
         return Incident(self.id, self.step + 1, reference_to(alert))
 
-    def message(self, sender: str, msg_type: MsgType, at: float, info: list[Info]) -> tuple[Incident, Alert]:
-        """The incident's next public message, and the incident once it went out."""
-        alert = Alert(self.message_id(sender), sender, cap_time(at), "Actual", msg_type, "Public",
-                      self.last_reference, self.id, info)
+    def message(self, cap: Cap, msg_type: MsgType, at: float, info: list[Info], *, onset: float | None = None,
+                operational: bool = False) -> tuple[Incident, Alert]:
+        """The incident's next message, signed off as the city's settings say, and the incident
+        once it went out. A Cancel ends the incident (`published`). An operational message (a
+        sensor at fault) is for the operations room, not the public. `onset`: when the event is
+        expected to begin, for a warning given before it."""
+        starts = at if onset is None else max(at, onset)
+        expires = at + cap.all_clear_expires_s if msg_type == "Cancel" else starts + cap.expires_s
+        signed = [replace(i, event_codes=[(cap.event_code, event_code(i.event))],
+                          onset=None if onset is None else cap_time(starts), expires=cap_time(expires),
+                          sender_name=cap.sender_name, web=cap.web or None, contact=cap.contact or None)
+                  for i in info]
+        alert = Alert(self.message_id(cap.sender), cap.sender, cap_time(at), cast(Status, cap.status), msg_type,
+                      "Restricted" if operational else "Public", self.last_reference, self.id, signed,
+                      OPERATIONS if operational else None)
         return self.after(alert), alert
+
+
+OPERATIONS = "the city's operations staff"  # who sees an operational (Restricted) message
+
+
+def event_code(event: str) -> str:
+    """An event's name as the value of its eventCode: `Road waterlogging` -> `road-waterlogging`."""
+    return "-".join(event.lower().split())
+
+
+def published(alert: Alert) -> list[Alert]:
+    """The messages that go out for one step of an incident. An incident ends as aggregators ask
+    (Google Public Alerts, "Event changes or expiration"): an Update that gives the all clear and
+    expires soon, then a Cancel of it, so that a reader who missed the Update still drops the
+    incident, and one who keeps expired messages sees why it ended."""
+    if alert.msg_type != "Cancel":
+        return [alert]
+    all_clear = replace(alert, msg_type="Update")
+    cancel = replace(alert, identifier=f"{alert.identifier}.cancel", references=reference_to(all_clear))
+    return [all_clear, cancel]
 
 
 def bilingual(

@@ -193,6 +193,28 @@ class Webhooks:
     concurrency: int = 8  # attempts in flight per endpoint
 
 
+@dataclass(frozen=True)
+class Cap:
+    # How the city's CAP messages are signed off and how long each stands (OASIS CAP 1.2, and the
+    # Google Public Alerts guidelines aggregators follow): every message expires unless a later one
+    # replaces it, and an ended incident's all clear expires soon after.
+    prefix: ClassVar[str] = "cap_"
+    sender: str = named("alert_sender", "citybrain")  # no spaces, commas, < or &
+    sender_name: str = "citybrain"  # the name people read
+    status: str = "Actual"  # Test: every message is a test, which aggregators keep from the public
+    web: str = ""  # a page with more on the city's warnings
+    contact: str = ""  # whom to ask about a message
+    event_code: str = "citybrain"  # the eventCode's valueName; its value names the kind of event
+    expires_s: float = 21_600.0
+    all_clear_expires_s: float = 3_600.0
+
+    def __post_init__(self) -> None:
+        if self.status not in ("Actual", "Exercise", "Test"):
+            raise ValueError(f"cap_status: {self.status!r} is Actual, Exercise or Test")
+        if any(c in self.sender for c in " ,<&"):
+            raise ValueError(f"alert_sender: {self.sender!r} has a space, comma, < or &")
+
+
 def _parse_rules(group: typing.Any, name: str, rule: typing.Any) -> None:
     """Rules given as text (the environment, a test) are parsed here, once."""
     value = getattr(group, name)
@@ -259,7 +281,6 @@ class Settings:
 
     # Reference data is re-read at most this often when an event names an unknown id.
     reference_refresh_s: float = 5.0
-    alert_sender: str = "citybrain"  # CAP sender: no spaces, commas, < or &
 
     # Privacy (PIPL art. 51, GB/T 35273 §6.2): personal identifiers become keyed HMAC tokens as
     # they are read. `key_id:secret` entries, the current key first; older keys stay listed while
@@ -277,6 +298,7 @@ class Settings:
     parking: Parking = Parking()
     orders: Orders = Orders()
     webhooks: Webhooks = Webhooks()
+    cap: Cap = Cap()
 
     def __post_init__(self) -> None:
         colours = [s.colour for s in self.rain.signals]

@@ -37,7 +37,7 @@ from schemas.events import HealthCodeScan, HealthCodeStatusChange, ParkingEvent,
 from schemas.reference import CityMap, Lot, RoadClass, Segment, Venue, WaterloggingPoint, Zone
 from streams.admin import ensure_topics
 from streams.clients import async_redis, kafka_admin, kafka_auth
-from streams.settings import Settings
+from streams.settings import Cap, Settings
 from streams.state import partition_key
 from streams.tools.feed import Publisher
 from streams.tools.simulate import reference_records
@@ -441,7 +441,7 @@ def bench_alerts(count: int, tag: str) -> list[Alert]:
                                     "Keep away from low roads.")},
                          "Met", "Rainstorm", "Prepare", "Expected", "Severe", "Observed", [("zone_id", f"Z{i % 9}")],
                          [Area(f"District Z{i % 9}", ["30.2,120.1 30.2,120.2 30.3,120.2 30.2,120.1"])])
-        _, alert = Incident(f"bench.{tag}.{i}").message("citybrain", "Alert", time.time(), info)
+        _, alert = Incident(f"bench.{tag}.{i}").message(Cap(), "Alert", time.time(), info)
         out.append(alert)
     return out
 

@@ -130,9 +130,10 @@ def test_a_flooded_zone_closes_its_garages_and_is_evacuated_to_an_open_shelter(c
     alerts = run.records("alerts")
     garage = [(a["msg_type"], a["info"][0]["response_type"]) for a in alerts
               if a["info"][0]["event"] == "Underground car park closure"]
-    assert garage == [("Alert", "Execute"), ("Cancel", "AllClear")]
+    assert garage == [("Alert", "Execute"), ("Update", "AllClear"), ("Cancel", "AllClear")]
     evacuation = [a for a in alerts if a["info"][0]["event"] == "Flood evacuation"]
-    assert [(a["msg_type"], a["info"][0]["response_type"]) for a in evacuation] == [("Alert", "Evacuate"), ("Cancel", "AllClear")]
+    assert [(a["msg_type"], a["info"][0]["response_type"]) for a in evacuation] == [
+        ("Alert", "Evacuate"), ("Update", "AllClear"), ("Cancel", "AllClear")]
     assert dict(evacuation[0]["info"][0]["parameters"])["shelter_id"] == "Z2-SHELTER"
     assert evacuation[1]["references"] == f"{evacuation[0]['sender']},{evacuation[0]['identifier']},{evacuation[0]['sent']}"
     for doc in run.raw_records("alerts_cap"):

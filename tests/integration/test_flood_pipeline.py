@@ -41,9 +41,12 @@ def test_a_storm_gives_alert_updates_cancel_and_sensor_fault_messages_and_nothin
     flood = [a for a in alerts if a["info"][0]["event"] == "Road waterlogging"]
     levels = [(a["msg_type"], dict(a["info"][0]["parameters"])["level"]) for a in flood]
     # Up: watch, warning, closure. Down: under 24 cm (closure line 27 - 3) from 16:10; when the
-    # 10-minute hold is over the water is under the watch line, so the next message is the all-clear.
-    assert levels == [("Alert", "watch"), ("Update", "warning"), ("Update", "closure"), ("Cancel", "cleared")]
-    assert [a["info"][0]["severity"] for a in flood] == ["Minor", "Moderate", "Severe", "Minor"]
+    # 10-minute hold is over the water is under the watch line, so the next message is the all
+    # clear, then the Cancel of it.
+    assert levels == [("Alert", "watch"), ("Update", "warning"), ("Update", "closure"),
+                      ("Update", "cleared"), ("Cancel", "cleared")]
+    assert [a["info"][0]["severity"] for a in flood] == ["Minor", "Moderate", "Severe", "Minor", "Minor"]
+    assert [a["info"][0]["response_type"] for a in flood][-2:] == ["AllClear", "AllClear"]
     for earlier, later in zip(flood, flood[1:]):
         assert later["references"] == f"{earlier['sender']},{earlier['identifier']},{earlier['sent']}"
     assert len({a["incidents"] for a in flood}) == 1
@@ -51,9 +54,10 @@ def test_a_storm_gives_alert_updates_cancel_and_sensor_fault_messages_and_nothin
     faults = [(a["msg_type"], dict(a["info"][0]["parameters"])["sensor_health"]) for a in alerts
               if a["info"][0]["event"] == "Waterlogging sensor fault"]
     # P2 reports until 16:05 while P1 goes on: from 16:20 it is stale, not dry.
-    assert faults == [("Alert", "faulty"), ("Cancel", "ok"), ("Alert", "stale")]
+    assert faults == [("Alert", "faulty"), ("Update", "ok"), ("Cancel", "ok"), ("Alert", "stale")]
     assert [a["sent"] for a in alerts if a["info"][0]["event"] == "Waterlogging sensor fault"][-1] == "2026-07-20T16:20:00-00:00"
-    assert len(alerts) == 7
+    assert len(alerts) == 9
+    assert {a["scope"] for a in alerts if a["info"][0]["event"] == "Waterlogging sensor fault"} == {"Restricted"}
 
     for doc in run.raw_records("alerts_cap"):
         assert XSD.validate(etree.fromstring(doc)), XSD.error_log
@@ -104,7 +108,7 @@ def test_a_point_at_closure_depth_closes_its_road_and_reopens_it_when_the_water_
     run.wait_quiet(stages=settled)
     closures = [a for a in run.records("alerts") if a["info"][0]["event"] == "Road closure"]
     assert [(a["msg_type"], dict(a["info"][0]["parameters"])["segment_id"]) for a in closures] == [
-        ("Alert", "S1"), ("Cancel", "S1")]
+        ("Alert", "S1"), ("Update", "S1"), ("Cancel", "S1")]
     assert closures[0]["sent"] == "2026-07-20T16:05:00-00:00"
     assert closures[1]["references"] == f"{closures[0]['sender']},{closures[0]['identifier']},{closures[0]['sent']}"
     assert run.merged("traffic", "closed")["S1"]["points"] == {}

@@ -38,7 +38,7 @@ def test_a_storm_through_tls_scram_and_a_redis_acl_user_and_no_secret_in_sight(c
 
     flood = [a for a in run.records("alerts") if a["info"][0]["event"] == "Road waterlogging"]
     assert [(a["msg_type"], dict(a["info"][0]["parameters"])["level"]) for a in flood] == [
-        ("Alert", "watch"), ("Update", "warning"), ("Update", "closure"), ("Cancel", "cleared")]
+        ("Alert", "watch"), ("Update", "warning"), ("Update", "closure"), ("Update", "cleared"), ("Cancel", "cleared")]
     assert run.merged("waterlogging", "points")["P1"]["depth_cm"] == 2
 
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{run.web_port}/metrics", timeout=10).read().decode()

@@ -91,7 +91,7 @@ def test_readings_become_segment_state_alerts_city_index_and_plans(city_run):
     # The jam: DTP 0.8 -> TPI 8.67 (severe) for three windows raises; two free windows clear.
     alerts = run.records("alerts")
     assert [(a["msg_type"], a["info"][0]["severity"], dict(a["info"][0]["parameters"])["segment_id"]) for a in alerts] == [
-        ("Alert", "Severe", "S1"), ("Cancel", "Severe", "S1")]
+        ("Alert", "Severe", "S1"), ("Update", "Severe", "S1"), ("Cancel", "Severe", "S1")]
     raised, cleared = alerts
     assert raised["sent"] == cap_time(T0 + 180) and dict(raised["info"][0]["parameters"])["tpi"] == "8.667"
     assert cleared["references"] == f"citybrain,{raised['identifier']},{raised['sent']}"
@@ -198,4 +198,4 @@ def test_a_recording_replayed_from_csv_gives_the_same_state_as_live_readings(cit
     assert run.merged("traffic", "segments") == {
         seg.segment_id: orjson.loads(encode(summarize(seg, last, accs[(seg.segment_id, last)], S))) for seg in (S1, S2)
     }
-    assert [a["msg_type"] for a in run.records("alerts")] == ["Alert", "Cancel"]
+    assert [a["msg_type"] for a in run.records("alerts")] == ["Alert", "Update", "Cancel"]

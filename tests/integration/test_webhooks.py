@@ -17,6 +17,7 @@ from standardwebhooks import Webhook
 from schemas.cap import Area, Incident, bilingual
 from schemas.contract import parse_time
 from schemas.records import Notice
+from streams.settings import Cap
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -107,7 +108,7 @@ def lifecycle(incident: str, zone: str, severity: str = "Severe", category: str 
     for i, msg_type in enumerate(steps):
         info = bilingual({"en-US": (f"{incident} {msg_type}", "what happened", "what to do")}, category, "Rainstorm",
                          "Prepare", "Expected", severity, "Observed", [("zone_id", zone)], [Area(zone)])
-        inc, alert = inc.message("citybrain", msg_type, T0 + 60 * i, info)
+        inc, alert = inc.message(Cap(), msg_type, T0 + 60 * i, info)
         out.append(("alerts", alert.incidents, alert))
     return out
 

@@ -381,7 +381,7 @@ def test_a_new_episode_after_a_cancel_is_a_new_incident():
 
 def test_messages_are_sent_by_the_configured_sender():
     _, alerts = run_alerts([95])
-    assert alerts[0].sender == S.alert_sender
+    assert alerts[0].sender == S.cap.sender
     assert alerts[0].parameter("lot_id") == "L1" and alerts[0].parameter("zone_id") == "Z1"
 
 

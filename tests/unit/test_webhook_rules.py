@@ -31,7 +31,7 @@ from schemas.webhooks import Delivery, DeliveryOutcome, Subscription, payload, s
 from streams import topics
 from streams.effects import Effects
 from streams.reference import Reference
-from streams.settings import Settings
+from streams.settings import Cap, Settings
 from streams.state import Batch
 
 S = Settings()
@@ -50,7 +50,7 @@ def alert(event="Flood evacuation", category="Met", severity="Severe", msg_type=
     parameters = [("zone_id", zone)] if zone else []
     info = bilingual({"en-US": ("Flooding", "Water is rising", "Leave now"), "zh-CN": ("内涝", "水位上涨", "立即撤离")},
                      category, event, "Evacuate", "Immediate", severity, "Observed", parameters, [Area("West Lake")])
-    _, message = Incident("I1").message("citybrain", msg_type, T0, info)
+    _, message = Incident("I1").message(Cap(), msg_type, T0, info)
     return message
 
 
