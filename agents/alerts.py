@@ -1,5 +1,5 @@
 """Where every domain's warnings leave the city brain: CAP 1.2 on Kafka, and notices to people,
-plates and venues."""
+plates and venues; and how long a condition must hold before a warning changes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,16 @@ from schemas.cap import Alert, published, to_xml
 from schemas.records import Notice
 from streams import metrics, topics
 from streams.effects import Effects
+
+
+def held_since(since: float | None, holds: bool, window_start: float) -> float | None:
+    """When an unbroken spell of a condition began: the start of the first window it held in, kept
+    while it holds (a window a feed did not report breaks nothing), None once it fails. A rule
+    that waits for a spell counts its minutes of event time, never its windows or readings, so a
+    feed reporting every 5 minutes is warned of as soon as one reporting every minute."""
+    if not holds:
+        return None
+    return window_start if since is None else since
 
 
 def send_alert(alert: Alert, effects: Effects) -> None:

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agents.alerts import send_alert, send_notice
+from agents.alerts import held_since, send_alert, send_notice
 from schemas.cap import Alert, Incident, MsgType, Severity, bilingual, cap_id, zone_area
 from schemas.contract import Rejected, iso
 from schemas.events import HealthCodeScan, HealthCodeStatusChange
@@ -115,8 +115,8 @@ class ZoneHealth:
     """Hysteresis state of one zone's health-risk alert."""
 
     severity: Severity | None = None  # Moderate or Severe, while alerting
-    run: int = 0  # risky windows in a row, while not alerting
-    calm: int = 0  # calm windows in a row, while alerting
+    risky_since: float | None = None  # at risk since (event time), while not alerting
+    calm_since: float | None = None  # calm since, while alerting
     incident: Incident | None = None
 
 
@@ -132,25 +132,24 @@ def zone_risk(scans: int, yellow: int, red: int, s: Settings) -> Severity | None
 def step_zone_health(
     watch: ZoneHealth, counts: list[int], window_end: float, zone: Zone, s: Settings
 ) -> tuple[ZoneHealth, Alert | None]:
-    """Advance a zone's health alert by one window: raise after N risky windows, escalate at
-    once, clear after M calm ones."""
+    """Advance a zone's health alert by one window: raise once at risk for `raise_s` of event
+    time, escalate at once, clear once calm for `clear_s`."""
     scans, yellow, red = counts
     severity = zone_risk(scans, yellow, red, s)
+    window_start = window_end - s.health.window_s
     if watch.severity is None:
-        run = watch.run + 1 if severity else 0
-        if run < s.health.raise_windows:
-            return replace(watch, run=run), None
+        since = held_since(watch.risky_since, severity is not None, window_start)
+        if since is None or window_end - since < s.health.raise_s:
+            return replace(watch, risky_since=since), None
         incident = Incident(cap_id(f"health.{zone.zone_id}.{int(window_end)}"))
         return _health_message(ZoneHealth(severity, incident=incident), "Alert", counts, window_end, zone, s)
-    if severity is None:
-        calm = watch.calm + 1
-        if calm < s.health.clear_windows:
-            return replace(watch, calm=calm), None
+    calm_since = held_since(watch.calm_since, severity is None, window_start)
+    if calm_since is not None and window_end - calm_since >= s.health.clear_s:
         _, alert = _health_message(watch, "Cancel", counts, window_end, zone, s)
         return ZoneHealth(), alert
     if severity == "Severe" and watch.severity == "Moderate":
-        return _health_message(replace(watch, severity=severity, calm=0), "Update", counts, window_end, zone, s)
-    return replace(watch, calm=0), None
+        return _health_message(replace(watch, severity=severity, calm_since=None), "Update", counts, window_end, zone, s)
+    return replace(watch, calm_since=calm_since), None
 
 
 def _health_message(

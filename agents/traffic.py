@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from math import floor
 from typing import Any
 
-from agents.alerts import send_alert
+from agents.alerts import held_since, send_alert
 from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, road_area
 from schemas.contract import Rejected, iso, rounded
 from schemas.events import TrafficReading
@@ -110,8 +110,8 @@ class CongestionWatch:
     """Hysteresis state of one segment's congestion alert."""
 
     level: str | None = None  # the level under alert, or None
-    run: int = 0  # windows in a row at moderate or worse, while not alerting
-    calm: int = 0  # windows in a row below the clearing threshold, while alerting
+    congested_since: float | None = None  # at moderate or worse since (event time), while not alerting
+    calm_since: float | None = None  # below the clearing threshold since, while alerting
     incident: Incident | None = None
 
 
@@ -129,25 +129,24 @@ class RoadClosed:
 def step_congestion(
     watch: CongestionWatch, w: SegmentWindow, segment: Segment, zone: Zone | None, s: Settings
 ) -> tuple[CongestionWatch, Alert | None]:
-    """Advance a segment's alert by one window: raise after N windows, escalate, clear with margin."""
+    """Advance a segment's alert by one window: raise once congested for `raise_s` of event time,
+    escalate at once, clear once calm by the margin for `clear_s`."""
     c = s.congestion
     level = "severe" if w.tpi >= c.severe_tpi else "moderate" if w.tpi >= c.moderate_tpi else None
     if watch.level is None:
-        run = watch.run + 1 if level else 0
-        if run < c.raise_windows:
-            return (watch if run == watch.run else CongestionWatch(run=run)), None
+        since = held_since(watch.congested_since, level is not None, w.window_start)
+        if since is None or w.window_end - since < c.raise_s:
+            return (watch if since == watch.congested_since else CongestionWatch(congested_since=since)), None
         incident = Incident(cap_id(f"congestion.{segment.segment_id}.{int(w.window_start)}"))
         watch = CongestionWatch(level=level, incident=incident)
         return _message(watch, w, segment, zone, "Alert", s)
-    if w.tpi < c.moderate_tpi - c.clear_margin_tpi:
-        calm = watch.calm + 1
-        if calm >= c.clear_windows:
-            _, alert = _message(replace(watch, calm=calm), w, segment, zone, "Cancel", s)
-            return FLOWING, alert
-        return replace(watch, calm=calm), None
+    calm_since = held_since(watch.calm_since, w.tpi < c.moderate_tpi - c.clear_margin_tpi, w.window_start)
+    if calm_since is not None and w.window_end - calm_since >= c.clear_s:
+        _, alert = _message(watch, w, segment, zone, "Cancel", s)
+        return FLOWING, alert
     if watch.level == "moderate" and level == "severe":
-        return _message(replace(watch, level=level, calm=0), w, segment, zone, "Update", s)
-    return (watch if watch.calm == 0 else replace(watch, calm=0)), None
+        return _message(replace(watch, level=level, calm_since=None), w, segment, zone, "Update", s)
+    return (watch if calm_since == watch.calm_since else replace(watch, calm_since=calm_since)), None
 
 
 LEVEL_NAMES = {"moderate": ("Moderate", "中度"), "severe": ("Severe", "严重")}

@@ -80,9 +80,9 @@ class Congestion:
     prefix: ClassVar[str] = "congestion_"
     moderate_tpi: float = 6.0
     severe_tpi: float = 8.0
-    raise_windows: int = 3
+    raise_s: float = 180.0  # congested this long (event time) raises an alert...
     clear_margin_tpi: float = 1.0
-    clear_windows: int = 2
+    clear_s: float = 120.0  # ...calm by the margin this long clears it
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,8 @@ class Health:
     grace_s: float = 300.0  # scans reach a zone from every person partition: a longer grace
     risk_scans: int = 5
     risk_share: float = 0.2
-    raise_windows: int = 1
-    clear_windows: int = 2
+    raise_s: float = 900.0  # a risk over this long (event time) raises an alert...
+    clear_s: float = 1800.0  # ...calm this long clears it
 
 
 @dataclass(frozen=True)

@@ -249,7 +249,7 @@ def test_calm_windows_raise_nothing():
 
 
 def test_one_risky_window_raises_with_the_default_settings():
-    assert S.health.raise_windows == 1
+    assert S.health.raise_s == S.health.window_s
     watch, alerts = run_zone([MODERATE])
     assert summary(alerts) == [("Alert", "Moderate")]
     assert alerts[0].parameter("scans") == "20" and alerts[0].parameter("yellow") == "6"
@@ -262,8 +262,8 @@ def test_red_codes_alone_reaching_the_count_raise_severe():
     assert summary(alerts) == [("Alert", "Severe")]
 
 
-def test_raising_waits_for_health_raise_windows_in_a_row():
-    s = Settings.of(health_raise_windows=3)
+def test_raising_waits_for_health_raise_s_of_risk():
+    s = Settings.of(health_raise_s=3 * S.health.window_s)
     _, alerts = run_zone([MODERATE, MODERATE], s=s)
     assert alerts == []
     _, alerts = run_zone([MODERATE, MODERATE, MODERATE], s=s)
@@ -271,7 +271,7 @@ def test_raising_waits_for_health_raise_windows_in_a_row():
 
 
 def test_a_calm_window_restarts_the_count_to_raise():
-    s = Settings.of(health_raise_windows=3)
+    s = Settings.of(health_raise_s=3 * S.health.window_s)
     _, alerts = run_zone([MODERATE, MODERATE, CALM, MODERATE, MODERATE], s=s)
     assert alerts == []
 
@@ -288,8 +288,8 @@ def test_a_moderate_window_during_a_severe_alert_does_not_step_down():
     assert watch.severity == "Severe"
 
 
-def test_the_alert_clears_after_health_clear_windows_calm_windows():
-    assert S.health.clear_windows == 2
+def test_the_alert_clears_after_health_clear_s_of_calm():
+    assert S.health.clear_s == 2 * S.health.window_s
     watch, alerts = run_zone([MODERATE, CALM])
     assert summary(alerts) == [("Alert", "Moderate")]
     watch, alerts = run_zone([MODERATE, CALM, CALM])
@@ -338,3 +338,14 @@ def test_only_the_last_scans_are_remembered():
         person, _ = seen_scan(person, f"scan-{i}")
     assert len(person.recent_scans) == RECENT_SCANS
     assert person.recent_scans[-1] == f"scan-{RECENT_SCANS + 3}" and "scan-0" not in person.recent_scans
+
+
+def test_clearing_counts_minutes_of_calm_not_windows_when_scans_stop_for_a_while():
+    # Alert in the first window; the next calm windows come an hour apart (no scans between):
+    # the first calm window alone is 15 minutes of calm, the second makes it over an hour.
+    w = S.health.window_s
+    watch, alert = step_zone_health(ZoneHealth(), MODERATE, T0 + w, ZONE, S)
+    watch, first = step_zone_health(watch, CALM, T0 + 4 * w, ZONE, S)
+    assert first is None and watch.calm_since == T0 + 3 * w
+    watch, second = step_zone_health(watch, CALM, T0 + 8 * w, ZONE, S)
+    assert second is not None and second.msg_type == "Cancel"

@@ -45,13 +45,13 @@ def test_a_malformed_setting_stops_with_its_name():
 
 
 def test_a_domain_setting_is_read_by_its_variable_into_its_group():
-    s = from_env({"CITYBRAIN_PARKING_FREE_S": "1800", "CITYBRAIN_CONGESTION_RAISE_WINDOWS": "5",
+    s = from_env({"CITYBRAIN_PARKING_FREE_S": "1800", "CITYBRAIN_CONGESTION_RAISE_S": "300",
                   "CITYBRAIN_WATERLOGGING_HOLD_S": "60", "CITYBRAIN_SENSOR_SILENT_S": "300",
                   "CITYBRAIN_SIGNAL_REVISION_WINDOWS": "7", "CITYBRAIN_WEBHOOKS_FILE": "subs.json"})
-    assert (s.parking.free_s, s.congestion.raise_windows, s.waterlogging.hold_s) == (1800.0, 5, 60.0)
+    assert (s.parking.free_s, s.congestion.raise_s, s.waterlogging.hold_s) == (1800.0, 300.0, 60.0)
     assert (s.waterlogging.sensor_silent_s, s.signals.revision_windows, s.webhooks.file) == (300.0, 7, "subs.json")
     assert s.parking.billing_unit_s == Settings().parking.billing_unit_s  # the rest of the group keeps its defaults
-    assert Settings.of(parking_free_s=1800.0, congestion_raise_windows=5, waterlogging_hold_s=60.0,
+    assert Settings.of(parking_free_s=1800.0, congestion_raise_s=300.0, waterlogging_hold_s=60.0,
                        sensor_silent_s=300.0, signal_revision_windows=7, webhooks_file="subs.json") == s
 
 

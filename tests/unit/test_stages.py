@@ -136,7 +136,7 @@ def test_a_live_zone_quiet_for_a_few_minutes_keeps_its_15_minute_window_open():
     assert not stage.windows.is_late(t + 400)
     stage.on_idle(wall_now=t + S.health.window_s + S.health.grace_s, effects=e)  # the window's time is up
     stage.flush(e)
-    assert stage.windows.open == {} and stage.watch["Z1"].run == 0  # one red scan is no risk
+    assert stage.windows.open == {} and stage.watch["Z1"].risky_since is None  # one red scan is no risk
 
 
 def test_a_sensor_repeating_a_reading_counts_once_in_a_batch_across_batches_and_across_a_restart():

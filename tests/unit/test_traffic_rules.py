@@ -107,6 +107,42 @@ def test_alert_is_raised_only_after_n_consecutive_congested_windows():
     assert alerts[2].references is None
 
 
+def at_times(tpis_by_start, s=S):
+    """Windows at the given starts (a feed's reporting times), through the congestion rule."""
+    watch, out = CongestionWatch(), []
+    for start, value in tpis_by_start:
+        watch, alert = step_congestion(watch, window(value, start=start), SEGMENT, ZONE, s)
+        out.append(alert.msg_type if alert else None)
+    return out
+
+
+def test_a_feed_reporting_every_five_minutes_is_raised_once_congested_for_raise_s():
+    # Two readings five minutes apart: congested from the first window's start to the second's
+    # end (6 minutes >= 3). Counting windows, the third reading raised it, 11 minutes in.
+    assert S.congestion.raise_s == 180.0
+    assert at_times([(0.0, 6.5), (300.0, 6.5)]) == [None, "Alert"]
+
+
+@pytest.mark.parametrize("raise_s, kinds", [(119.0, [None, "Alert"]), (120.0, [None, "Alert"]), (121.0, [None, None])])
+def test_raising_at_and_around_raise_s(raise_s, kinds):
+    s = Settings.of(congestion_raise_s=raise_s)
+    assert at_times([(0.0, 6.5), (60.0, 6.5)], s) == kinds  # congested 120 s by the second window's end
+
+
+def test_a_feed_with_a_gap_is_raised_at_its_next_congested_window_not_hours_later():
+    assert at_times([(0.0, 6.5), (3 * 3600.0, 6.5), (3 * 3600.0 + 60, 6.5)]) == [None, "Alert", None]
+
+
+def test_clearing_counts_minutes_of_calm_even_from_a_sparse_feed():
+    assert S.congestion.clear_s == 120.0
+    assert at_times([(0.0, 6.5), (300.0, 6.5), (600.0, 4.0), (900.0, 4.0)]) == [None, "Alert", None, "Cancel"]
+    s = Settings.of(congestion_clear_s=61.0)
+    congested_then_calm = [(0.0, 6.5), (60.0, 6.5), (120.0, 6.5), (180.0, 4.0), (240.0, 4.0)]
+    assert at_times(congested_then_calm, s) == [None, None, "Alert", None, "Cancel"]
+    s = Settings.of(congestion_clear_s=60.0)
+    assert at_times([(0.0, 6.5), (60.0, 6.5), (120.0, 6.5), (180.0, 4.0)], s) == [None, None, "Alert", "Cancel"]
+
+
 def test_a_free_window_resets_the_run():
     _, alerts = run([6.5, 6.5, 5.9, 6.5, 6.5])
     assert all(a is None for a in alerts)
