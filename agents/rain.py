@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter as Tally
 from dataclasses import dataclass, replace
 
@@ -21,7 +22,7 @@ from streams import metrics, runtime, topics
 from streams.effects import Effects, Source
 from streams.settings import Settings
 from streams.stage import Stage
-from streams.table import GroupedTable, Table
+from streams.table import GroupedTable, Table, Value
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class RainStage(Stage):
     contract = RainGaugeReading
     history = Table(list[tuple[float, float]])  # per gauge: (time, mm) within the longest horizon, in time order
     totals = Table(GaugeRain, hash="gauges", restored=False)
+    newest = Value(float, -math.inf)  # the newest reading's time on this partition: its clock
 
     def knows(self, r: RainGaugeReading) -> bool:
         return r.gauge_id in self.reference.city.gauges
@@ -140,6 +142,25 @@ class RainStage(Stage):
         totals = GaugeRain(r.gauge_id, gauge.zone_id, as_of, rolling_totals(history, as_of, self.settings))
         effects.send(topics.gauge_rain, gauge.zone_id, totals)
         self.totals[r.gauge_id] = totals
+        if r.event_time > self.newest:
+            self._fall_silent(self.newest, r.event_time, effects)
+            self.newest = r.event_time
+
+    def _fall_silent(self, before: float, now: float, effects: Effects) -> None:
+        """Tell the zones of the gauges that went silent as this partition's clock moved from
+        `before` to `now`: their last reading fell `gauge_silent_s` behind it. Judged in the
+        partition's event time, so a replay finds the same gauges silent at the same readings; a
+        partition with one gauge has no other clock to judge it by."""
+        silent_s = self.settings.rain.gauge_silent_s
+        for gauge_id, history in self.history.items():
+            last = history[-1][0]
+            gauge = self.reference.city.gauges.get(gauge_id)
+            if gauge is not None and before - silent_s < last <= now - silent_s:
+                log.warning("rain gauge %s has sent nothing since %s: zone %s stops counting it", gauge_id, iso(last),
+                            gauge.zone_id)
+                silent = GaugeRain(gauge_id, gauge.zone_id, now, [], reporting=False)
+                effects.send(topics.gauge_rain, gauge.zone_id, silent)
+                self.totals[gauge_id] = silent
 
 
 class ZoneRainStage(Stage):
@@ -158,21 +179,32 @@ class ZoneRainStage(Stage):
     zones = Table(dict, restored=False)  # the live view of each zone's rain
 
     def gauges(self) -> metrics.Gauges:
+        unmonitored = sum(1 for group in self.rain_gauges.groups.values() if not any(g.reporting for g in group.values()))
         return metrics.merge(
             {"citybrain_rainstorm_zones": Tally((w.colour,) for w in self.signal.values() if w.colour)},
             metrics.gauge("citybrain_active_incidents", sum(1 for w in self.signal.values() if w.incident), "Met"),
+            metrics.gauge("citybrain_rain_zones_unmonitored", unmonitored),
         )
 
     def on_event(self, g: GaugeRain, source: Source, effects: Effects) -> None:
         known = self.rain_gauges.get((g.zone_id, g.gauge_id))
-        if known is not None and (g.as_of < known.as_of or (g.as_of == known.as_of and g.totals_mm == known.totals_mm)):
+        if known is not None and known.reporting and (
+                g.as_of < known.as_of or (g.as_of == known.as_of and g.totals_mm == known.totals_mm)):
             return  # a resent or older update (a late reading re-sends its gauge's totals, changed)
         self.rain_gauges[g.zone_id, g.gauge_id] = g
-        # Every gauge's latest totals count, however far behind its partition runs: in a replay one
-        # gauge's updates may come long after another's.
-        totals = [max(values) for values in zip(*(x.totals_mm for x in self.rain_gauges.group(g.zone_id).values()))]
-        zone = self.reference.city.zones.get(g.zone_id) or Zone(g.zone_id, g.zone_id, [])
+        # Every reporting gauge's latest totals count, however far behind its partition runs: in a
+        # replay one gauge's updates may come long after another's. A silent one counts no more.
+        gauges = self.rain_gauges.group(g.zone_id).values()
+        reporting = [x.totals_mm for x in gauges if x.reporting]
         before = self.signal.get(g.zone_id, ZoneSignal())
+        if not reporting:  # nothing measures the zone's rain: its signal stands, and the zone says so
+            log.warning("zone %s: every rain gauge has gone silent; its signal (%s) stands unmonitored",
+                        g.zone_id, before.colour or "none")
+            self.zones[g.zone_id] = {**self.zones.get(g.zone_id, {"zone_id": g.zone_id, "signal": before.colour}),
+                                     "as_of": iso(g.as_of), "gauges_reporting": 0, "gauges_silent": len(gauges)}
+            return
+        totals = [max(values) for values in zip(*reporting)]
+        zone = self.reference.city.zones.get(g.zone_id) or Zone(g.zone_id, g.zone_id, [])
         watch, alert = step_signal(before, totals, g.as_of, zone, self.settings)
         self.signal[g.zone_id] = watch
         if watch.colour != before.colour:
@@ -182,6 +214,7 @@ class ZoneRainStage(Stage):
         self.zones[g.zone_id] = {
             "zone_id": g.zone_id, "as_of": iso(g.as_of), "signal": watch.colour,
             **{f"rain_{h:g}h_mm": mm for h, mm in zip(self.settings.rain.horizons_h, totals)},
+            "gauges_reporting": len(reporting), "gauges_silent": len(gauges) - len(reporting),
         }
 
 

@@ -126,6 +126,7 @@ class GaugeRain:
     zone_id: str
     as_of: EventTime
     totals_mm: list[float]  # over the configured horizons (1 h, 3 h, 6 h, 12 h by default)
+    reporting: bool = True  # False: the gauge has gone silent and its zone stops counting it
 
 
 @contract

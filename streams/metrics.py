@@ -79,6 +79,7 @@ GAUGES: dict[str, tuple[str, tuple[str, ...], Callable[[float, float], float]]] 
     "citybrain_city_tpi": ("City traffic performance index (0-10) of the newest window", (), max),
     "citybrain_waterlogging_points": ("Monitored points under a waterlogging alert, by level", ("level",), operator.add),
     "citybrain_rainstorm_zones": ("Zones under a rainstorm signal, by colour", ("signal",), operator.add),
+    "citybrain_rain_zones_unmonitored": ("Zones whose rain gauges have all gone silent", (), operator.add),
     "citybrain_lots": ("Car parks by FIWARE OffStreetParking status", ("status",), operator.add),
     "citybrain_people_under_evacuation_orders": ("People told to evacuate whose order stands", (), operator.add),
     "citybrain_active_incidents": ("Incidents with an alert out and no Cancel yet, by CAP category", ("category",),

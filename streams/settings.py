@@ -107,6 +107,9 @@ class Rain:
     clear_margin_mm: float = 10.0  # a signal steps down only this far under its rule...
     hold_s: float = 1800.0  # ...held this long
     horizons_h: tuple[float, ...] = (1.0, 3.0, 6.0, 12.0)  # rolling totals kept per gauge and zone
+    # A gauge this far behind the newest reading of the gauges on its partition has gone silent:
+    # its zone stops counting it, so a dead gauge does not hold a signal up.
+    gauge_silent_s: float = 1800.0
 
     def __post_init__(self) -> None:
         _parse_rules(self, "signals", RainstormSignal)

@@ -377,3 +377,44 @@ def test_a_windowed_stage_reading_a_topic_alongside_without_a_rule_for_it_fails_
 def test_a_partition_reads_the_counted_readings_of_its_open_windows_by_the_name_it_writes(open_field):
     t0 = 1_784_534_400.0
     assert TrafficStage.hashes_after({"open": {open_field: b"[]"}}) == (f"seen.{t0!r}",)
+
+
+def test_a_gauge_behind_its_partitions_newest_reading_by_gauge_silent_s_is_announced_silent_once():
+    from schemas.contract import iso
+    from schemas.records import GaugeRain
+
+    ref = reference()
+    for g in ("G1", "G2"):
+        ref.city.gauges[g] = RainGauge(g, "Z1", 30.27, 120.13)
+    stage, e = RainStage(0, S, ref), effects("rain")
+    stage.restore({})
+    t, silent_s = 100_000.0, S.rain.gauge_silent_s
+    stage.on_event(RainGaugeReading("G1", t, 30.0, 300.0), source(), e)
+    for at in (t, t + silent_s - 1, t + silent_s, t + silent_s + 300):
+        stage.on_event(RainGaugeReading("G2", at, 0.0, 300.0), source(), e)
+    updates = [GaugeRain(**orjson.loads(v)) for v in sent_to(e, topics.gauge_rain)]
+    assert [(u.gauge_id, u.as_of) for u in updates if not u.reporting] == [("G1", iso(t + silent_s))]
+    assert updates[-1].reporting and updates[-1].gauge_id == "G2"
+
+
+def test_a_silent_gauge_no_longer_holds_its_zones_signal_and_a_zone_with_none_left_says_so():
+    from agents.rain import ZoneRainStage
+    from schemas.records import GaugeRain
+
+    stage, e = ZoneRainStage(0, S, reference()), effects("zone_rain")
+    stage.restore({})
+    t = 100_000.0
+    heavy, dry = [60.0, 120.0, 120.0, 120.0], [0.0, 0.0, 0.0, 0.0]
+    stage.on_event(GaugeRain("G1", "Z1", t, heavy), source(), e)
+    stage.on_event(GaugeRain("G2", "Z1", t, dry), source(), e)
+    assert stage.signal["Z1"].colour == "red"
+    stage.on_event(GaugeRain("G1", "Z1", t + 1800, [], reporting=False), source(), e)
+    for at in (t + 2100, t + 2100 + S.rain.hold_s):
+        stage.on_event(GaugeRain("G2", "Z1", at, dry), source(), e)
+    assert stage.signal["Z1"].colour is None  # G1's last totals held it red while counted
+    assert stage.zones["Z1"]["gauges_reporting"] == 1 and stage.zones["Z1"]["gauges_silent"] == 1
+    stage.on_event(GaugeRain("G2", "Z1", t + 9000, [], reporting=False), source(), e)
+    assert stage.zones["Z1"]["gauges_reporting"] == 0
+    assert stage.gauges()["citybrain_rain_zones_unmonitored"] == {(): 1.0}
+    stage.on_event(GaugeRain("G1", "Z1", t + 9300, heavy), source(), e)  # back, with rain
+    assert stage.signal["Z1"].colour == "red" and stage.zones["Z1"]["gauges_reporting"] == 1
