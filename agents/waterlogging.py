@@ -43,9 +43,15 @@ class PointWatch:
     rising: bool = False  # alerting because of a fast rise
     below_since: float | None = None  # when the depth fell under the current level's clearing line
     incident: Incident | None = None
-    history: list[tuple[float, float]] = field(default_factory=list)  # (t, depth) within the rise window
-    same_since: float | None = None  # when the depth took its current value
-    health: str = "ok"  # ok, faulty or stuck
+    history: list[tuple[float, float]] = field(default_factory=list)  # accepted (t, depth) within the rise window
+    same_since: float | None = None  # since when the depth has stayed within the flat band of flat_depth
+    flat_depth: float | None = None
+    health: str = "ok"  # ok, faulty, stuck or stale
+    # The newest reading's quality flag (reliable, doubtful, unreliable) and the check that set it
+    # (QUALITY_CHECKS), or what confirmed a doubtful one (second_reading, resident_report).
+    quality: str = "reliable"
+    quality_check: str | None = None
+    held: tuple[float, float] | None = None  # a doubtful reading (t, depth) that sets nothing off until confirmed
     health_incident: Incident | None = None
     depth_cm: float | None = None
     updated: float | None = None
@@ -59,6 +65,39 @@ def rise_cm(history: list[tuple[float, float]], t: float, depth: float, s: Setti
     return depth - min(recent, default=depth)
 
 
+QUALITY_CHECKS = ("hard_limit", "flat_line", "soft_limit", "rate_of_rise", "rate_of_fall")
+CONFIRMED_BY = {"second_reading": ("经第二次读数确认。", "Confirmed by a second reading."),
+                "resident_report": ("经市民报告确认。", "Confirmed by a resident's report.")}
+
+
+def too_fast(before: tuple[float, float] | None, t: float, depth: float, s: Settings) -> str | None:
+    """The rate check a reading fails after the reading `before` (t, depth), or None: water does
+    not rise or drain faster than the limits, whatever a sensor's spike says."""
+    if before is None:
+        return None
+    rate = (depth - before[1]) / (max(t - before[0], 60.0) / 60)  # cm a minute, over a minute at least
+    w = s.waterlogging
+    return "rate_of_rise" if rate > w.max_rise_cm_per_min else "rate_of_fall" if -rate > w.max_fall_cm_per_min else None
+
+
+def doubt(watch: PointWatch, t: float, depth: float, s: Settings) -> str | None:
+    """The check that makes a plausible reading doubtful (past the soft limit, or too fast after the
+    point's last accepted reading), or None: it is reliable."""
+    if depth > s.waterlogging.depth_soft_max_cm:
+        return "soft_limit"
+    return too_fast(watch.history[-1] if watch.history else None, t, depth, s)
+
+
+def confirmation(watch: PointWatch, t: float, depth: float, s: Settings) -> str | None:
+    """What confirms a doubtful reading: the doubtful one before it, if consistent with it, or a
+    resident's report near the point within the report window; None: nothing does yet."""
+    if watch.held is not None and too_fast(watch.held, t, depth, s) is None:
+        return "second_reading"
+    if watch.reported_at is not None and abs(t - watch.reported_at) <= s.reports.window_s:
+        return "resident_report"
+    return None
+
+
 def superseded(watch: PointWatch, r: WaterDepthReading) -> str | None:
     """Whether the point's newer state stands against the reading: "repeat" for the reading it
     has (its sensor sent it again), "late" for an older one or another depth at the same time."""
@@ -68,24 +107,37 @@ def superseded(watch: PointWatch, r: WaterDepthReading) -> str | None:
 
 
 def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, list[Alert]]:
-    """Fold one depth reading into a point: sensor health first, then the waterlogging alert."""
+    """Fold one depth reading into a point: sensor health and the reading's quality first, then
+    the waterlogging alert. A doubtful reading is kept and shown, and sets nothing off."""
     if superseded(watch, r):
         return watch, []
     alerts: list[Alert] = []
-    if not 0 <= r.depth_cm <= s.waterlogging.depth_max_plausible_cm:
-        health = "faulty"
-    elif r.depth_cm == watch.depth_cm and r.depth_cm > 0 and watch.same_since is not None \
-            and r.event_time - watch.same_since >= s.waterlogging.sensor_stuck_s:
-        health = "stuck"
+    w = s.waterlogging
+    flat = watch.flat_depth is not None and watch.same_since is not None and abs(r.depth_cm - watch.flat_depth) <= w.flat_band_cm
+    check: str | None
+    if not 0 <= r.depth_cm <= w.depth_max_plausible_cm:
+        health, check = "faulty", "hard_limit"
+    elif flat and watch.flat_depth > w.flat_band_cm and r.event_time - watch.same_since >= w.sensor_stuck_s:  # type: ignore[operator]
+        health, check = "stuck", "flat_line"
     else:
-        health = "ok"
-    same_since = watch.same_since if r.depth_cm == watch.depth_cm and watch.same_since is not None else r.event_time
-    watch = replace(watch, same_since=same_since, depth_cm=r.depth_cm, updated=r.event_time)
+        health, check = "ok", doubt(watch, r.event_time, r.depth_cm, s)
+    same_since, flat_depth = (watch.same_since, watch.flat_depth) if flat else (r.event_time, r.depth_cm)
+    watch = replace(watch, same_since=same_since, flat_depth=flat_depth, depth_cm=r.depth_cm, updated=r.event_time)
     if health != watch.health:
         watch, alert = _health_change(watch, health, r.event_time, point, s)
         alerts.append(alert)
-    if health != "ok":
-        return watch, alerts  # a faulty or stuck sensor says nothing about the water
+    if health != "ok":  # a faulty or stuck sensor says nothing about the water
+        return replace(watch, quality="unreliable", quality_check=check, held=None), alerts
+    confirmed = None if check is None else confirmation(watch, r.event_time, r.depth_cm, s)
+    if check is not None and confirmed is None:
+        return replace(watch, quality="doubtful", quality_check=check, held=(r.event_time, r.depth_cm)), alerts
+    return step_level(replace(watch, quality="reliable", quality_check=confirmed, held=None), r, point, s, alerts)
+
+
+def step_level(
+    watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint, s: Settings, alerts: list[Alert]
+) -> tuple[PointWatch, list[Alert]]:
+    """Step the point's alert with an accepted reading: up at once, down after the hold."""
     rise = rise_cm(watch.history, r.event_time, r.depth_cm, s)
     recent = [(t, d) for t, d in watch.history if r.event_time - t <= s.waterlogging.rise_window_s]
     history = [*recent, (r.event_time, r.depth_cm)]
@@ -140,13 +192,17 @@ def _waterlogging_message(
         zh_head, en_head = "积水已消退", "Waterlogging has cleared"
         zh_do, en_do = "道路已恢复通行。", "The road is passable again."
     rising = " and rising fast" if watch.rising and not cleared else ""
+    zh_checked, en_checked = CONFIRMED_BY.get(watch.quality_check or "", ("", ""))
     texts = {
-        "zh-CN": (f"{point.name}{zh_head}", f"{point.name}积水深度{r.depth_cm:.0f}厘米（{iso(r.event_time)}）。", zh_do),
+        "zh-CN": (f"{point.name}{zh_head}",
+                  f"{point.name}积水深度{r.depth_cm:.0f}厘米（{iso(r.event_time)}）。{zh_checked}", zh_do),
         "en-US": (f"{en_head} at {point.name}", f"Water at {point.name} is {r.depth_cm:.0f} cm deep{rising} "
-                                                f"({rise:+.0f} cm in {s.waterlogging.rise_window_s / 60:.0f} min).", en_do),
+                                                f"({rise:+.0f} cm in {s.waterlogging.rise_window_s / 60:.0f} min)."
+                                                + (f" {en_checked}" if en_checked else ""), en_do),
     }
     parameters = [("point_id", point.point_id), ("zone_id", point.zone_id), ("level", "cleared" if cleared else level),
-                  ("depth_cm", f"{r.depth_cm:.1f}"), ("rise_cm", f"{rise:.1f}")]
+                  ("depth_cm", f"{r.depth_cm:.1f}"), ("rise_cm", f"{rise:.1f}"),
+                  ("reading_quality", watch.quality), ("quality_check", watch.quality_check or "passed")]
     if point.segment_id:
         parameters.append(("segment_id", point.segment_id))
     area = circle_area(f"{point.name} ({point.kind.replace('_', ' ')})", point.lat, point.lon, POINT_RADIUS_KM)
@@ -159,17 +215,23 @@ def _waterlogging_message(
 
 
 def corroborate(watch: PointWatch, report: PointReport, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, list[Alert]]:
-    """A resident's report near the point: an open incident becomes Observed (an Update); with
-    none open, the report confirms an incident raised within the report window."""
+    """A resident's report near the point: a doubtful reading the point holds is confirmed and
+    goes as if it had just come in; an open incident becomes Observed (an Update); with none
+    open, the report confirms an incident raised within the report window."""
     watch = replace(watch, reported_at=max(report.at, watch.reported_at or report.at))
+    alerts: list[Alert] = []
+    if watch.held is not None and watch.health == "ok" and abs(watch.held[0] - report.at) <= s.reports.window_s:
+        t, depth = watch.held
+        held = replace(watch, quality="reliable", quality_check="resident_report", held=None)
+        watch, alerts = step_level(held, WaterDepthReading("held", point.point_id, t, depth), point, s, alerts)
     if watch.level is None or watch.corroborated:
-        return watch, []
+        return watch, alerts
     watch = replace(watch, corroborated=True)
     if watch.health != "ok":
-        return watch, []  # no depth worth publishing; the next good reading goes out as Observed
+        return watch, alerts  # no depth worth publishing; the next good reading goes out as Observed
     as_of = WaterDepthReading("report", point.point_id, max(report.at, watch.updated or report.at), watch.depth_cm or 0.0)
     return _waterlogging_message(watch, "Update", as_of, rise_cm(watch.history, as_of.event_time, as_of.depth_cm, s),
-                                 point, s, [])
+                                 point, s, alerts)
 
 
 def silent_points(watches: Mapping[str, PointWatch], now: float, s: Settings) -> list[str]:
@@ -231,9 +293,8 @@ class WaterloggingStage(Stage):
         if isinstance(r, PointReport):
             point = self.reference.city.points.get(r.point_id)
             if point is not None:
-                self.watch[r.point_id], alerts = corroborate(self.watch.get(r.point_id, PointWatch()), r, point, self.settings)
-                for alert in alerts:
-                    send_alert(alert, effects)
+                before = self.watch.get(r.point_id, PointWatch())
+                self._changed(point, before, *corroborate(before, r, point, self.settings), effects)
             return
         point = self.reference.city.points.get(r.point_id)
         if point is None:
@@ -252,15 +313,22 @@ class WaterloggingStage(Stage):
             effects.late(source, f"late: point {r.point_id} has a reading of {iso(before.updated)} already")
             return
         watch, alerts = step_point(before, r, point, self.settings)
-        self.watch[r.point_id] = watch
+        if watch.quality == "doubtful" and before.held != watch.held:
+            metrics.READINGS_DOUBTFUL.labels(watch.quality_check).inc()
+        self._changed(point, before, watch, alerts, effects)
+
+    def _changed(self, point: WaterloggingPoint, before: PointWatch, watch: PointWatch, alerts: list[Alert],
+                 effects: Effects) -> None:
+        """A point's new state: its alerts, and the road and zone told when its level moved."""
+        self.watch[point.point_id] = watch
+        at, depth = watch.history[-1] if watch.history else (watch.updated or 0.0, watch.depth_cm or 0.0)
         closes = rank(watch.level) >= LEVELS.index("closure")
         if point.segment_id and closes != (rank(before.level) >= LEVELS.index("closure")):
             # The road closes with the point's closure alert and reopens when that alert clears.
-            effects.send(topics.closures, point.segment_id,
-                         RoadClosure(point.segment_id, point.point_id, closes, r.event_time, r.depth_cm))
+            effects.send(topics.closures, point.segment_id, RoadClosure(point.segment_id, point.point_id, closes, at, depth))
         if watch.level != before.level:  # the zone weighs its points' levels for garages and evacuation
             effects.send(topics.zone_floods, point.zone_id,
-                         ZoneFlood(point.zone_id, point.point_id, "waterlogging", watch.level, r.event_time))
+                         ZoneFlood(point.zone_id, point.point_id, "waterlogging", watch.level, at))
         for alert in alerts:
             send_alert(alert, effects)
 
@@ -296,6 +364,7 @@ def _point_view(point_id: str, w: PointWatch, s: Settings) -> dict:
         "point_id": point_id, "depth_cm": w.depth_cm, "updated": iso(w.updated) if w.updated else None,
         "level": waterlogging_level(w.depth_cm, s) if w.health == "ok" and w.depth_cm is not None else None,
         "alert_level": w.level, "rising": w.rising, "sensor_health": w.health,
+        "quality": w.quality, "quality_check": w.quality_check,
     }
 
 

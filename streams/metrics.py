@@ -60,6 +60,9 @@ ALERT_LATENCY = Histogram(
     ["category"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 NOTICES = Counter("citybrain_notices_total", "Notices sent to people, plates and venues", ["kind"])
+READINGS_DOUBTFUL = Counter(
+    "citybrain_readings_doubtful_total", "Sensor readings held as doubtful, by the quality check that flagged them", ["check"]
+)
 PARKING_ANOMALIES = Counter("citybrain_parking_anomalies_total", "Dirty parking events, by what was wrong", ["kind"])
 BILLS = Counter("citybrain_parking_bills_total", "Stays billed after the vehicle left")
 WEBHOOK_DELIVERIES = Counter(

@@ -125,8 +125,16 @@ class Waterlogging:
     hold_s: float = named("waterlogging_hold_s", 600.0)  # ...held this long, so a depth hovering at a line does not flap
     rise_alert_cm: float = 10.0  # a rise this large...
     rise_window_s: float = 1800.0  # ...within this long warns even below the watch line
-    depth_max_plausible_cm: float = 300.0
-    sensor_stuck_s: float = 3600.0  # the same non-zero depth this long is a stuck sensor, not water
+    depth_max_plausible_cm: float = 300.0  # hard limit: beyond it a reading is unreliable (a faulty sensor)
+    # Quality checks in the manner of Delft-FEWS validation: a reading past the soft limit, or
+    # rising or falling faster than water does (0 to 280 cm in one reading is a spike, not a
+    # flood), is doubtful and sets nothing off until a second consistent reading or a resident's
+    # report confirms it.
+    depth_soft_max_cm: float = 150.0
+    max_rise_cm_per_min: float = 30.0  # an underpass can fill fast; a sensor spike is faster still
+    max_fall_cm_per_min: float = 30.0
+    sensor_stuck_s: float = 3600.0  # a non-zero depth within the flat band this long is a stuck sensor, not water
+    flat_band_cm: float = 0.5
     sensor_silent_s: float = 900.0  # a point silent this long while others report is stale, not dry
 
 

@@ -150,3 +150,77 @@ def test_a_point_silent_while_others_report_is_stale_until_it_speaks_again():
     back, alerts = step_point(stale, WaterDepthReading("W1", "P1", S.waterlogging.sensor_silent_s + 60, 21.0), POINT, S)
     assert [(a.msg_type, a.parameter("sensor_health")) for a in alerts] == [("Cancel", "ok")]
     assert back.health == "ok"
+
+
+def qualities(depths, start=0.0, step=60.0):
+    """Each reading's (quality, check) as the point flags it, and the alerts (msg_type, level)."""
+    watch, flags, out = PointWatch(), [], []
+    for i, depth in enumerate(depths):
+        watch, alerts = step_point(watch, WaterDepthReading("W1", "P1", start + step * i, depth), POINT, S)
+        flags.append((watch.quality, watch.quality_check))
+        out += [(a.msg_type, a.parameter("level")) for a in alerts]
+    return watch, flags, out
+
+
+def test_a_single_spike_is_doubtful_and_raises_nothing():
+    watch, flags, out = qualities([5, 120, 5, 6])
+    assert flags == [("reliable", None), ("doubtful", "rate_of_rise"), ("reliable", None), ("reliable", None)]
+    assert out == [] and watch.level is None and watch.held is None
+
+
+def test_a_spike_past_the_soft_limit_is_doubtful_for_that():
+    _, flags, out = qualities([5, 280, 5])
+    assert flags[1] == ("doubtful", "soft_limit") and out == []
+
+
+def test_a_second_consistent_reading_confirms_a_doubtful_one():
+    watch, flags, out = qualities([5, 100, 104])
+    assert flags[1:] == [("doubtful", "rate_of_rise"), ("reliable", "second_reading")]
+    assert out == [("Alert", "severe")]
+    watch, _ = step_point(watch, WaterDepthReading("W1", "P1", 180.0, 104.5), POINT, S)
+    assert watch.quality == "reliable" and watch.quality_check is None  # consistent with the accepted 104
+
+
+def test_an_alert_on_a_confirmed_reading_says_what_confirmed_it():
+    watch = PointWatch()
+    for i, depth in enumerate([5, 100, 104]):
+        watch, alerts = step_point(watch, WaterDepthReading("W1", "P1", 60.0 * i, depth), POINT, S)
+    (alert,) = alerts
+    assert (alert.parameter("reading_quality"), alert.parameter("quality_check")) == ("reliable", "second_reading")
+    assert "Confirmed by a second reading." in next(i for i in alert.info if i.language == "en-US").description
+
+
+def test_readings_that_disagree_with_each_other_stay_doubtful():
+    _, flags, out = qualities([5, 100, 5, 120, 5])
+    assert [q for q, _ in flags] == ["reliable", "doubtful", "reliable", "doubtful", "reliable"] and out == []
+
+
+def test_water_draining_faster_than_it_can_is_doubtful():
+    _, flags, out = qualities([5, 20, 35, 50, 65, 80, 95, 5])  # 15 cm a minute up, then 90 cm in one
+    assert flags[-1] == ("doubtful", "rate_of_fall")
+    assert out == [("Alert", "warning"), ("Update", "severe")]  # no step down on the drop alone
+
+
+@pytest.mark.parametrize("rise, quality", [(29.0, "reliable"), (30.0, "reliable"), (31.0, "doubtful")])
+def test_the_rate_of_rise_limit_at_and_around_it(rise, quality):
+    _, flags, _ = qualities([5, 5 + rise])
+    assert flags[1][0] == quality
+
+
+def test_a_residents_report_confirms_a_doubtful_reading_the_point_holds():
+    from agents.waterlogging import corroborate
+    from schemas.records import PointReport
+
+    watch, flags, out = qualities([5, 100])
+    assert watch.held == (60.0, 100) and out == []
+    watch, alerts = corroborate(watch, PointReport("P1", "R1", 90.0, 40.0), POINT, S)
+    assert [(a.msg_type, a.parameter("level"), a.info[0].certainty) for a in alerts] == [("Alert", "severe", "Observed")]
+    assert (watch.quality, watch.quality_check, watch.held) == ("reliable", "resident_report", None)
+
+
+def test_a_depth_within_the_flat_band_for_an_hour_is_a_stuck_sensor():
+    depths = [40.0, 40.3, 39.8, 40.2] * 16  # within 0.5 cm of 40 for over an hour, never exactly equal in a row
+    watch, flags, _ = qualities(depths)
+    assert watch.health == "stuck" and flags[-1] == ("unreliable", "flat_line")
+    watch, _, _ = qualities([40.0, 40.3, 41.0, 40.2] * 16)  # leaves the band every four minutes
+    assert watch.health == "ok"

@@ -418,3 +418,21 @@ def test_a_silent_gauge_no_longer_holds_its_zones_signal_and_a_zone_with_none_le
     assert stage.gauges()["citybrain_rain_zones_unmonitored"] == {(): 1.0}
     stage.on_event(GaugeRain("G1", "Z1", t + 9300, heavy), source(), e)  # back, with rain
     assert stage.signal["Z1"].colour == "red" and stage.zones["Z1"]["gauges_reporting"] == 1
+
+
+def test_a_single_spike_closes_no_road_and_tells_no_zone():
+    ref = reference()
+    ref.city.points["P1"] = WaterloggingPoint("P1", "Underpass", "Z1", "S1", 30.27, 120.13, "underpass")
+    stage, e = WaterloggingStage(0, S, ref), effects("waterlogging")
+    stage.restore({})
+    t = 1_784_534_400.0
+    for i, depth in enumerate((5.0, 120.0, 5.0)):
+        stage.on_event(WaterDepthReading("W1", "P1", t + 60 * i, depth), source(i), e)
+    assert sent_to(e, topics.closures) == [] and sent_to(e, topics.zone_floods) == [] and sent_to(e, topics.alerts) == []
+    stage.flush(e)
+    assert stage.points["P1"]["quality"] == "reliable"
+    # The same spike read twice, consistently: a real rise, and the road closes.
+    for i, depth in enumerate((120.0, 122.0), start=3):
+        stage.on_event(WaterDepthReading("W1", "P1", t + 60 * i, depth), source(i), e)
+    assert [orjson.loads(v)["closed"] for v in sent_to(e, topics.closures)] == [True]
+    assert len(sent_to(e, topics.zone_floods)) == 1
