@@ -16,6 +16,7 @@ from schemas.cap import Severity
 from streams.settings import Settings
 
 LEVELS = ("watch", "warning", "closure", "severe")
+POINT_RADIUS_KM = 0.3  # how far around a monitored point its alerts speak
 SEVERITY: dict[str, Severity] = {"watch": "Minor", "warning": "Moderate", "closure": "Severe", "severe": "Extreme"}  # blue..red
 
 

@@ -16,7 +16,7 @@ from agents.flood import colour_rank
 from schemas.cap import COLOUR_SEVERITY, Alert, Incident, MsgType, bilingual, cap_id, zone_area
 from schemas.contract import Rejected, iso
 from schemas.events import RainGaugeReading
-from schemas.records import GaugeRain, ZoneFlood
+from schemas.records import GaugeRain, PointRain, ZoneFlood
 from schemas.reference import Zone
 from streams import metrics, runtime, topics
 from streams.effects import Effects, Source
@@ -176,6 +176,7 @@ class ZoneRainStage(Stage):
     contract = GaugeRain
     rain_gauges = GroupedTable(GaugeRain, hash="gauges")  # by (zone, gauge): its latest totals
     signal = Table(ZoneSignal)
+    intensity = Table(float)  # per zone: the rain told to its monitored points, mm/h
     zones = Table(dict, restored=False)  # the live view of each zone's rain
 
     def gauges(self) -> metrics.Gauges:
@@ -211,11 +212,23 @@ class ZoneRainStage(Stage):
             effects.send(topics.zone_floods, g.zone_id, ZoneFlood(g.zone_id, f"rain.{g.zone_id}", "rain", watch.colour, g.as_of))
         if alert is not None:
             send_alert(alert, effects)
+        self.tell_points(g.zone_id, totals, g.as_of, effects)
         self.zones[g.zone_id] = {
             "zone_id": g.zone_id, "as_of": iso(g.as_of), "signal": watch.colour,
             **{f"rain_{h:g}h_mm": mm for h, mm in zip(self.settings.rain.horizons_h, totals)},
             "gauges_reporting": len(reporting), "gauges_silent": len(gauges) - len(reporting),
         }
+
+    def tell_points(self, zone_id: str, totals: list[float], as_of: float, effects: Effects) -> None:
+        """The zone's rain (its shortest horizon's total, per hour) to each monitored point in it,
+        when it changes: a point's nowcast weighs it (agents/nowcast.py)."""
+        rain_mm_h = round(totals[0] / self.settings.rain.horizons_h[0], 2)
+        if self.intensity.get(zone_id) == rain_mm_h:
+            return
+        self.intensity[zone_id] = rain_mm_h
+        for point in self.reference.city.points.values():
+            if point.zone_id == zone_id:
+                effects.send(topics.point_rain, point.point_id, PointRain(point.point_id, zone_id, as_of, rain_mm_h))
 
 
 runtime.stage(RainStage)

@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from agents.alerts import send_alert
-from agents.flood import LEVELS, SEVERITY, rank, waterlogging_level
+from agents.flood import LEVELS, POINT_RADIUS_KM, SEVERITY, rank, waterlogging_level
+from agents.nowcast import Outlook, Response, forecast, learn, rate_of, step_outlook, trend_cm_h
 from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, circle_area
 from schemas.contract import Rejected, iso
 from schemas.events import WaterDepthReading
-from schemas.records import PointReport, RoadClosure, ZoneFlood
+from schemas.records import PointRain, PointReport, RoadClosure, ZoneFlood
 from schemas.reference import WaterloggingPoint
 from streams import metrics, runtime, topics
 from streams.clock import Skew, is_live
@@ -27,9 +28,6 @@ from streams.stage import Stage
 from streams.table import Table, Value
 
 log = logging.getLogger(__name__)
-
-# How far around a monitored point an alert speaks.
-POINT_RADIUS_KM = 0.3
 
 # ---------------------------------------------------------------------------------------------
 # Rules (pure)
@@ -276,8 +274,9 @@ class WaterloggingStage(Stage):
     name = "waterlogging"
     source = "water_depths"
     contract = WaterDepthReading
-    alongside = {"point_reports": PointReport}
+    alongside = {"point_reports": PointReport, "point_rain": PointRain}
     watch = Table(PointWatch)
+    outlook = Table(Outlook)  # per point: its nowcast (agents/nowcast.py)
     points = Table(dict, restored=False)  # the live view of each point
     skew = Value(Skew, Skew())
 
@@ -289,7 +288,9 @@ class WaterloggingStage(Stage):
     def knows(self, r: WaterDepthReading | PointReport) -> bool:
         return r.point_id in self.reference.city.points
 
-    def on_event(self, r: WaterDepthReading | PointReport, source: Source, effects: Effects) -> None:
+    def on_event(self, r: WaterDepthReading | PointReport | PointRain, source: Source, effects: Effects) -> None:
+        if isinstance(r, PointRain):
+            return self.on_rain(r, effects)
         if isinstance(r, PointReport):
             point = self.reference.city.points.get(r.point_id)
             if point is not None:
@@ -316,6 +317,36 @@ class WaterloggingStage(Stage):
         if watch.quality == "doubtful" and before.held != watch.held:
             metrics.READINGS_DOUBTFUL.labels(watch.quality_check).inc()
         self._changed(point, before, watch, alerts, effects)
+        if watch.history and watch.history[-1] == (r.event_time, r.depth_cm):  # accepted: it teaches, and moves the forecast
+            self.look_ahead(point, watch, r.event_time, effects, before.history[-1] if before.history else None)
+
+    def on_rain(self, rain: PointRain, effects: Effects) -> None:
+        """The rain over a point's zone changed: its forecast moves before its water does."""
+        point = self.reference.city.points.get(rain.point_id)
+        outlook = self.outlook.get(rain.point_id) or Outlook(Response.initial(self.settings))
+        if point is None or (outlook.rain_as_of is not None and rain.as_of <= outlook.rain_as_of):
+            return  # a point no longer monitored, or an older or resent update
+        self.outlook[rain.point_id] = replace(outlook, rain_mm_h=rain.rain_mm_h, rain_as_of=rain.as_of)
+        watch = self.watch.get(rain.point_id)
+        if watch is not None and watch.history:
+            self.look_ahead(point, watch, max(rain.as_of, watch.history[-1][0]), effects)
+
+    def look_ahead(self, point: WaterloggingPoint, watch: PointWatch, at: float, effects: Effects,
+                   learn_after: tuple[float, float] | None = None) -> None:
+        """The point's nowcast as of `at`: learned from its newest accepted reading (the change
+        since `learn_after`), forecast, and warned of. A sensor at fault forecasts nothing."""
+        s = self.settings
+        outlook = self.outlook.get(point.point_id) or Outlook(Response.initial(s))
+        if watch.health != "ok":
+            return
+        t, depth = watch.history[-1]
+        if learn_after is not None and learn_after[0] < t:
+            rate = (depth - learn_after[1]) / (t - learn_after[0]) * 3600
+            outlook = replace(outlook, response=learn(outlook.response, rate, outlook.rain_mm_h, depth, s))
+        f = forecast(depth, t, rate_of(outlook.response, trend_cm_h(watch.history), outlook.rain_mm_h, s), at, s)
+        self.outlook[point.point_id], alert = step_outlook(outlook, f, watch.level, point, s)
+        if alert is not None:
+            send_alert(alert, effects)
 
     def _changed(self, point: WaterloggingPoint, before: PointWatch, watch: PointWatch, alerts: list[Alert],
                  effects: Effects) -> None:
@@ -354,17 +385,24 @@ class WaterloggingStage(Stage):
 
     def flush(self, effects: Effects) -> None:
         self.mark_silent(self.clock, effects)
-        for p in self.watch.dirty():
-            self.points[p] = _point_view(p, self.watch[p], self.settings)
+        for p in self.watch.dirty() | self.outlook.dirty():
+            if p in self.watch:
+                self.points[p] = _point_view(p, self.watch[p], self.outlook.get(p), self.settings)
 
 
-def _point_view(point_id: str, w: PointWatch, s: Settings) -> dict:
+def _point_view(point_id: str, w: PointWatch, outlook: Outlook | None, s: Settings) -> dict:
     """The live record of a point that dashboards and other stages read."""
+    f = outlook.latest if outlook is not None else None
+    ahead = {} if f is None else {
+        **{f"forecast_{m:g}min_cm": d for m, d in zip(s.nowcast.horizons_min, f.depths_cm)},
+        "forecast_crossings": {level: iso(t) for level, t in f.crossings}, "forecast_rate_cm_h": f.rate_cm_h,
+        "forecast_as_of": iso(f.at), "warning_of": outlook.level if outlook else None,
+    }
     return {
         "point_id": point_id, "depth_cm": w.depth_cm, "updated": iso(w.updated) if w.updated else None,
         "level": waterlogging_level(w.depth_cm, s) if w.health == "ok" and w.depth_cm is not None else None,
         "alert_level": w.level, "rising": w.rising, "sensor_health": w.health,
-        "quality": w.quality, "quality_check": w.quality_check,
+        "quality": w.quality, "quality_check": w.quality_check, **ahead,
     }
 
 

@@ -215,9 +215,9 @@ def event_code(event: str) -> str:
 
 def published(alert: Alert) -> list[Alert]:
     """The messages that go out for one step of an incident. An incident ends as aggregators ask
-    (Google Public Alerts, "Event changes or expiration"): an Update that gives the all clear and
-    expires soon, then a Cancel of it, so that a reader who missed the Update still drops the
-    incident, and one who keeps expired messages sees why it ended."""
+    (Google Public Alerts, "Event changes or expiration"): an Update that says it ended (the all
+    clear, as a rule) and expires soon, then a Cancel of it, so that a reader who missed the
+    Update still drops the incident, and one who keeps expired messages sees why it ended."""
     if alert.msg_type != "Cancel":
         return [alert]
     all_clear = replace(alert, msg_type="Update")

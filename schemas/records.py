@@ -142,6 +142,17 @@ class RoadClosure:
 
 
 @contract
+class PointRain:
+    """The rain falling over a monitored point's zone (its gauges' worst hourly total, mm/h), keyed
+    by the point so that it joins the point's partition for its nowcast."""
+
+    point_id: str
+    zone_id: str
+    as_of: EventTime
+    rain_mm_h: float
+
+
+@contract
 class PointReport:
     """A resident's flood report near a monitored point, keyed by the point to join its state."""
 

@@ -139,6 +139,22 @@ class Waterlogging:
 
 
 @dataclass(frozen=True)
+class Nowcast:
+    # Each monitored point's depth ahead, from its recent rise and the rain over its zone, with a
+    # response to rain learned from its own readings (agents/nowcast.py), starting from these.
+    prefix: ClassVar[str] = "nowcast_"
+    horizons_min: tuple[float, ...] = (15.0, 30.0, 60.0)
+    response_cm_per_mm: float = 0.5  # depth gained per mm of rain, for a point with no history
+    drain_cm_h: float = 10.0  # how fast its water drains once the rain stops
+    learning_rate: float = 0.2  # how far each reading moves the learned response
+    rain_min_mm_h: float = 1.0  # lighter rain than this teaches drainage, not response
+    trend_weight: float = 0.5  # the recent rise's share in the forecast rate; the rest is the rain's
+    warn_from: str = "closure"  # the lowest line warned of before it is crossed
+    update_shift_s: float = 600.0  # a predicted crossing that moves this much is updated...
+    hold_s: float = 600.0  # ...and one no longer predicted this long is cancelled
+
+
+@dataclass(frozen=True)
 class Reports:
     # Residents' reports: within this distance they corroborate a monitored point; elsewhere this
     # many in one grid cell within the window raise a Likely alert, cleared after a quiet spell.
@@ -304,6 +320,7 @@ class Settings:
     signals: Signals = Signals()
     rain: Rain = Rain()
     waterlogging: Waterlogging = Waterlogging()
+    nowcast: Nowcast = Nowcast()
     reports: Reports = Reports()
     health: Health = Health()
     parking: Parking = Parking()

@@ -46,6 +46,7 @@ SPECS = {
     "gauge_rain": TopicSpec("flood.gauge_rain", "zone_id", "GaugeRain"),
     "closures": TopicSpec("traffic.closures", "segment_id", "RoadClosure (joined as a table)"),
     "point_reports": TopicSpec("flood.point_reports", "point_id", "PointReport (joined as a table)"),
+    "point_rain": TopicSpec("flood.point_rain", "point_id", "PointRain (joined as a table)"),
     "report_cells": TopicSpec("flood.report_cells", "cell_id", "CellReport"),
     "person_scans": TopicSpec("people.scans", "person token", "PersonScan"),
     "person_status": TopicSpec("people.status", "person token", "PersonStatus (joined as a table)"),
@@ -98,6 +99,7 @@ approach_flows = app.topic(topic_name("approach_flows"))
 signal_plans = app.topic(topic_name("signal_plans"))
 gauge_rain = app.topic(topic_name("gauge_rain"))
 closures = app.topic(topic_name("closures"))
+point_rain = app.topic(topic_name("point_rain"))
 point_reports = app.topic(topic_name("point_reports"))
 report_cells = app.topic(topic_name("report_cells"))
 person_scans = app.topic(topic_name("person_scans"))

@@ -1,0 +1,131 @@
+"""The flood nowcast: a point's response to rain is learned, depths ahead and crossings follow
+from it, and a warning goes out before the water crosses the closure line, without flapping."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from agents.nowcast import Forecast, Outlook, Response, forecast, learn, rate_of, step_outlook
+from agents.waterlogging import WaterloggingStage
+from schemas.events import WaterDepthReading
+from schemas.records import PointRain
+from schemas.reference import WaterloggingPoint
+from streams import topics
+from streams.effects import Effects, Source
+from streams.reference import Reference
+from streams.settings import Settings
+from streams.state import Batch
+
+S = Settings()
+POINT = WaterloggingPoint("P1", "Wensan Rd underpass", "Z1", "S1", 30.27, 120.13, "underpass")
+T0 = 1_784_534_400.0
+
+
+def true_depths(cm_per_mm: float, drain_cm_h: float, rain: list[float], step_s: float = 300.0) -> list[float]:
+    """A point that follows the model exactly: rain (mm/h) per step, depth floored at zero."""
+    depth, out = 0.0, []
+    for mm_h in rain:
+        depth = max(0.0, depth + (cm_per_mm * mm_h - drain_cm_h) * step_s / 3600)
+        out.append(depth)
+    return out
+
+
+def test_a_points_response_to_rain_is_learned_from_its_readings_to_within_five_percent():
+    storms = ([20.0] * 12 + [0.0] * 12) * 3  # three wet hours, each followed by a dry one, 5-minute readings
+    depths = true_depths(1.2, 8.0, storms)
+    response, before = Response.initial(S), (0.0, 0.0)
+    for i, (mm_h, depth) in enumerate(zip(storms, depths), start=1):
+        t = 300.0 * i
+        response = learn(response, (depth - before[1]) / (t - before[0]) * 3600, mm_h, depth, S)
+        before = (t, depth)
+    assert response.cm_per_mm == pytest.approx(1.2, rel=0.05)
+    assert response.drain_cm_h == pytest.approx(8.0, rel=0.05)
+    assert response.readings > 0
+
+
+def test_a_dry_empty_point_teaches_nothing():
+    response = Response.initial(S)
+    assert learn(response, 0.0, 0.0, 0.0, S) is response
+
+
+def test_the_forecast_follows_the_rate_and_names_each_line_it_crosses_within_the_hour():
+    f = forecast(20.0, T0, 14.0, T0, S)  # the closure line (27 cm) half an hour away
+    assert f.depths_cm == [23.5, 27.0, 34.0]
+    assert f.crossings == [("closure", T0 + 1800), ("severe", T0 + 2571)]
+    assert forecast(20.0, T0, -5.0, T0, S).crossings == [] and forecast(2.0, T0, -5.0, T0, S).depths_cm[-1] == 0.0
+    assert forecast(20.0, T0, 6.0, T0, S).crossings == []  # 27 cm in 70 minutes: beyond the hour
+
+
+def test_the_rate_weighs_the_recent_rise_and_the_rain():
+    response = Response(1.0, 10.0)
+    assert rate_of(response, 4.0, 30.0, S) == pytest.approx(0.5 * 4.0 + 0.5 * (30.0 - 10.0))
+
+
+def steps(crossings_by_minute, observed=None):
+    """The outlook through forecasts with the given crossings, one a minute."""
+    outlook, out = Outlook(Response.initial(S)), []
+    for i, crossings in enumerate(crossings_by_minute):
+        at = T0 + 60 * i
+        outlook, alert = step_outlook(outlook, Forecast(at, [0.0, 0.0, 0.0], crossings, 1.0),
+                                      (observed or {}).get(i), POINT, S)
+        out.append(None if alert is None else (alert.msg_type, alert.parameter("level"), alert.parameter("outcome")))
+    return outlook, out
+
+
+def test_a_predicted_closure_warns_as_expected_and_likely_with_its_onset():
+    outlook = Outlook(Response.initial(S))
+    _, alert = step_outlook(outlook, Forecast(T0, [20, 27, 34], [("closure", T0 + 1800)], 14.0), None, POINT, S)
+    info = alert.info[0]
+    assert (alert.msg_type, info.urgency, info.certainty) == ("Alert", "Expected", "Likely")
+    assert info.event == "Road waterlogging forecast"
+    assert info.onset == "2026-07-20T08:30:00-00:00" and info.severity == "Severe"
+
+
+def test_a_watch_or_warning_crossing_alone_is_not_warned_of_ahead():
+    _, out = steps([[("watch", T0 + 600), ("warning", T0 + 1200)]])
+    assert out == [None]
+
+
+def test_a_wobbling_forecast_does_not_flap_and_one_gone_for_the_hold_time_is_cancelled():
+    closure = [("closure", T0 + 1800)]
+    _, out = steps([closure, [], [], closure] + [[]] * 11)
+    assert [o for o in out if o] == [("Alert", "closure", None), ("Cancel", "closure", "not_reached")]
+    assert out.index(("Cancel", "closure", "not_reached")) == 14  # 10 minutes after it was last predicted
+
+
+def test_a_crossing_that_moves_little_is_not_updated_and_one_that_moves_more_is():
+    _, out = steps([[("closure", T0 + 1800)], [("closure", T0 + 2000)], [("closure", T0 + 2500)], [("severe", T0 + 2500)]])
+    assert out == [("Alert", "closure", None), None, ("Update", "closure", None), ("Update", "severe", None)]
+
+
+def test_the_warning_ends_when_the_water_gets_there():
+    _, out = steps([[("closure", T0 + 120)], [("closure", T0 + 120)], []], observed={2: "closure"})
+    assert out[2] == ("Cancel", "closure", "reached")
+
+
+def test_rain_over_the_zone_warns_before_the_depth_crosses_the_closure_line():
+    ref = Reference(S)
+    ref.city.points["P1"] = POINT
+    stage, e = WaterloggingStage(0, S, ref), Effects("waterlogging", Batch("cb:{x.0}", 0, {}))
+    stage.restore({})
+    depths = true_depths(1.5, 10.0, [40.0] * 24)  # 50 cm an hour rise while 40 mm/h falls
+    stage.on_event(WaterDepthReading("W1", "P1", T0, 0.0), Source("flood.water_depths", 0, 0, b"P1", b"{}"), e)
+    stage.on_event(PointRain("P1", "Z1", T0 + 60, 40.0), Source("flood.point_rain", 0, 0, b"P1", b"{}"), e)
+    for i, depth in enumerate(depths, start=1):
+        reading = WaterDepthReading("W1", "P1", T0 + 300 * i, round(depth, 1))
+        stage.on_event(reading, Source("flood.water_depths", 0, i, b"P1", b"{}"), e)
+    alerts = [orjson.loads(v) for t, _, v, _ in e.sends if t is topics.alerts]
+    observed = {dict(a["info"][0]["parameters"])["level"]: a["sent"]
+                for a in alerts if a["info"][0]["event"] == "Road waterlogging"}
+    ahead = [(a["msg_type"], dict(a["info"][0]["parameters"]), a["sent"], a["info"][0]["response_type"])
+             for a in alerts if a["info"][0]["event"] == "Road waterlogging forecast"]
+    assert ahead[0][0] == "Alert" and ahead[0][2] < observed["closure"]  # warned before the closure line
+    assert ahead[0][1]["level"] == "severe" and ahead[0][1]["expected_at"] > ahead[0][2]
+    # It ends, as it came true, when the severe line is reached: no all clear while the road floods.
+    assert [(m, p.get("outcome"), rt) for m, p, _, rt in ahead[-2:]] == [
+        ("Update", "reached", "None"), ("Cancel", "reached", "None")]
+    assert ahead[-1][2] == observed["severe"]
+    stage.flush(e)
+    view = stage.points["P1"]
+    assert view["warning_of"] is None and view["forecast_60min_cm"] > view["depth_cm"]
