@@ -7,6 +7,7 @@ import sys
 
 import agents.evacuation  # noqa: F401  registers the flood zone and evacuation agents
 import agents.health  # noqa: F401  registers the health-code agents
+import agents.nowcast_check  # noqa: F401  registers nowcast-check and what-if
 import agents.parking  # noqa: F401  registers the car park agents
 import agents.rain  # noqa: F401  registers the rain agents
 import agents.reports  # noqa: F401  registers the residents' report agents

@@ -69,18 +69,27 @@ class Forecast:
     rate_cm_h: float
 
 
-def forecast(depth_cm: float, depth_at: float, rate_cm_h: float, at: float, s: Settings) -> Forecast:
+def forecast(depth_cm: float, depth_at: float, at: float, response: Response, trend_cm_h: float, rain_mm_h: float,
+             rain_change: float, s: Settings) -> Forecast:
     """The depths ahead of `at` and the lines crossed within the longest horizon, from the depth
-    read at `depth_at` at a steady rate (a line the rate should have crossed already: at `at`)."""
+    read at `depth_at`, minute by minute, the rain going on changing as it last did
+    (`rain_change`, mm/h an hour; never below none). A line the model says was crossed between
+    the reading and `at` is crossed at `at`."""
     horizons = s.nowcast.horizons_min
-    depths = [round(max(0.0, depth_cm + rate_cm_h * ((at - depth_at) / 3600 + m / 60)), 1) for m in horizons]
-    crossings = []
-    if rate_cm_h > 0:
-        for level, line in zip(LEVELS, s.waterlogging.levels_cm):
-            t = depth_at + round((line - depth_cm) / rate_cm_h * 3600)
-            if line > depth_cm and t <= at + max(horizons) * 60:
-                crossings.append((level, max(t, at)))
-    return Forecast(at, depths, crossings, round(rate_cm_h, 2))
+    lines = list(zip(LEVELS, s.waterlogging.levels_cm))
+    t, depth, end = depth_at, depth_cm, at + max(horizons) * 60
+    marks = [at + m * 60 for m in horizons]
+    depths: list[float] = []
+    crossings: list[tuple[str, float]] = []
+    while t < end:
+        step = min(60.0, (marks[len(depths)] if len(depths) < len(marks) else end) - t) or 60.0
+        rain = max(0.0, rain_mm_h + rain_change * (t - at) / 3600)
+        after = max(0.0, depth + rate_of(response, trend_cm_h, rain, s) * step / 3600)
+        crossings += [(level, max(t + step, at)) for level, line in lines if depth < line <= after and line > depth_cm]
+        t, depth = t + step, after
+        while len(depths) < len(marks) and t >= marks[len(depths)]:
+            depths.append(round(depth, 1))
+    return Forecast(at, depths, crossings, round(rate_of(response, trend_cm_h, rain_mm_h, s), 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,7 @@ class Outlook:
     response: Response
     rain_mm_h: float = 0.0
     rain_as_of: float | None = None
+    rain_change: float = 0.0  # how the rain changed at its last update, mm/h an hour
     level: str | None = None  # the level warned of, while warning
     onset: float | None = None  # when it is expected
     unexpected_since: float | None = None  # no longer predicted since, while warning
@@ -97,20 +107,32 @@ class Outlook:
     latest: Forecast | None = None
 
 
+def warned_of(f: Forecast, observed: str | None, s: Settings) -> list[tuple[str, float]]:
+    """The crossings of a forecast worth a warning: from `warn_from` up, above the level the water
+    has reached, within `warn_within_min`."""
+    n = s.nowcast
+    return [(level, t) for level, t in f.crossings if rank(level) >= rank(n.warn_from) and rank(level) > rank(observed)
+            and t <= f.at + n.warn_within_min * 60]
+
+
 def step_outlook(
     outlook: Outlook, f: Forecast, observed: str | None, point: WaterloggingPoint, s: Settings
 ) -> tuple[Outlook, Alert | None]:
-    """Warn of the highest line from `warn_from` up that the forecast crosses and the water has not
-    reached (`observed`: the level under alert): Alert, then Update when the level or its time
-    moves by `update_shift_s`; Cancel when the water gets there (its own alert takes over) or once
-    no crossing is predicted for `hold_s`, so a wobbling forecast does not flap."""
+    """Warn of the highest line from `warn_from` up that the forecast crosses within
+    `warn_within_min` and the water has not reached (`observed`: the level under alert): Alert,
+    then Update when a higher line is predicted or the time moves by `update_shift_s`; Cancel when
+    the water gets there (its own alert takes over) or once no crossing is predicted for `hold_s`.
+    A warning never steps down to a lower line while it stands, so a wobbling forecast does not
+    flap."""
     n = s.nowcast
+    ahead, before = warned_of(f, observed, s), outlook.latest
     outlook = replace(outlook, latest=f)
-    ahead = [(level, t) for level, t in f.crossings if rank(level) >= rank(n.warn_from) and rank(level) > rank(observed)]
     target = ahead[-1] if ahead else None
+    if target is not None and outlook.level is not None and rank(target[0]) < rank(outlook.level):
+        target = (outlook.level, outlook.onset or target[1])  # the higher line stands until the warning ends
     if outlook.level is None:
-        if target is None:
-            return outlook, None
+        if target is None or before is None or not warned_of(before, observed, s):
+            return outlook, None  # a warning needs the crossing predicted twice running
         incident = Incident(cap_id(f"nowcast.{point.point_id}.{int(f.at)}"))
         return _outlook_message(replace(outlook, level=target[0], onset=target[1], incident=incident), "Alert", f, point, s)
     if rank(observed) >= rank(outlook.level):

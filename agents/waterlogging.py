@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from agents.alerts import send_alert
 from agents.flood import LEVELS, POINT_RADIUS_KM, SEVERITY, rank, waterlogging_level
-from agents.nowcast import Outlook, Response, forecast, learn, rate_of, step_outlook, trend_cm_h
+from agents.nowcast import Outlook, Response, forecast, learn, step_outlook, trend_cm_h
 from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, circle_area
 from schemas.contract import Rejected, iso
 from schemas.events import WaterDepthReading
@@ -326,7 +326,9 @@ class WaterloggingStage(Stage):
         outlook = self.outlook.get(rain.point_id) or Outlook(Response.initial(self.settings))
         if point is None or (outlook.rain_as_of is not None and rain.as_of <= outlook.rain_as_of):
             return  # a point no longer monitored, or an older or resent update
-        self.outlook[rain.point_id] = replace(outlook, rain_mm_h=rain.rain_mm_h, rain_as_of=rain.as_of)
+        change = 0.0 if outlook.rain_as_of is None else (
+            (rain.rain_mm_h - outlook.rain_mm_h) / max(rain.as_of - outlook.rain_as_of, 60.0) * 3600)
+        self.outlook[rain.point_id] = replace(outlook, rain_mm_h=rain.rain_mm_h, rain_as_of=rain.as_of, rain_change=change)
         watch = self.watch.get(rain.point_id)
         if watch is not None and watch.history:
             self.look_ahead(point, watch, max(rain.as_of, watch.history[-1][0]), effects)
@@ -343,7 +345,7 @@ class WaterloggingStage(Stage):
         if learn_after is not None and learn_after[0] < t:
             rate = (depth - learn_after[1]) / (t - learn_after[0]) * 3600
             outlook = replace(outlook, response=learn(outlook.response, rate, outlook.rain_mm_h, depth, s))
-        f = forecast(depth, t, rate_of(outlook.response, trend_cm_h(watch.history), outlook.rain_mm_h, s), at, s)
+        f = forecast(depth, t, at, outlook.response, trend_cm_h(watch.history), outlook.rain_mm_h, outlook.rain_change, s)
         self.outlook[point.point_id], alert = step_outlook(outlook, f, watch.level, point, s)
         if alert is not None:
             send_alert(alert, effects)

@@ -149,7 +149,8 @@ class Nowcast:
     learning_rate: float = 0.2  # how far each reading moves the learned response
     rain_min_mm_h: float = 1.0  # lighter rain than this teaches drainage, not response
     trend_weight: float = 0.5  # the recent rise's share in the forecast rate; the rest is the rain's
-    warn_from: str = "closure"  # the lowest line warned of before it is crossed
+    warn_from: str = "closure"  # the lowest line warned of before it is crossed...
+    warn_within_min: float = 20.0  # ...when predicted this soon, twice running (a storm seldom holds for an hour)
     update_shift_s: float = 600.0  # a predicted crossing that moves this much is updated...
     hold_s: float = 600.0  # ...and one no longer predicted this long is cancelled
 

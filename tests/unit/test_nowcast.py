@@ -49,12 +49,30 @@ def test_a_dry_empty_point_teaches_nothing():
     assert learn(response, 0.0, 0.0, 0.0, S) is response
 
 
+def steady(depth, rate_cm_h, rain_change=0.0, depth_at=T0):
+    """A forecast at T0 for a point whose rain and recent rise both say `rate_cm_h`."""
+    response = Response(1.0, 10.0)
+    return forecast(depth, depth_at, T0, response, rate_cm_h, rate_cm_h + 10.0, rain_change, S)
+
+
 def test_the_forecast_follows_the_rate_and_names_each_line_it_crosses_within_the_hour():
-    f = forecast(20.0, T0, 14.0, T0, S)  # the closure line (27 cm) half an hour away
-    assert f.depths_cm == [23.5, 27.0, 34.0]
-    assert f.crossings == [("closure", T0 + 1800), ("severe", T0 + 2571)]
-    assert forecast(20.0, T0, -5.0, T0, S).crossings == [] and forecast(2.0, T0, -5.0, T0, S).depths_cm[-1] == 0.0
-    assert forecast(20.0, T0, 6.0, T0, S).crossings == []  # 27 cm in 70 minutes: beyond the hour
+    f = steady(20.0, 14.0)  # the closure line (27 cm) half an hour away, severe (30 cm) in 43 minutes
+    assert f.depths_cm == [23.5, 27.0, 34.0] and f.rate_cm_h == 14.0
+    (closure, t1), (severe, t2) = f.crossings
+    assert (closure, severe) == ("closure", "severe")
+    assert abs(t1 - (T0 + 1800)) <= 60 and t2 == T0 + 43 * 60
+    assert steady(20.0, -5.0).crossings == [] and steady(2.0, -5.0).depths_cm[-1] == 0.0
+    assert steady(20.0, 6.0).crossings == []  # 27 cm in 70 minutes: beyond the hour
+
+
+def test_rain_easing_off_is_taken_to_go_on_easing():
+    steadily, easing = steady(20.0, 14.0), steady(20.0, 14.0, rain_change=-48.0)  # the rain gone in half an hour
+    assert easing.depths_cm[-1] < steadily.depths_cm[-1] and easing.crossings == []
+
+
+def test_a_line_the_water_should_have_crossed_since_the_reading_is_crossed_now():
+    f = steady(26.0, 30.0, depth_at=T0 - 600)  # 5 cm since the reading ten minutes ago
+    assert f.crossings[0] == ("closure", T0)
 
 
 def test_the_rate_weighs_the_recent_rise_and_the_rain():
@@ -63,8 +81,10 @@ def test_the_rate_weighs_the_recent_rise_and_the_rain():
 
 
 def steps(crossings_by_minute, observed=None):
-    """The outlook through forecasts with the given crossings, one a minute."""
-    outlook, out = Outlook(Response.initial(S)), []
+    """The outlook through forecasts with the given crossings, one a minute, after a forecast
+    with the first minute's crossings (a warning needs a crossing predicted twice running)."""
+    prior = Forecast(T0 - 60, [0.0, 0.0, 0.0], crossings_by_minute[0], 1.0)
+    outlook, out = Outlook(Response.initial(S), latest=prior), []
     for i, crossings in enumerate(crossings_by_minute):
         at = T0 + 60 * i
         outlook, alert = step_outlook(outlook, Forecast(at, [0.0, 0.0, 0.0], crossings, 1.0),
@@ -74,12 +94,14 @@ def steps(crossings_by_minute, observed=None):
 
 
 def test_a_predicted_closure_warns_as_expected_and_likely_with_its_onset():
-    outlook = Outlook(Response.initial(S))
-    _, alert = step_outlook(outlook, Forecast(T0, [20, 27, 34], [("closure", T0 + 1800)], 14.0), None, POINT, S)
+    f = Forecast(T0, [20, 27, 34], [("closure", T0 + 1080)], 14.0)
+    _, once = step_outlook(Outlook(Response.initial(S)), f, None, POINT, S)
+    assert once is None  # predicted once is not yet a warning
+    _, alert = step_outlook(Outlook(Response.initial(S), latest=f), f, None, POINT, S)
     info = alert.info[0]
     assert (alert.msg_type, info.urgency, info.certainty) == ("Alert", "Expected", "Likely")
     assert info.event == "Road waterlogging forecast"
-    assert info.onset == "2026-07-20T08:30:00-00:00" and info.severity == "Severe"
+    assert info.onset == "2026-07-20T08:18:00-00:00" and info.severity == "Severe"
 
 
 def test_a_watch_or_warning_crossing_alone_is_not_warned_of_ahead():
@@ -88,15 +110,22 @@ def test_a_watch_or_warning_crossing_alone_is_not_warned_of_ahead():
 
 
 def test_a_wobbling_forecast_does_not_flap_and_one_gone_for_the_hold_time_is_cancelled():
-    closure = [("closure", T0 + 1800)]
+    closure = [("closure", T0 + 900)]
     _, out = steps([closure, [], [], closure] + [[]] * 11)
     assert [o for o in out if o] == [("Alert", "closure", None), ("Cancel", "closure", "not_reached")]
     assert out.index(("Cancel", "closure", "not_reached")) == 14  # 10 minutes after it was last predicted
 
 
 def test_a_crossing_that_moves_little_is_not_updated_and_one_that_moves_more_is():
-    _, out = steps([[("closure", T0 + 1800)], [("closure", T0 + 2000)], [("closure", T0 + 2500)], [("severe", T0 + 2500)]])
-    assert out == [("Alert", "closure", None), None, ("Update", "closure", None), ("Update", "severe", None)]
+    _, out = steps([[("closure", T0 + 600)], [("closure", T0 + 800)], [("closure", T0 + 1300)], [("severe", T0 + 1300)],
+                    [("closure", T0 + 1000)]])
+    assert out == [("Alert", "closure", None), None, ("Update", "closure", None), ("Update", "severe", None), None]
+
+
+def test_a_crossing_beyond_the_warning_horizon_is_shown_but_not_warned_of():
+    later = 60 * S.nowcast.warn_within_min
+    _, out = steps([[("closure", T0 + later + 1)], [("closure", T0 + 60 + later)], [("closure", T0 + 120 + later)]])
+    assert out == [None, None, ("Alert", "closure", None)]
 
 
 def test_the_warning_ends_when_the_water_gets_there():
@@ -129,3 +158,27 @@ def test_rain_over_the_zone_warns_before_the_depth_crosses_the_closure_line():
     stage.flush(e)
     view = stage.points["P1"]
     assert view["warning_of"] is None and view["forecast_60min_cm"] > view["depth_cm"]
+
+
+def test_what_if_names_the_lines_a_given_rain_brings_each_point_to_and_when():
+    from agents.nowcast_check import what_if_points
+
+    other = WaterloggingPoint("P2", "Elsewhere", "Z2", None, 30.2, 120.1, "road_dip")
+    learned = {"P1": Outlook(Response(1.0, 10.0, readings=12))}  # P2 has no history: the settings' response
+    reached = list(what_if_points(learned, {"P1": (T0, 5.0)}, {"P1": POINT, "P2": other}, {"Z1", "Z2"}, 40.0, 1.0, T0, S))
+    # P1 rises 30 cm an hour from 5 cm: watch (15 cm) in 20 min, warning (20) 30, closure (27) 44, severe (30) 50.
+    # P2, at the settings' 10 cm an hour from dry, would reach its watch line in 90 minutes: past the hour.
+    assert [(p, level, round((t - T0) / 60)) for p, level, t in reached] == [
+        ("P1", "watch", 20), ("P1", "warning", 30), ("P1", "closure", 44), ("P1", "severe", 50)]
+    assert [level for _, level, _ in what_if_points(learned, {}, {"P2": other}, {"Z2"}, 40.0, 2.0, T0, S)] == ["watch", "warning"]
+    assert list(what_if_points(learned, {}, {"P1": POINT}, {"Z9"}, 40.0, 1.0, T0, S)) == []
+
+
+def test_the_nowcast_check_on_a_generated_truth_warns_every_crossing_ahead():
+    from agents.nowcast_check import check
+
+    lines: list[str] = []
+    figures = check("truth", 7, 24, 240, S, lines.append)
+    assert figures["points_crossing"] > 0 and figures["warned_ahead"] == figures["points_crossing"]
+    assert figures["min_lead_min"] > 0 and figures["forecasts"] >= figures["not_come_true"]
+    assert lines[-1].startswith("closure crossings:")
