@@ -369,7 +369,8 @@ class WaterloggingStage(Stage):
         levels = Tally((w.level,) for w in self.watch.values() if w.level)
         return metrics.merge(
             {"citybrain_waterlogging_points": levels},
-            metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.incident), "Met"),
+            metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.incident)
+                          + sum(1 for o in self.outlook.values() if o.incident), "Met"),
             metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.health_incident), "Infra"),
         )
 
