@@ -215,7 +215,10 @@ def _waterlogging_message(
 def corroborate(watch: PointWatch, report: PointReport, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, list[Alert]]:
     """A resident's report near the point: a doubtful reading the point holds is confirmed and
     goes as if it had just come in; an open incident becomes Observed (an Update); with none
-    open, the report confirms an incident raised within the report window."""
+    open, the report confirms an incident raised within the report window. A camera's clear view
+    is evidence against a lone doubtful reading: it is dropped, never to be confirmed."""
+    if not report.water:
+        return (replace(watch, held=None) if watch.held is not None else watch), []
     watch = replace(watch, reported_at=max(report.at, watch.reported_at or report.at))
     alerts: list[Alert] = []
     if watch.held is not None and watch.health == "ok" and abs(watch.held[0] - report.at) <= s.reports.window_s:

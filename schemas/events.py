@@ -61,6 +61,20 @@ class CitizenFloodReport:
 
 
 @contract
+class CameraDetection:
+    """A road camera's reading of water on the road at the point or segment it looks at: water
+    seen (with a depth class) or a clear road, and how sure the detection model is."""
+
+    camera_id: str
+    event_time: EventTime
+    point_id: str | None = None
+    segment_id: str | None = None
+    water: bool = True
+    depth_class: Literal["none", "shallow", "deep", "severe"] = "none"
+    confidence: float = bounded(0, 1, default=1.0)
+
+
+@contract
 class HealthCodeScan:
     """A health code scanned at a venue's entrance."""
 

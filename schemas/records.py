@@ -160,6 +160,7 @@ class PointReport:
     report_id: str
     at: EventTime
     distance_m: float
+    water: bool = True  # False: a camera sees the road clear, evidence against a lone doubtful reading
 
 
 @contract

@@ -156,6 +156,19 @@ class Nowcast:
 
 
 @dataclass(frozen=True)
+class Cameras:
+    # Road cameras' water detections: one this sure corroborates the point it looks at as a
+    # resident's report does, and a clear view speaks against a lone doubtful reading; at a road
+    # with no depth sensor, detections weighing `raise_weight` (their confidences added up) within
+    # `window_s` raise a Likely alert, cleared after `clear_s` of clear views.
+    prefix: ClassVar[str] = "camera_"
+    min_confidence: float = 0.6
+    raise_weight: float = 1.5
+    window_s: float = 600.0
+    clear_s: float = 600.0
+
+
+@dataclass(frozen=True)
 class Reports:
     # Residents' reports: within this distance they corroborate a monitored point; elsewhere this
     # many in one grid cell within the window raise a Likely alert, cleared after a quiet spell.
@@ -322,6 +335,7 @@ class Settings:
     rain: Rain = Rain()
     waterlogging: Waterlogging = Waterlogging()
     nowcast: Nowcast = Nowcast()
+    cameras: Cameras = Cameras()
     reports: Reports = Reports()
     health: Health = Health()
     parking: Parking = Parking()

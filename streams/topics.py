@@ -28,6 +28,7 @@ SPECS = {
     "water_depths": TopicSpec("flood.water_depths", "point_id", "WaterDepthReading"),
     "rain_readings": TopicSpec("flood.rain_readings", "gauge_id", "RainGaugeReading"),
     "flood_reports": TopicSpec("flood.citizen_reports", "report_id", "CitizenFloodReport", personal=("phone",)),
+    "camera_detections": TopicSpec("flood.camera_detections", "camera_id", "CameraDetection"),
     "health_scans": TopicSpec("health.scans", "venue_id", "HealthCodeScan", personal=("person_id",)),
     "health_status": TopicSpec("health.status_changes", "person_id", "HealthCodeStatusChange", personal=("person_id",),
                                personal_key=True),
