@@ -170,7 +170,10 @@ def check(scenario: str, seed: int, points: int, minutes: int, s: Settings, say)
 )
 async def nowcast_check(self, scenario: str, seed: int, points: int, minutes: int) -> None:
     """The flood nowcast's lead over the closure alert, per point, and its forecasts that did not come true."""
-    check(scenario, seed, points, minutes, settings(), self.say)
+    import asyncio
+
+    # The stages run in process on a loop of their own (streams/tools/harness.py), not this command's.
+    await asyncio.to_thread(check, scenario, seed, points, minutes, settings(), self.say)
 
 
 def what_if_points(outlooks: dict[str, Outlook], watches: dict[str, tuple[float, float]], points: dict[str, WaterloggingPoint],

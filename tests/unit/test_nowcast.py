@@ -182,3 +182,17 @@ def test_the_nowcast_check_on_a_generated_truth_warns_every_crossing_ahead():
     assert figures["points_crossing"] > 0 and figures["warned_ahead"] == figures["points_crossing"]
     assert figures["min_lead_min"] > 0 and figures["forecasts"] >= figures["not_come_true"]
     assert lines[-1].startswith("closure crossings:")
+
+
+def test_the_nowcast_check_command_runs_without_kafka_or_redis(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    citybrain = Path(sys.executable).parent / "citybrain"
+    env = {**os.environ, "CITYBRAIN_KAFKA_BOOTSTRAP": "127.0.0.1:1", "CITYBRAIN_REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run([str(citybrain), "nowcast-check", "--points", "8", "--minutes", "120"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1].startswith("closure crossings: 1, warned ahead: 1")
