@@ -6,7 +6,9 @@ notices, and evacuation orders reaching every person last known to be in the zon
       car parks (with a CAP message to move cars out) and evacuation orders
   people.whereabouts (by zone) + people.evacuation_orders (read alongside) -> evacuation
       -> per zone: who is in it and at which shelter; on an order, a CAP Evacuate message and an
-         evacuation notice (safety code red, nearest open shelter) to every person token in it
+         evacuation notice (safety code red, nearest open shelter with room) to every person token
+         in it; each shelter's check-ins to people.shelter_occupancy, read alongside by flood_zones,
+         which sends a zone's order to the next shelter when its own fills up
 
 Operators may publish their own orders on `people.evacuation_orders`; they are carried out the
 same way. Notices have deterministic ids: a replay resends the same notice, never a second one.
@@ -16,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
 from agents.alerts import send_alert, send_notice
 from agents.flood import LEVELS, colour_rank
 from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, zone_area
 from schemas.contract import Rejected
-from schemas.records import EvacuationOrder, LotOrder, Notice, Whereabouts, ZoneFlood
+from schemas.records import EvacuationOrder, LotOrder, Notice, ShelterOccupancy, Whereabouts, ZoneFlood
 from schemas.reference import CityMap, Venue, Zone
 from streams import metrics, runtime, topics
 from streams.effects import Effects, Source
@@ -62,11 +65,11 @@ def centre(zone: Zone) -> tuple[float, float]:
     return (sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring)) if ring else (0.0, 0.0)
 
 
-def nearest_shelter(zone: Zone, city: CityMap, unsafe_zones: set[str]) -> Venue | None:
-    """The shelter nearest the zone's centre outside every zone under an order."""
+def nearest_shelter(zone: Zone, city: CityMap, unsafe_zones: set[str], full: Collection[str] = ()) -> Venue | None:
+    """The shelter nearest the zone's centre outside every zone under an order, among those with room."""
     lat, lon = centre(zone)
     open_shelters = [v for v in city.venues.values()
-                     if v.kind == "shelter" and v.capacity > 0 and v.zone_id not in unsafe_zones]
+                     if v.kind == "shelter" and v.capacity > 0 and v.zone_id not in unsafe_zones and v.venue_id not in full]
     return min(open_shelters, key=lambda v: (math.hypot(v.lat - lat, (v.lon - lon) * math.cos(math.radians(lat))), v.venue_id),
                default=None)
 
@@ -78,6 +81,7 @@ class ZoneFloodWatch:
     levels: dict[str, tuple[str, str]] = field(default_factory=dict)  # source -> (kind, level)
     garages_incident: Incident | None = None  # while the garages are closed; its id is the lot orders' id
     evacuation_order: str | None = None
+    shelter_id: str | None = None  # where the order sends people
 
 
 def garage_message(
@@ -132,6 +136,18 @@ def evacuation_notice(order_id: str, at: float, token: str, zone: Zone, shelter:
                   safety_code="red", shelter_id=shelter.venue_id if shelter else None, order_id=order_id)
 
 
+def shelter_changed_notice(order_id: str, token: str, zone: Zone, full: Venue | None, shelter: Venue | None,
+                           at: float) -> Notice:
+    """To a person still on the way: the shelter they were sent to is full, go to the next one."""
+    was_zh, was_en = (full.name, full.name) if full else ("原避难场所", "your shelter")
+    where_zh, where_en = (shelter.name, shelter.name) if shelter else ("地势较高的安全地点", "higher ground")
+    return Notice(f"{order_id}.{token}.to.{shelter.venue_id if shelter else 'higher-ground'}", token, "person",
+                  "shelter_changed", at, zone.zone_id,
+                  [("zh-CN", f"{was_zh}已满，请改为前往{where_zh}，到达后扫码登记。"),
+                   ("en-US", f"{was_en} is full: go to {where_en} instead and scan your code when you arrive.")],
+                  safety_code="red", shelter_id=shelter.venue_id if shelter else None, order_id=order_id)
+
+
 def lifted_notice(order_id: str, token: str, zone: Zone, at: float) -> Notice:
     return Notice(f"{order_id}.{token}.lifted", token, "person", "order_lifted", at, zone.zone_id,
                   [("zh-CN", f"{zone.name}撤离令已解除，您的安全码恢复为绿码。"),
@@ -151,18 +167,46 @@ class FloodZonesStage(Stage):
     """All zones on one partition: each zone's flood sources, and the orders they set off.
 
     One partition suffices (a zone's flood level changes a few times a storm) and lets the
-    nearest open shelter be chosen knowing every zone under an order.
+    nearest open shelter with room be chosen knowing every zone under an order and every
+    shelter's check-ins (read alongside); a zone whose shelter fills is sent to the next one.
     """
 
     name = "flood_zones"
     source = "zone_floods"
     contract = ZoneFlood
+    alongside = {"shelter_occupancy": ShelterOccupancy}
     zones = Table(ZoneFloodWatch)
+    occupancy = Table(int)  # per shelter: the people checked in
 
-    def knows(self, f: ZoneFlood) -> bool:
+    def knows(self, f: ZoneFlood | ShelterOccupancy) -> bool:
         return f.zone_id in self.reference.city.zones
 
-    def on_event(self, f: ZoneFlood, source: Source, effects: Effects) -> None:
+    def full(self) -> set[str]:
+        """The shelters with no room left."""
+        venues = self.reference.city.venues
+        return {v for v, people in self.occupancy.items() if v in venues and people >= venues[v].capacity}
+
+    def on_occupancy(self, o: ShelterOccupancy, effects: Effects) -> None:
+        """A shelter's check-ins: when it fills, every zone sent there goes to the next shelter."""
+        city, s = self.reference.city, self.settings
+        venue, was_full = city.venues.get(o.shelter_id), o.shelter_id in self.full()
+        self.occupancy[o.shelter_id] = o.occupancy
+        if venue is None or was_full or o.occupancy < venue.capacity:
+            return
+        unsafe, full = {z for z, w in self.zones.items() if w.evacuation_order}, self.full()
+        sent_there = sorted(z for z, w in self.zones.items() if w.evacuation_order and w.shelter_id == venue.venue_id)
+        for zone_id in sent_there:
+            zone, watch = _zone(city, zone_id), self.zones[zone_id]
+            shelter = nearest_shelter(zone, city, unsafe, full)
+            why = reached(watch.levels, triggers_for(zone_id, s.orders.evacuation_on), s) or "flood risk"
+            assert watch.evacuation_order is not None  # only zones under an order are sent on
+            effects.send(topics.evacuation_orders, zone_id, EvacuationOrder(
+                watch.evacuation_order, zone_id, "redirect", o.at, why, shelter.venue_id if shelter else None))
+            self.zones[zone_id] = replace(watch, shelter_id=shelter.venue_id if shelter else None)
+
+    def on_event(self, f: ZoneFlood | ShelterOccupancy, source: Source, effects: Effects) -> None:
+        if isinstance(f, ShelterOccupancy):
+            return self.on_occupancy(f, effects)
         city, s = self.reference.city, self.settings
         if f.zone_id not in city.zones:
             raise Rejected(f"unknown zone_id {f.zone_id!r}: not in the zones reference", "unknown_reference")
@@ -190,13 +234,13 @@ class FloodZonesStage(Stage):
         if (why is not None) != (watch.evacuation_order is not None):
             if why is not None:
                 unsafe = {z for z, w in self.zones.items() if w.evacuation_order} | {zone.zone_id}
-                shelter = nearest_shelter(zone, city, unsafe)
+                shelter = nearest_shelter(zone, city, unsafe, self.full())
                 order = EvacuationOrder(cap_id(f"evacuation.{zone.zone_id}.{int(f.at)}"), zone.zone_id, "evacuate",
                                         f.at, why, shelter.venue_id if shelter else None)
             else:
                 order = EvacuationOrder(watch.evacuation_order, zone.zone_id, "lift", f.at, "flood risk eased")
             effects.send(topics.evacuation_orders, zone.zone_id, order)
-            watch = replace(watch, evacuation_order=order.order_id if why else None)
+            watch = replace(watch, evacuation_order=order.order_id if why else None, shelter_id=order.shelter_id if why else None)
         self.zones[zone.zone_id] = watch
 
     def gauges(self) -> metrics.Gauges:
@@ -249,14 +293,21 @@ class EvacuationStage(Stage):
         was_at = self.residents.pop(key, None)
         if was_at:
             self.sheltered[was_at] -= 1
+            self.tell_occupancy(was_at, zone, e.at, effects)
         if not e.arrived:
             return
         self.residents[key] = e.shelter_id or ""
         if e.shelter_id:
             self.sheltered[e.shelter_id] = self.sheltered.get(e.shelter_id, 0) + 1
+            self.tell_occupancy(e.shelter_id, zone, e.at, effects)
         order = self.orders.get(zone.zone_id)
         if order is not None and not e.shelter_id:
             self.notify(order, zone, e.person_token, e.at, effects)
+
+    def tell_occupancy(self, shelter_id: str, zone: Zone, at: float, effects: Effects) -> None:
+        """A shelter's check-ins, to the stage that chooses shelters (its zone is this partition's)."""
+        effects.send(topics.shelter_occupancy, shelter_id,
+                     ShelterOccupancy(shelter_id, zone.zone_id, self.sheltered.get(shelter_id, 0), at))
 
     def notify(self, order: ZoneOrder, zone: Zone, token: str, at: float, effects: Effects) -> None:
         """Tell one person in the zone to evacuate, once per order."""
@@ -279,6 +330,17 @@ class EvacuationStage(Stage):
             for token, at_shelter in sorted(self.residents.group(zone.zone_id).items()):
                 if not at_shelter:
                     self.notify(order, zone, token, o.at, effects)
+        elif o.action == "redirect" and current is not None and current.order_id == o.order_id \
+                and o.shelter_id != current.shelter_id:
+            full, shelter = city.venues.get(current.shelter_id or ""), city.venues.get(o.shelter_id or "")
+            incident, alert = evacuation_message(current.incident, "Update", zone, shelter, o.reason, o.at, s)
+            send_alert(alert, effects)
+            self.orders[zone.zone_id] = replace(current, shelter_id=o.shelter_id, incident=incident)
+            # Those told and still in the zone, not yet at a shelter, are on their way: sent on.
+            here = self.residents.group(zone.zone_id)
+            for token in sorted(self.notified.group(zone.zone_id)):
+                if here.get(token) == "":
+                    send_notice(shelter_changed_notice(o.order_id, token, zone, full, shelter, o.at), effects)
         elif o.action == "lift" and current is not None and current.order_id == o.order_id:
             _, alert = evacuation_message(current.incident, "Cancel", zone, None, o.reason, o.at, s)
             send_alert(alert, effects)

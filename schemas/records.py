@@ -252,14 +252,25 @@ class EvacuationOrder:
 
     order_id: str
     zone_id: str
-    action: Literal["evacuate", "lift"]
+    action: Literal["evacuate", "lift", "redirect"]  # redirect: the same order, to another shelter
     at: EventTime
     reason: str
     shelter_id: str | None = None  # where evacuees go; the nearest open shelter when not given
     issued_by: str = "citybrain"
 
 
-NoticeKind = Literal["move_vehicle", "evacuate", "checked_in", "order_lifted", "deny_entry", "check_entry"]
+NoticeKind = Literal["move_vehicle", "evacuate", "shelter_changed", "checked_in", "order_lifted", "deny_entry", "check_entry"]
+
+
+@contract
+class ShelterOccupancy:
+    """How many people have checked in at a shelter, from the partition of the shelter's zone, to
+    the one partition that chooses shelters."""
+
+    shelter_id: str
+    zone_id: str
+    occupancy: int
+    at: EventTime
 
 
 @contract

@@ -56,6 +56,8 @@ SPECS = {
     "zone_floods": TopicSpec("flood.zone_levels", "zone_id", "ZoneFlood", partitions=1),
     "lot_orders": TopicSpec("parking.lot_orders", "lot_id", "LotOrder (joined as a table)"),
     "evacuation_orders": TopicSpec("people.evacuation_orders", "zone_id", "EvacuationOrder (joined as a table)"),
+    "shelter_occupancy": TopicSpec("people.shelter_occupancy", "shelter_id", "ShelterOccupancy (joined as a table)",
+                                   partitions=1),
     # What the city brain says.
     "signal_plans": TopicSpec("signals.plans", "intersection_id", "SignalPlan"),
     "bills": TopicSpec("parking.bills", "lot_id", "Bill"),
@@ -110,6 +112,7 @@ whereabouts = app.topic(topic_name("whereabouts"))
 zone_floods = app.topic(topic_name("zone_floods"))
 lot_orders = app.topic(topic_name("lot_orders"))
 evacuation_orders = app.topic(topic_name("evacuation_orders"))
+shelter_occupancy = app.topic(topic_name("shelter_occupancy"))
 bills = app.topic(topic_name("bills"))
 parking_anomalies = app.topic(topic_name("parking_anomalies"))
 notices = app.topic(topic_name("notices"))

@@ -37,6 +37,7 @@ ALL_STAGES = (
     ("zone_health", "zone_scans"), ("parking", "parking_events"), ("parking", "lot_orders", "offset.lot_orders"),
     ("rain", "rain_readings"), ("zone_rain", "gauge_rain"), ("flood_zones", "zone_floods"),
     ("evacuation", "whereabouts"), ("evacuation", "evacuation_orders", "offset.evacuation_orders"),
+    ("flood_zones", "shelter_occupancy", "offset.shelter_occupancy"),
 )
 
 
@@ -151,6 +152,37 @@ def test_a_flooded_zone_closes_its_garages_and_is_evacuated_to_an_open_shelter(c
     assert "colour" in dead["reason"] and dead["key"] == "[withheld: personal identifier]"
 
     assert_no_raw_identifiers(run, [*PEOPLE.values(), *PLATES.values(), STRAY_PLATE])
+
+
+def test_a_shelter_that_fills_mid_evacuation_sends_those_still_on_their_way_to_the_next(city_run):
+    run = city_run()
+    tokens = Keyring(run.settings.privacy_keys)
+    person = {name: tokens.token("person_id", raw) for name, raw in PEOPLE.items()}
+    ridge = Zone("Z3", "Ridge", [(30.24, 120.10), (30.24, 120.12), (30.26, 120.12), (30.26, 120.10), (30.24, 120.10)])
+    small = [v if v.venue_id != "Z2-SHELTER" else Venue("Z2-SHELTER", "Hill Town gym", "Z2", "shelter", 1, 30.235, 120.115)
+             for v in VENUES] + [Venue("Z3-SHELTER", "Ridge hall", "Z3", "shelter", 400, 30.25, 120.11)]
+    run.publish([("zones", z.zone_id, z) for z in (LOW, HILL, ridge)] + [("venues", v.venue_id, v) for v in small]
+                + [("gauges", "G1", RainGauge("G1", "Z1", 30.21, 120.11))])
+    run.start_worker()
+    run.publish(registrations())
+    run.wait_quiet(stages=ALL_STAGES)
+    run.publish([scan("C", "Z1-SHOP", 7), scan("E", "Z1-SHOP", 8)])
+    run.wait_quiet(stages=ALL_STAGES)
+    run.publish([rain(150, 60.0), rain(160, 50.0)])  # red: Lower Town is evacuated to the gym, room for one
+    run.wait_quiet(stages=ALL_STAGES)
+    run.publish([scan("A", "Z2-SHELTER", 175)])  # A takes the last place
+    run.wait_quiet(stages=ALL_STAGES)
+
+    notices = run.records("notices")
+    told = {n["to"]: n["shelter_id"] for n in notices if n["kind"] == "evacuate"}
+    assert told == {person[n]: "Z2-SHELTER" for n in "ABCE"}  # registered or last seen in Lower Town
+    sent_on = sorted((n["to"], n["shelter_id"]) for n in notices if n["kind"] == "shelter_changed")
+    assert sent_on == sorted((person[n], "Z3-SHELTER") for n in "BCE")  # A is there already
+    evacuation = [a for a in run.records("alerts") if a["info"][0]["event"] == "Flood evacuation"]
+    assert [(a["msg_type"], dict(a["info"][0]["parameters"])["shelter_id"]) for a in evacuation] == [
+        ("Alert", "Z2-SHELTER"), ("Update", "Z3-SHELTER")]
+    assert run.merged("evacuation", "shelters")["Z2-SHELTER"]["occupancy"] == 1
+    assert run.merged("flood_zones", "zones")["Z1"]["shelter_id"] == "Z3-SHELTER"
 
 
 def assert_no_raw_identifiers(run, raw_values: list[str]) -> None:
