@@ -63,7 +63,7 @@ def rise_cm(history: list[tuple[float, float]], t: float, depth: float, s: Setti
     return depth - min(recent, default=depth)
 
 
-QUALITY_CHECKS = ("hard_limit", "flat_line", "soft_limit", "rate_of_rise", "rate_of_fall")
+QUALITY_CHECKS = ("hard_limit", "flat_line", "soft_limit", "rate_of_rise", "rate_of_fall", "dry_zone")
 CONFIRMED_BY = {"second_reading": ("经第二次读数确认。", "Confirmed by a second reading."),
                 "resident_report": ("经市民报告确认。", "Confirmed by a resident's report.")}
 
@@ -78,12 +78,17 @@ def too_fast(before: tuple[float, float] | None, t: float, depth: float, s: Sett
     return "rate_of_rise" if rate > w.max_rise_cm_per_min else "rate_of_fall" if -rate > w.max_fall_cm_per_min else None
 
 
-def doubt(watch: PointWatch, t: float, depth: float, s: Settings) -> str | None:
-    """The check that makes a plausible reading doubtful (past the soft limit, or too fast after the
-    point's last accepted reading), or None: it is reliable."""
+def doubt(watch: PointWatch, t: float, depth: float, s: Settings, dry_zone: bool = False) -> str | None:
+    """The check that makes a plausible reading doubtful (past the soft limit, too fast after the
+    point's last accepted reading, or water coming up to the watch line while the zone's gauges
+    have had no rain for an hour), or None: it is reliable."""
     if depth > s.waterlogging.depth_soft_max_cm:
         return "soft_limit"
-    return too_fast(watch.history[-1] if watch.history else None, t, depth, s)
+    last = watch.history[-1] if watch.history else None
+    watch_line = s.waterlogging.levels_cm[0]
+    if dry_zone and depth >= watch_line and (last is None or last[1] < watch_line):
+        return "dry_zone"
+    return too_fast(last, t, depth, s)
 
 
 def confirmation(watch: PointWatch, t: float, depth: float, s: Settings) -> str | None:
@@ -104,9 +109,11 @@ def superseded(watch: PointWatch, r: WaterDepthReading) -> str | None:
     return "repeat" if r.event_time == watch.updated and r.depth_cm == watch.depth_cm else "late"
 
 
-def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, list[Alert]]:
+def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint, s: Settings,
+               dry_zone: bool = False) -> tuple[PointWatch, list[Alert]]:
     """Fold one depth reading into a point: sensor health and the reading's quality first, then
-    the waterlogging alert. A doubtful reading is kept and shown, and sets nothing off."""
+    the waterlogging alert. A doubtful reading is kept and shown, and sets nothing off.
+    `dry_zone`: the zone's gauges have measured no rain in the last hour."""
     if superseded(watch, r):
         return watch, []
     alerts: list[Alert] = []
@@ -118,7 +125,7 @@ def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint
     elif flat and watch.flat_depth > w.flat_band_cm and r.event_time - watch.same_since >= w.sensor_stuck_s:  # type: ignore[operator]
         health, check = "stuck", "flat_line"
     else:
-        health, check = "ok", doubt(watch, r.event_time, r.depth_cm, s)
+        health, check = "ok", doubt(watch, r.event_time, r.depth_cm, s, dry_zone)
     same_since, flat_depth = (watch.same_since, watch.flat_depth) if flat else (r.event_time, r.depth_cm)
     watch = replace(watch, same_since=same_since, flat_depth=flat_depth, depth_cm=r.depth_cm, updated=r.event_time)
     if health != watch.health:
@@ -316,7 +323,10 @@ class WaterloggingStage(Stage):
         if past == "late":
             effects.late(source, f"late: point {r.point_id} has a reading of {iso(before.updated)} already")
             return
-        watch, alerts = step_point(before, r, point, self.settings)
+        outlook = self.outlook.get(r.point_id)  # the zone's rain, where its gauges tell it
+        dry_zone = outlook is not None and outlook.rain_as_of is not None and (
+            outlook.rain_mm_h < self.settings.nowcast.rain_min_mm_h)
+        watch, alerts = step_point(before, r, point, self.settings, dry_zone)
         if watch.quality == "doubtful" and before.held != watch.held:
             metrics.READINGS_DOUBTFUL.labels(watch.quality_check).inc()
         self._changed(point, before, watch, alerts, effects)

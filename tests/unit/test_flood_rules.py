@@ -224,3 +224,15 @@ def test_a_depth_within_the_flat_band_for_an_hour_is_a_stuck_sensor():
     assert watch.health == "stuck" and flags[-1] == ("unreliable", "flat_line")
     watch, _, _ = qualities([40.0, 40.3, 41.0, 40.2] * 16)  # leaves the band every four minutes
     assert watch.health == "ok"
+
+
+def test_water_reaching_the_watch_line_while_the_zones_gauges_had_no_rain_is_doubtful_until_confirmed():
+    watch = PointWatch()
+    flags = []
+    for i, depth in enumerate([5, 12, 16, 17]):
+        watch, alerts = step_point(watch, WaterDepthReading("W1", "P1", 300.0 * i, depth), POINT, S, dry_zone=True)
+        flags.append((watch.quality, watch.quality_check, [a.parameter("level") for a in alerts]))
+    assert flags == [("reliable", None, []), ("reliable", None, []), ("doubtful", "dry_zone", []),
+                     ("reliable", "second_reading", ["watch"])]
+    _, alerts = step_point(PointWatch(), WaterDepthReading("W1", "P1", 0.0, 16), POINT, S)  # rain unknown: no check
+    assert [a.parameter("level") for a in alerts] == ["watch"]
