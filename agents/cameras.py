@@ -29,7 +29,7 @@ DEPTHS = list(SEVERITY_OF_DEPTH)  # shallowest first
 class CameraWatch:
     """A camera at a road with no depth sensor: its recent detections and its incident."""
 
-    seen: dict[float, float] = field(default_factory=dict)  # detection time -> confidence, within the window
+    seen: list[tuple[float, float]] = field(default_factory=list)  # (detection time, confidence) within the window
     clear_since: float | None = None  # a clear view since, while alerting
     depth_class: str = "none"
     incident: Incident | None = None
@@ -45,19 +45,19 @@ def step_camera(
         return watch, None
     if not d.water:
         if watch.incident is None:
-            return (watch if not watch.seen else replace(watch, seen={})), None
+            return (watch if not watch.seen else replace(watch, seen=[])), None
         since = watch.clear_since if watch.clear_since is not None else d.event_time
         if d.event_time - since < c.clear_s:
             return replace(watch, clear_since=since), None
         _, alert = _camera_message(watch, "Cancel", d, segment, zone, s)
         return CameraWatch(), alert
-    seen = {t: w for t, w in (watch.seen | {d.event_time: d.confidence}).items() if d.event_time - t <= c.window_s}
+    seen = sorted({t: w for t, w in [*watch.seen, (d.event_time, d.confidence)] if d.event_time - t <= c.window_s}.items())
     watch = replace(watch, seen=seen, clear_since=None)
     if watch.incident is not None:  # deeper water is an Update; shallower waits for the clear view
         if DEPTHS.index(d.depth_class) <= DEPTHS.index(watch.depth_class):
             return watch, None
         return _camera_message(replace(watch, depth_class=d.depth_class), "Update", d, segment, zone, s)
-    if sum(seen.values()) < c.raise_weight:
+    if sum(w for _, w in seen) < c.raise_weight:
         return watch, None
     incident = Incident(cap_id(f"camera.{d.camera_id}.{int(d.event_time)}"))
     return _camera_message(replace(watch, incident=incident, depth_class=d.depth_class), "Alert", d, segment, zone, s)

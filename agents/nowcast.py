@@ -100,6 +100,7 @@ class Outlook:
     rain_mm_h: float = 0.0
     rain_as_of: float | None = None
     rain_change: float = 0.0  # how the rain changed at its last update, mm/h an hour
+    rain_known: bool = True  # False while every gauge of the zone is silent: nothing is learned
     level: str | None = None  # the level warned of, while warning
     onset: float | None = None  # when it is expected
     unexpected_since: float | None = None  # no longer predicted since, while warning
@@ -139,14 +140,32 @@ def step_outlook(
         return _end(outlook, "reached", f, point, s)
     if target is None:
         since = outlook.unexpected_since if outlook.unexpected_since is not None else f.at
-        if f.at - since >= n.hold_s:
-            return _end(outlook, "not_reached", f, point, s)
+        if f.at - since >= n.hold_s:  # an all clear only where the point has no alert of its own out
+            return _end(outlook, "not_reached" if observed is None else "not_reached_yet_flooded", f, point, s)
         return replace(outlook, unexpected_since=since), None
     moved = target[0] != outlook.level or abs(target[1] - (outlook.onset or target[1])) >= n.update_shift_s
     outlook = replace(outlook, unexpected_since=None)
     if not moved:
         return outlook, None
     return _outlook_message(replace(outlook, level=target[0], onset=target[1]), "Update", f, point, s)
+
+
+def withdraw(outlook: Outlook, at: float, point: WaterloggingPoint, s: Settings) -> tuple[Outlook, Alert | None]:
+    """The point's sensor went faulty, stuck or silent: a warning standing on it is withdrawn."""
+    if outlook.level is None:
+        return outlook, None
+    return _end(outlook, "sensor_unavailable", Forecast(at, [], [], 0.0), point, s)
+
+
+# How a warning ends: what the last message says (zh, en), and whether it is an all clear.
+ENDINGS = {
+    "reached": ("积水已达预计深度，请关注积水预警。", "The water reached the line; see the waterlogging alert.", False),
+    "not_reached": ("预计积水不再达到该深度。", "The water is no longer expected to reach the line.", True),
+    "not_reached_yet_flooded": ("预计积水不再达到该深度，请关注积水预警。",
+                                "The water is no longer expected to reach the line; see the waterlogging alert.", False),
+    "sensor_unavailable": ("水位传感器暂无有效读数，该预报撤回。",
+                           "The depth sensor is not reporting reliably: this forecast is withdrawn.", False),
+}
 
 
 def _end(outlook: Outlook, outcome: str, f: Forecast, point: WaterloggingPoint, s: Settings) -> tuple[Outlook, Alert]:
@@ -177,9 +196,7 @@ def _outlook_message(
            f"(learned from {r.readings} readings).")
     when = cap_time(onset)[11:16]
     if msg_type == "Cancel":
-        en = ("The water reached the line; see the waterlogging alert." if outcome == "reached"
-              else "The water is no longer expected to reach the line.")
-        zh = "积水已达预计深度，请关注积水预警。" if outcome == "reached" else "预计积水不再达到该深度。"
+        zh, en, _ = ENDINGS[outcome or "not_reached"]
         texts = {"zh-CN": (f"{point.name}积水预报解除", zh, zh),
                  "en-US": (f"Waterlogging forecast ended at {point.name}", en, en)}
     else:
@@ -194,8 +211,9 @@ def _outlook_message(
         parameters.append(("segment_id", point.segment_id))
     area = circle_area(f"{point.name} ({point.kind.replace('_', ' ')})", point.lat, point.lon, POINT_RADIUS_KM)
     cleared = msg_type == "Cancel"
-    # A forecast that came true ends with no action of its own: the waterlogging alert has it.
-    response: ResponseType = "Prepare" if not cleared else "None" if outcome == "reached" else "AllClear"
+    # A warning ends with an all clear only where nothing else stands; otherwise with no action of
+    # its own (the waterlogging alert, or the sensor's fault, has it).
+    response: ResponseType = "Prepare" if not cleared else "AllClear" if ENDINGS[outcome or "not_reached"][2] else "None"
     info = bilingual(texts, "Met", "Road waterlogging forecast", response,
                      "Past" if cleared else "Expected", SEVERITY[level], "Likely", parameters, [area])
     incident, alert = incident.message(s.cap, msg_type, f.at, info, onset=None if cleared else onset)

@@ -140,6 +140,9 @@ class RainStage(Stage):
             del history[t]
         self.history[r.gauge_id] = sorted(history.items())
         totals = GaugeRain(r.gauge_id, gauge.zone_id, as_of, rolling_totals(history, as_of, self.settings))
+        now = max(self.newest, r.event_time)
+        if as_of <= now - self.settings.rain.gauge_silent_s:  # a late reading of a gauge gone silent: still silent
+            totals = GaugeRain(r.gauge_id, gauge.zone_id, now, [], reporting=False)
         effects.send(topics.gauge_rain, gauge.zone_id, totals)
         self.totals[r.gauge_id] = totals
         if r.event_time > self.newest:
@@ -201,6 +204,7 @@ class ZoneRainStage(Stage):
         if not reporting:  # nothing measures the zone's rain: its signal stands, and the zone says so
             log.warning("zone %s: every rain gauge has gone silent; its signal (%s) stands unmonitored",
                         g.zone_id, before.colour or "none")
+            self.tell_points(g.zone_id, None, g.as_of, effects)
             self.zones[g.zone_id] = {**self.zones.get(g.zone_id, {"zone_id": g.zone_id, "signal": before.colour}),
                                      "as_of": iso(g.as_of), "gauges_reporting": 0, "gauges_silent": len(gauges)}
             return
@@ -212,23 +216,25 @@ class ZoneRainStage(Stage):
             effects.send(topics.zone_floods, g.zone_id, ZoneFlood(g.zone_id, f"rain.{g.zone_id}", "rain", watch.colour, g.as_of))
         if alert is not None:
             send_alert(alert, effects)
-        self.tell_points(g.zone_id, totals, g.as_of, effects)
+        self.tell_points(g.zone_id, totals, max(x.as_of for x in gauges if x.reporting), effects)
         self.zones[g.zone_id] = {
             "zone_id": g.zone_id, "as_of": iso(g.as_of), "signal": watch.colour,
             **{f"rain_{h:g}h_mm": mm for h, mm in zip(self.settings.rain.horizons_h, totals)},
             "gauges_reporting": len(reporting), "gauges_silent": len(gauges) - len(reporting),
         }
 
-    def tell_points(self, zone_id: str, totals: list[float], as_of: float, effects: Effects) -> None:
-        """The zone's rain (its shortest horizon's total, per hour) to each monitored point in it,
-        when it changes: a point's nowcast weighs it (agents/nowcast.py)."""
-        rain_mm_h = round(totals[0] / self.settings.rain.horizons_h[0], 2)
+    def tell_points(self, zone_id: str, totals: list[float] | None, as_of: float, effects: Effects) -> None:
+        """The zone's rain (its shortest horizon's total, per hour; None: not known, every gauge
+        silent) to each monitored point in it, as of its newest gauge, when it changes: a point's
+        nowcast weighs it (agents/nowcast.py)."""
+        rain_mm_h = -1.0 if totals is None else round(totals[0] / self.settings.rain.horizons_h[0], 2)  # -1: unknown
         if self.intensity.get(zone_id) == rain_mm_h:
             return
         self.intensity[zone_id] = rain_mm_h
         for point in self.reference.city.points.values():
             if point.zone_id == zone_id:
-                effects.send(topics.point_rain, point.point_id, PointRain(point.point_id, zone_id, as_of, rain_mm_h))
+                effects.send(topics.point_rain, point.point_id,
+                             PointRain(point.point_id, zone_id, as_of, max(rain_mm_h, 0.0), known=totals is not None))
 
 
 runtime.stage(RainStage)

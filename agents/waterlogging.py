@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 
 from agents.alerts import send_alert
 from agents.flood import LEVELS, POINT_RADIUS_KM, SEVERITY, rank, waterlogging_level
-from agents.nowcast import Outlook, Response, forecast, learn, step_outlook, trend_cm_h
+from agents.nowcast import Outlook, Response, forecast, learn, step_outlook, trend_cm_h, withdraw
 from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, circle_area
-from schemas.contract import Rejected, iso
+from schemas.contract import Rejected, iso, parse_time
 from schemas.events import WaterDepthReading
 from schemas.records import PointRain, PointReport, RoadClosure, ZoneFlood
 from schemas.reference import WaterloggingPoint
@@ -64,6 +64,7 @@ def rise_cm(history: list[tuple[float, float]], t: float, depth: float, s: Setti
 
 
 QUALITY_CHECKS = ("hard_limit", "flat_line", "soft_limit", "rate_of_rise", "rate_of_fall", "dry_zone")
+RATE_CHECKS = ("rate_of_rise", "rate_of_fall")  # a jump only a second reading can confirm
 CONFIRMED_BY = {"second_reading": ("经第二次读数确认。", "Confirmed by a second reading."),
                 "resident_report": ("经市民报告确认。", "Confirmed by a resident's report.")}
 
@@ -82,21 +83,24 @@ def doubt(watch: PointWatch, t: float, depth: float, s: Settings, dry_zone: bool
     """The check that makes a plausible reading doubtful (past the soft limit, too fast after the
     point's last accepted reading, or water coming up to the watch line while the zone's gauges
     have had no rain for an hour), or None: it is reliable."""
-    if depth > s.waterlogging.depth_soft_max_cm:
-        return "soft_limit"
     last = watch.history[-1] if watch.history else None
+    soft = s.waterlogging.depth_soft_max_cm
+    if depth > soft and (last is None or last[1] <= soft):  # past it on the way up; beyond, the rate decides
+        return "soft_limit"
     watch_line = s.waterlogging.levels_cm[0]
     if dry_zone and depth >= watch_line and (last is None or last[1] < watch_line):
         return "dry_zone"
     return too_fast(last, t, depth, s)
 
 
-def confirmation(watch: PointWatch, t: float, depth: float, s: Settings) -> str | None:
-    """What confirms a doubtful reading: the doubtful one before it, if consistent with it, or a
+def confirmation(watch: PointWatch, check: str, t: float, depth: float, s: Settings) -> str | None:
+    """What confirms a reading doubtful by `check`: the doubtful one before it, if recent and
+    consistent with it, or (for a depth that is merely unusual, not a jump no water makes) a
     resident's report near the point within the report window; None: nothing does yet."""
-    if watch.held is not None and too_fast(watch.held, t, depth, s) is None:
+    held = watch.held
+    if held is not None and t - held[0] <= s.waterlogging.sensor_silent_s and too_fast(held, t, depth, s) is None:
         return "second_reading"
-    if watch.reported_at is not None and abs(t - watch.reported_at) <= s.reports.window_s:
+    if check not in RATE_CHECKS and watch.reported_at is not None and abs(t - watch.reported_at) <= s.reports.window_s:
         return "resident_report"
     return None
 
@@ -133,7 +137,7 @@ def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint
         alerts.append(alert)
     if health != "ok":  # a faulty or stuck sensor says nothing about the water
         return replace(watch, quality="unreliable", quality_check=check, held=None), alerts
-    confirmed = None if check is None else confirmation(watch, r.event_time, r.depth_cm, s)
+    confirmed = None if check is None else confirmation(watch, check, r.event_time, r.depth_cm, s)
     if check is not None and confirmed is None:
         return replace(watch, quality="doubtful", quality_check=check, held=(r.event_time, r.depth_cm)), alerts
     return step_level(replace(watch, quality="reliable", quality_check=confirmed, held=None), r, point, s, alerts)
@@ -224,11 +228,12 @@ def corroborate(watch: PointWatch, report: PointReport, point: WaterloggingPoint
     goes as if it had just come in; an open incident becomes Observed (an Update); with none
     open, the report confirms an incident raised within the report window. A camera's clear view
     is evidence against a lone doubtful reading: it is dropped, never to be confirmed."""
+    near = watch.held is not None and abs(watch.held[0] - report.at) <= s.reports.window_s
     if not report.water:
-        return (replace(watch, held=None) if watch.held is not None else watch), []
+        return (replace(watch, held=None) if near else watch), []
     watch = replace(watch, reported_at=max(report.at, watch.reported_at or report.at))
     alerts: list[Alert] = []
-    if watch.held is not None and watch.health == "ok" and abs(watch.held[0] - report.at) <= s.reports.window_s:
+    if near and watch.held is not None and watch.health == "ok" and watch.quality_check not in RATE_CHECKS:
         t, depth = watch.held
         held = replace(watch, quality="reliable", quality_check="resident_report", held=None)
         watch, alerts = step_level(held, WaterDepthReading("held", point.point_id, t, depth), point, s, alerts)
@@ -252,7 +257,7 @@ def mark_stale(watch: PointWatch, point: WaterloggingPoint, s: Settings) -> tupl
     """The point's sensor went silent: stale from the moment the silence grew too long (the same
     moment however the readings around it were batched)."""
     assert watch.updated is not None  # silent after a reading
-    return _health_change(watch, "stale", watch.updated + s.waterlogging.sensor_silent_s, point, s)
+    return _health_change(replace(watch, held=None), "stale", watch.updated + s.waterlogging.sensor_silent_s, point, s)
 
 
 def _health_change(watch: PointWatch, health: str, t: float, point: WaterloggingPoint, s: Settings) -> tuple[PointWatch, Alert]:
@@ -324,14 +329,24 @@ class WaterloggingStage(Stage):
             effects.late(source, f"late: point {r.point_id} has a reading of {iso(before.updated)} already")
             return
         outlook = self.outlook.get(r.point_id)  # the zone's rain, where its gauges tell it
-        dry_zone = outlook is not None and outlook.rain_as_of is not None and (
+        dry_zone = outlook is not None and outlook.rain_as_of is not None and outlook.rain_known and (
             outlook.rain_mm_h < self.settings.nowcast.rain_min_mm_h)
         watch, alerts = step_point(before, r, point, self.settings, dry_zone)
         if watch.quality == "doubtful" and before.held != watch.held:
             metrics.READINGS_DOUBTFUL.labels(watch.quality_check).inc()
         self._changed(point, before, watch, alerts, effects)
-        if watch.history and watch.history[-1] == (r.event_time, r.depth_cm):  # accepted: it teaches, and moves the forecast
+        if watch.health != "ok":
+            self.withdraw(point, r.event_time, effects)
+        elif watch.history and watch.history[-1] == (r.event_time, r.depth_cm):  # accepted: it teaches, moves the forecast
             self.look_ahead(point, watch, r.event_time, effects, before.history[-1] if before.history else None)
+
+    def withdraw(self, point: WaterloggingPoint, at: float, effects: Effects) -> None:
+        """A forecast warning standing on a sensor that can no longer be trusted is withdrawn."""
+        outlook = self.outlook.get(point.point_id)
+        if outlook is not None and outlook.level is not None:
+            self.outlook[point.point_id], alert = withdraw(outlook, at, point, self.settings)
+            if alert is not None:
+                send_alert(alert, effects)
 
     def on_rain(self, rain: PointRain, effects: Effects) -> None:
         """The rain over a point's zone changed: its forecast moves before its water does."""
@@ -341,7 +356,9 @@ class WaterloggingStage(Stage):
             return  # a point no longer monitored, or an older or resent update
         change = 0.0 if outlook.rain_as_of is None else (
             (rain.rain_mm_h - outlook.rain_mm_h) / max(rain.as_of - outlook.rain_as_of, 60.0) * 3600)
-        self.outlook[rain.point_id] = replace(outlook, rain_mm_h=rain.rain_mm_h, rain_as_of=rain.as_of, rain_change=change)
+        self.outlook[rain.point_id] = replace(outlook, rain_mm_h=rain.rain_mm_h, rain_as_of=rain.as_of,
+                                              rain_change=change if rain.known and outlook.rain_known else 0.0,
+                                              rain_known=rain.known)
         watch = self.watch.get(rain.point_id)
         if watch is not None and watch.history:
             self.look_ahead(point, watch, max(rain.as_of, watch.history[-1][0]), effects)
@@ -355,7 +372,7 @@ class WaterloggingStage(Stage):
         if watch.health != "ok":
             return
         t, depth = watch.history[-1]
-        if learn_after is not None and learn_after[0] < t:
+        if learn_after is not None and learn_after[0] < t and outlook.rain_known:
             rate = (depth - learn_after[1]) / (t - learn_after[0]) * 3600
             outlook = replace(outlook, response=learn(outlook.response, rate, outlook.rain_mm_h, depth, s))
         f = forecast(depth, t, at, outlook.response, trend_cm_h(watch.history), outlook.rain_mm_h, outlook.rain_change, s)
@@ -393,6 +410,7 @@ class WaterloggingStage(Stage):
             if point is not None:
                 self.watch[point_id], alert = mark_stale(self.watch[point_id], point, self.settings)
                 send_alert(alert, effects)
+                self.withdraw(point, parse_time(alert.sent), effects)
 
     def on_idle(self, wall_now: float, effects: Effects) -> None:
         # Silence is event time passing on a live partition, not in a replay (streams/clock.py).

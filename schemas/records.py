@@ -150,6 +150,7 @@ class PointRain:
     zone_id: str
     as_of: EventTime
     rain_mm_h: float
+    known: bool = True  # False: every gauge of the zone has gone silent, the rain is not known
 
 
 @contract

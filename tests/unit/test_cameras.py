@@ -9,7 +9,7 @@ from agents.cameras import CamerasStage, CameraWatch, step_camera
 from agents.waterlogging import PointWatch, corroborate, step_point
 from schemas.events import CameraDetection, WaterDepthReading
 from schemas.records import PointReport
-from schemas.reference import Segment, WaterloggingPoint, Zone
+from schemas.reference import CityMap, Segment, WaterloggingPoint, Zone
 from streams import topics
 from streams.effects import Effects, Source
 from streams.reference import Reference
@@ -90,13 +90,27 @@ def test_a_camera_at_a_point_reports_to_it_and_an_unsure_one_does_not():
 
 
 def test_a_camera_detection_confirms_a_doubtful_reading_and_a_clear_view_drops_it():
-    watch, _ = step_point(PointWatch(), WaterDepthReading("W1", "P1", T0, 5.0), POINT, S)
-    watch, _ = step_point(watch, WaterDepthReading("W1", "P1", T0 + 60, 100.0), POINT, S)
+    watch = PointWatch()
+    for i, depth in enumerate([5.0, 12.0, 40.0]):  # up to 40 cm in a zone whose gauges had no rain
+        watch, _ = step_point(watch, WaterDepthReading("W1", "P1", T0 + 60 * i, depth), POINT, S, dry_zone=True)
     assert watch.quality == "doubtful"
     seen_water, alerts = corroborate(watch, PointReport("P1", "camera.C1", T0 + 90, 0.0, True), POINT, S)
     assert [a.parameter("level") for a in alerts] == ["severe"]
     clear, alerts = corroborate(watch, PointReport("P1", "camera.C1", T0 + 90, 0.0, False), POINT, S)
     assert alerts == [] and clear.held is None and clear.level is None
     # The spike, dropped, is confirmed by nothing later: the next ordinary reading is just that.
-    after, alerts = step_point(clear, WaterDepthReading("W1", "P1", T0 + 120, 6.0), POINT, S)
+    after, alerts = step_point(clear, WaterDepthReading("W1", "P1", T0 + 180, 6.0), POINT, S)
     assert alerts == [] and after.quality == "reliable"
+
+
+def test_a_cameras_recent_detections_survive_a_restart():
+    from streams.tools.harness import MemoryState, run_stage
+
+    city = CityMap(segments={"S9": SEG}, zones={"Z1": ZONE})
+    state = MemoryState()
+    first = [("camera_detections", "C1", CameraDetection("C1", T0, segment_id="S9", depth_class="deep", confidence=0.8))]
+    out = run_stage(CamerasStage, first, city=city, state=state, broker_time=T0 + 600)
+    assert out.sent("alerts") == []
+    second = [("camera_detections", "C1", CameraDetection("C1", T0 + 60, segment_id="S9", depth_class="deep", confidence=0.8))]
+    out = run_stage(CamerasStage, first + second, city=city, state=state, broker_time=T0 + 600)  # a restarted worker
+    assert [a["msg_type"] for _, a in out.sent("alerts")] == ["Alert"]  # 0.8 + 0.8, the first remembered

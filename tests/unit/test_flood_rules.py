@@ -207,15 +207,34 @@ def test_the_rate_of_rise_limit_at_and_around_it(rise, quality):
     assert flags[1][0] == quality
 
 
-def test_a_residents_report_confirms_a_doubtful_reading_the_point_holds():
+def test_a_residents_report_confirms_an_unusual_depth_but_not_a_jump_no_water_makes():
     from agents.waterlogging import corroborate
     from schemas.records import PointReport
 
-    watch, flags, out = qualities([5, 100])
-    assert watch.held == (60.0, 100) and out == []
-    watch, alerts = corroborate(watch, PointReport("P1", "R1", 90.0, 40.0), POINT, S)
-    assert [(a.msg_type, a.parameter("level"), a.info[0].certainty) for a in alerts] == [("Alert", "severe", "Observed")]
+    jump, _, out = qualities([5, 100])
+    assert jump.held == (60.0, 100) and out == []
+    after, alerts = corroborate(jump, PointReport("P1", "R1", 90.0, 40.0), POINT, S)
+    assert alerts == [] and after.held == (60.0, 100)  # only a second reading confirms a jump
+    watch = PointWatch()
+    for i, depth in enumerate([5, 12, 16]):  # up to the watch line with no rain in the zone
+        watch, _ = step_point(watch, WaterDepthReading("W1", "P1", 300.0 * i, depth), POINT, S, dry_zone=True)
+    assert watch.quality_check == "dry_zone"
+    watch, alerts = corroborate(watch, PointReport("P1", "R1", 700.0, 40.0), POINT, S)
+    assert [(a.msg_type, a.parameter("level"), a.info[0].certainty) for a in alerts] == [("Alert", "watch", "Observed")]
     assert (watch.quality, watch.quality_check, watch.held) == ("reliable", "resident_report", None)
+
+
+def test_past_the_soft_limit_only_the_first_reading_is_doubtful():
+    _, flags, _ = qualities([130, 140, 151, 152, 153, 154])
+    assert [q for q, _ in flags] == ["reliable", "reliable", "doubtful", "reliable", "reliable", "reliable"]
+
+
+def test_a_held_reading_is_not_confirmed_by_one_long_after():
+    watch, _, _ = qualities([5, 100])
+    later, _ = step_point(watch, WaterDepthReading("W1", "P1", 60.0 + 2 * 3600, 101), POINT, S)
+    assert later.quality_check is None  # judged on its own (96 cm in two hours), not as the spike's second reading
+    soon, _ = step_point(watch, WaterDepthReading("W1", "P1", 120.0, 101), POINT, S)
+    assert soon.quality_check == "second_reading"
 
 
 def test_a_depth_within_the_flat_band_for_an_hour_is_a_stuck_sensor():

@@ -196,3 +196,19 @@ def test_the_nowcast_check_command_runs_without_kafka_or_redis(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1].startswith("closure crossings: 1, warned ahead: 1")
+
+
+def test_a_warning_standing_on_a_sensor_gone_faulty_is_withdrawn_not_cleared():
+    ref = Reference(S)
+    ref.city.points["P1"] = POINT
+    stage, e = WaterloggingStage(0, S, ref), Effects("waterlogging", Batch("cb:{x.0}", 0, {}))
+    stage.restore({})
+    stage.on_event(PointRain("P1", "Z1", T0, 40.0), Source("flood.point_rain", 0, 0, b"P1", b"{}"), e)
+    for i, depth in enumerate([0.0, 4.0, 8.0, 12.0, 16.0, 20.0, -999.0]):
+        stage.on_event(WaterDepthReading("W1", "P1", T0 + 300 * i, depth), Source("flood.water_depths", 0, i, b"P1", b"{}"), e)
+    ahead = [orjson.loads(v) for t, _, v, _ in e.sends if t is topics.alerts]
+    ahead = [a for a in ahead if a["info"][0]["event"] == "Road waterlogging forecast"]
+    assert ahead[0]["msg_type"] == "Alert"
+    assert [(a["msg_type"], dict(a["info"][0]["parameters"])["outcome"], a["info"][0]["response_type"]) for a in ahead[-2:]] == [
+        ("Update", "sensor_unavailable", "None"), ("Cancel", "sensor_unavailable", "None")]
+    assert stage.outlook["P1"].incident is None

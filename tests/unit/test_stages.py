@@ -436,3 +436,34 @@ def test_a_single_spike_closes_no_road_and_tells_no_zone():
         stage.on_event(WaterDepthReading("W1", "P1", t + 60 * i, depth), source(i), e)
     assert [orjson.loads(v)["closed"] for v in sent_to(e, topics.closures)] == [True]
     assert len(sent_to(e, topics.zone_floods)) == 1
+
+
+def test_a_late_reading_of_a_gauge_gone_silent_leaves_it_silent():
+    from schemas.records import GaugeRain
+
+    ref = reference()
+    for g in ("G1", "G2"):
+        ref.city.gauges[g] = RainGauge(g, "Z1", 30.27, 120.13)
+    stage, e = RainStage(0, S, ref), effects("rain")
+    stage.restore({})
+    t, silent_s = 100_000.0, S.rain.gauge_silent_s
+    stage.on_event(RainGaugeReading("G1", t, 30.0, 300.0), source(), e)
+    stage.on_event(RainGaugeReading("G2", t + silent_s + 600, 0.0, 300.0), source(), e)
+    stage.on_event(RainGaugeReading("G1", t + 300, 30.0, 300.0), source(), e)  # buffered, sent late
+    last = GaugeRain(**orjson.loads(sent_to(e, topics.gauge_rain)[-1]))
+    assert (last.gauge_id, last.reporting, last.totals_mm) == ("G1", False, [])
+
+
+def test_a_zone_with_every_gauge_silent_tells_its_points_the_rain_is_not_known():
+    from agents.rain import ZoneRainStage
+    from schemas.records import GaugeRain, PointRain
+
+    ref = reference()
+    ref.city.points["P1"] = WaterloggingPoint("P1", "Underpass", "Z1", None, 30.27, 120.13, "underpass")
+    stage, e = ZoneRainStage(0, S, ref), effects("zone_rain")
+    stage.restore({})
+    t = 100_000.0
+    stage.on_event(GaugeRain("G1", "Z1", t, [20.0, 20.0, 20.0, 20.0]), source(), e)
+    stage.on_event(GaugeRain("G1", "Z1", t + 1800, [], reporting=False), source(), e)
+    told = [PointRain(**orjson.loads(v)) for v in sent_to(e, topics.point_rain)]
+    assert [(p.rain_mm_h, p.known) for p in told] == [(20.0, True), (0.0, False)]
