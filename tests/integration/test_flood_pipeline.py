@@ -56,10 +56,12 @@ def test_a_storm_gives_alert_updates_cancel_and_sensor_fault_messages_and_nothin
     # P2 reports until 16:05 while P1 goes on: from 16:20 it is stale, not dry.
     assert faults == [("Alert", "faulty"), ("Update", "ok"), ("Cancel", "ok"), ("Alert", "stale")]
     assert [a["sent"] for a in alerts if a["info"][0]["event"] == "Waterlogging sensor fault"][-1] == "2026-07-20T16:20:00-00:00"
-    # Rising 26 cm in five minutes, the water is forecast to reach the severe line; it never does.
-    ahead = [(a["msg_type"], dict(a["info"][0]["parameters"]).get("outcome")) for a in alerts
-             if a["info"][0]["event"] == "Road waterlogging forecast"]
-    assert ahead == [("Alert", None), ("Update", None), ("Update", "not_reached"), ("Cancel", "not_reached")]
+    # Rising 26 cm in five minutes, the water is forecast to reach the severe line; it never does,
+    # and while the point's closure alert stands the forecast's end is no all clear.
+    ahead = [(a["msg_type"], dict(a["info"][0]["parameters"]).get("outcome"), a["info"][0]["response_type"])
+             for a in alerts if a["info"][0]["event"] == "Road waterlogging forecast"]
+    assert ahead == [("Alert", None, "Prepare"), ("Update", None, "Prepare"),
+                     ("Update", "not_reached_yet_flooded", "None"), ("Cancel", "not_reached_yet_flooded", "None")]
     assert len(alerts) == 13
     assert {a["scope"] for a in alerts if a["info"][0]["event"] == "Waterlogging sensor fault"} == {"Restricted"}
 

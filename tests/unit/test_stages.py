@@ -379,15 +379,21 @@ def test_a_partition_reads_the_counted_readings_of_its_open_windows_by_the_name_
     assert TrafficStage.hashes_after({"open": {open_field: b"[]"}}) == (f"seen.{t0!r}",)
 
 
+def two_gauges() -> tuple[RainStage, Effects]:
+    """The rain stage of a partition holding two gauges of zone Z1."""
+    ref = reference()
+    for g in ("G1", "G2"):
+        ref.city.gauges[g] = RainGauge(g, "Z1", 30.27, 120.13)
+    stage = RainStage(0, S, ref)
+    stage.restore({})
+    return stage, effects("rain")
+
+
 def test_a_gauge_behind_its_partitions_newest_reading_by_gauge_silent_s_is_announced_silent_once():
     from schemas.contract import iso
     from schemas.records import GaugeRain
 
-    ref = reference()
-    for g in ("G1", "G2"):
-        ref.city.gauges[g] = RainGauge(g, "Z1", 30.27, 120.13)
-    stage, e = RainStage(0, S, ref), effects("rain")
-    stage.restore({})
+    stage, e = two_gauges()
     t, silent_s = 100_000.0, S.rain.gauge_silent_s
     stage.on_event(RainGaugeReading("G1", t, 30.0, 300.0), source(), e)
     for at in (t, t + silent_s - 1, t + silent_s, t + silent_s + 300):
@@ -441,11 +447,7 @@ def test_a_single_spike_closes_no_road_and_tells_no_zone():
 def test_a_late_reading_of_a_gauge_gone_silent_leaves_it_silent():
     from schemas.records import GaugeRain
 
-    ref = reference()
-    for g in ("G1", "G2"):
-        ref.city.gauges[g] = RainGauge(g, "Z1", 30.27, 120.13)
-    stage, e = RainStage(0, S, ref), effects("rain")
-    stage.restore({})
+    stage, e = two_gauges()
     t, silent_s = 100_000.0, S.rain.gauge_silent_s
     stage.on_event(RainGaugeReading("G1", t, 30.0, 300.0), source(), e)
     stage.on_event(RainGaugeReading("G2", t + silent_s + 600, 0.0, 300.0), source(), e)
