@@ -17,6 +17,7 @@ from functools import cache
 
 import pytest
 
+from agents.cameras import CamerasStage
 from agents.evacuation import EvacuationStage, FloodZonesStage
 from agents.health import HealthIntakeStage, PeopleStage, ZoneHealthStage
 from agents.parking import ParkingStage
@@ -26,6 +27,7 @@ from agents.traffic import CityStage, SignalsStage, TrafficStage
 from agents.waterlogging import WaterloggingStage
 from agents.webhooks import WebhooksStage
 from schemas.contract import encode
+from schemas.events import CameraDetection
 from streams.settings import Settings
 from streams.tools.harness import PlacedEvent, place, run_stage
 from streams.tools.simulate import Rainstorm, RushHour, build_city
@@ -36,10 +38,26 @@ CITY = build_city(seed=7)
 START = 1_780_000_000.0  # 2026-05-28: event times well before the broker's
 BROKER_TIME = START + 86_400.0
 
-# Upstream first, so that each stage's input is what the ones before it sent.
-PIPELINE = (ReportsStage, WaterloggingStage, TrafficStage, CityStage, SignalsStage, RainStage, ZoneRainStage, ReportCellsStage,
-            HealthIntakeStage, PeopleStage, ZoneHealthStage, FloodZonesStage, ParkingStage, EvacuationStage,
-            WebhooksStage)
+# Upstream first, so that each stage's input is what the ones before it sent (flood_zones reads
+# the shelters' check-ins that evacuation, after it, sends: the one loop in the city).
+PIPELINE = (ReportsStage, CamerasStage, RainStage, ZoneRainStage, WaterloggingStage, TrafficStage, CityStage, SignalsStage,
+            ReportCellsStage, HealthIntakeStage, PeopleStage, ZoneHealthStage, FloodZonesStage, ParkingStage,
+            EvacuationStage, WebhooksStage)
+
+
+def cameras() -> list[tuple[float, str, str, CameraDetection]]:
+    """Road cameras through the storm: one at a monitored point, one at a road with no sensor,
+    water seen (sure and unsure), then the road clear."""
+    point = sorted(CITY.points)[0]
+    road = next(s for s in sorted(CITY.segments) if s not in {p.segment_id for p in CITY.points.values()})
+    out = []
+    for m in range(10, 120, 5):
+        t = START + 60 * m
+        water = m < 80
+        for camera, at in (("CAM-P", {"point_id": point}), ("CAM-R", {"segment_id": road})):
+            out.append((t, "camera_detections", camera, CameraDetection(
+                camera, t, water=water, depth_class="deep" if water else "none", confidence=0.9 if m % 15 else 0.4, **at)))
+    return out
 
 
 @cache
@@ -48,7 +66,7 @@ def recorded() -> dict[str, list[PlacedEvent]]:
     # The storm for everything but traffic, which comes from a rush hour: its detectors sit on
     # intersection approaches too, so signal plans are made.
     storm = [e for e in Rainstorm(CITY, START, 7200.0, seed=7).events() if e[1] != "traffic_readings"]
-    events = sorted([*storm, *RushHour(CITY, START, duration_s=7200.0, seed=7).events()], key=lambda e: e[0])
+    events = sorted([*storm, *cameras(), *RushHour(CITY, START, duration_s=7200.0, seed=7).events()], key=lambda e: e[0])
     topics: dict[str, list[PlacedEvent]] = defaultdict(list)
     for role, *rest in place([(role, key, encode(record)) for _, role, key, record in events], S, BROKER_TIME):
         topics[role].append((role, *rest))
