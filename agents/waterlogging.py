@@ -1,7 +1,8 @@
 """Waterlogging at monitored low points: each point's depth, level, rise and sensor health, and
 the CAP alerts on crossing a line, rising fast, and a sensor gone faulty, stuck or silent.
 
-  flood.water_depths (by point), with flood.point_reports -> waterlogging
+  flood.water_depths (by point), with flood.point_reports, flood.point_rain and
+  flood.point_neighbours (each point's water, told to the points around it) -> waterlogging
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ from dataclasses import dataclass, field, replace
 from agents.alerts import send_alert
 from agents.flood import LEVELS, POINT_RADIUS_KM, SEVERITY, rank, waterlogging_level
 from agents.nowcast import Outlook, Response, forecast, learn, step_outlook, trend_cm_h, withdraw
+from agents.reports import distance_m
 from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, circle_area
 from schemas.contract import Rejected, iso, parse_time
 from schemas.events import WaterDepthReading
-from schemas.records import PointRain, PointReport, RoadClosure, ZoneFlood
+from schemas.records import PointNeighbour, PointRain, PointReport, RoadClosure, ZoneFlood
 from schemas.reference import WaterloggingPoint
 from streams import metrics, runtime, topics
 from streams.clock import Skew, is_live
 from streams.effects import Effects, Source
 from streams.settings import Settings
 from streams.stage import Stage
-from streams.table import Table, Value
+from streams.table import GroupedTable, Table, Value
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ def rise_cm(history: list[tuple[float, float]], t: float, depth: float, s: Setti
     return depth - min(recent, default=depth)
 
 
-QUALITY_CHECKS = ("hard_limit", "flat_line", "soft_limit", "rate_of_rise", "rate_of_fall", "dry_zone")
+QUALITY_CHECKS = ("hard_limit", "flat_line", "soft_limit", "rate_of_rise", "rate_of_fall", "dry_zone", "neighbours_dry")
 RATE_CHECKS = ("rate_of_rise", "rate_of_fall")  # a jump only a second reading can confirm
 CONFIRMED_BY = {"second_reading": ("经第二次读数确认。", "Confirmed by a second reading."),
                 "resident_report": ("经市民报告确认。", "Confirmed by a resident's report.")}
@@ -79,18 +81,40 @@ def too_fast(before: tuple[float, float] | None, t: float, depth: float, s: Sett
     return "rate_of_rise" if rate > w.max_rise_cm_per_min else "rate_of_fall" if -rate > w.max_fall_cm_per_min else None
 
 
-def doubt(watch: PointWatch, t: float, depth: float, s: Settings, dry_zone: bool = False) -> str | None:
+def doubt(watch: PointWatch, t: float, depth: float, s: Settings, dry_around: tuple[str, ...] = ()) -> str | None:
     """The check that makes a plausible reading doubtful (past the soft limit, too fast after the
-    point's last accepted reading, or water coming up to the watch line while the zone's gauges
-    have had no rain for an hour), or None: it is reliable."""
+    point's last accepted reading, or water coming up to the watch line while what is around the
+    point says it is dry: `dry_around`), or None: it is reliable."""
     last = watch.history[-1] if watch.history else None
     soft = s.waterlogging.depth_soft_max_cm
     if depth > soft and (last is None or last[1] <= soft):  # past it on the way up; beyond, the rate decides
         return "soft_limit"
     watch_line = s.waterlogging.levels_cm[0]
-    if dry_zone and depth >= watch_line and (last is None or last[1] < watch_line):
-        return "dry_zone"
+    if dry_around and depth >= watch_line and (last is None or last[1] < watch_line):
+        return dry_around[0]
     return too_fast(last, t, depth, s)
+
+
+def water_of(watch: PointWatch, s: Settings) -> str | None:
+    """A point's water as its neighbours weigh it: dry or wet by its last accepted reading,
+    unknown while its sensor is at fault or it has none accepted; None before any reading."""
+    if watch.updated is None:
+        return None
+    if watch.health != "ok" or not watch.history:
+        return "unknown"
+    return "dry" if watch.history[-1][1] < s.waterlogging.neighbour_dry_cm else "wet"
+
+
+def neighbours_dry(told: Mapping[str, PointNeighbour], s: Settings) -> bool:
+    """Whether enough of a point's neighbours report no water at all, and none reports any."""
+    known = [n.water for n in told.values() if n.water != "unknown"]
+    return len(known) >= s.waterlogging.neighbours_min and all(w == "dry" for w in known)
+
+
+def neighbours_of(point: WaterloggingPoint, points: Mapping[str, WaterloggingPoint], s: Settings) -> list[str]:
+    """The monitored points within `neighbour_radius_m` of a point."""
+    return sorted(p.point_id for p in points.values() if p.point_id != point.point_id
+                  and distance_m(point.lat, point.lon, p.lat, p.lon) <= s.waterlogging.neighbour_radius_m)
 
 
 def confirmation(watch: PointWatch, check: str, t: float, depth: float, s: Settings) -> str | None:
@@ -114,10 +138,11 @@ def superseded(watch: PointWatch, r: WaterDepthReading) -> str | None:
 
 
 def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint, s: Settings,
-               dry_zone: bool = False) -> tuple[PointWatch, list[Alert]]:
+               dry_around: tuple[str, ...] = ()) -> tuple[PointWatch, list[Alert]]:
     """Fold one depth reading into a point: sensor health and the reading's quality first, then
     the waterlogging alert. A doubtful reading is kept and shown, and sets nothing off.
-    `dry_zone`: the zone's gauges have measured no rain in the last hour."""
+    `dry_around`: what around the point says it is dry: dry_zone (the zone's gauges have
+    measured no rain in the last hour), neighbours_dry (the points around it have no water)."""
     if superseded(watch, r):
         return watch, []
     alerts: list[Alert] = []
@@ -129,7 +154,7 @@ def step_point(watch: PointWatch, r: WaterDepthReading, point: WaterloggingPoint
     elif flat and watch.flat_depth > w.flat_band_cm and r.event_time - watch.same_since >= w.sensor_stuck_s:  # type: ignore[operator]
         health, check = "stuck", "flat_line"
     else:
-        health, check = "ok", doubt(watch, r.event_time, r.depth_cm, s, dry_zone)
+        health, check = "ok", doubt(watch, r.event_time, r.depth_cm, s, dry_around)
     same_since, flat_depth = (watch.same_since, watch.flat_depth) if flat else (r.event_time, r.depth_cm)
     watch = replace(watch, same_since=same_since, flat_depth=flat_depth, depth_cm=r.depth_cm, updated=r.event_time)
     if health != watch.health:
@@ -289,8 +314,9 @@ class WaterloggingStage(Stage):
     name = "waterlogging"
     source = "water_depths"
     contract = WaterDepthReading
-    alongside = {"point_reports": PointReport, "point_rain": PointRain}
+    alongside = {"point_reports": PointReport, "point_rain": PointRain, "point_neighbours": PointNeighbour}
     watch = Table(PointWatch)
+    told = GroupedTable(PointNeighbour)  # by (point, neighbour): the neighbour's water, as last told
     outlook = Table(Outlook)  # per point: its nowcast (agents/nowcast.py)
     points = Table(dict, restored=False)  # the live view of each point
     skew = Value(Skew, Skew())
@@ -303,9 +329,15 @@ class WaterloggingStage(Stage):
     def knows(self, r: WaterDepthReading | PointReport) -> bool:
         return r.point_id in self.reference.city.points
 
-    def on_event(self, r: WaterDepthReading | PointReport | PointRain, source: Source, effects: Effects) -> None:
+    def on_event(self, r: WaterDepthReading | PointReport | PointRain | PointNeighbour, source: Source,
+                 effects: Effects) -> None:
         if isinstance(r, PointRain):
             return self.on_rain(r, effects)
+        if isinstance(r, PointNeighbour):
+            before_told = self.told.get((r.point_id, r.neighbour_id))
+            if before_told is None or before_told.at <= r.at:  # an older word, resent or late, changes nothing
+                self.told[r.point_id, r.neighbour_id] = r
+            return
         if isinstance(r, PointReport):
             point = self.reference.city.points.get(r.point_id)
             if point is not None:
@@ -331,7 +363,9 @@ class WaterloggingStage(Stage):
         outlook = self.outlook.get(r.point_id)  # the zone's rain, where its gauges tell it
         dry_zone = outlook is not None and outlook.rain_as_of is not None and outlook.rain_known and (
             outlook.rain_mm_h < self.settings.nowcast.rain_min_mm_h)
-        watch, alerts = step_point(before, r, point, self.settings, dry_zone)
+        dry_around = (("dry_zone",) if dry_zone else ()) + (
+            ("neighbours_dry",) if neighbours_dry(self.told.group(r.point_id), self.settings) else ())
+        watch, alerts = step_point(before, r, point, self.settings, dry_around)
         if watch.quality == "doubtful" and before.held != watch.held:
             metrics.READINGS_DOUBTFUL.labels(watch.quality_check).inc()
         self._changed(point, before, watch, alerts, effects)
@@ -394,6 +428,16 @@ class WaterloggingStage(Stage):
                          ZoneFlood(point.zone_id, point.point_id, "waterlogging", watch.level, at))
         for alert in alerts:
             send_alert(alert, effects)
+        self.tell_neighbours(point, before, watch, watch.updated or at, effects)
+
+    def tell_neighbours(self, point: WaterloggingPoint, before: PointWatch, watch: PointWatch, at: float,
+                        effects: Effects) -> None:
+        """When a point's water changes between dry, wet and unknown, the points around it are told."""
+        water = water_of(watch, self.settings)
+        if water is None or water == water_of(before, self.settings):
+            return
+        for neighbour in neighbours_of(point, self.reference.city.points, self.settings):
+            effects.send(topics.point_neighbours, neighbour, PointNeighbour(neighbour, point.point_id, water, at))  # type: ignore[arg-type]
 
     def gauges(self) -> metrics.Gauges:
         levels = Tally((w.level,) for w in self.watch.values() if w.level)
@@ -408,8 +452,10 @@ class WaterloggingStage(Stage):
         for point_id in silent_points(self.watch, now, self.settings):
             point = self.reference.city.points.get(point_id)
             if point is not None:
-                self.watch[point_id], alert = mark_stale(self.watch[point_id], point, self.settings)
+                before = self.watch[point_id]
+                self.watch[point_id], alert = mark_stale(before, point, self.settings)
                 send_alert(alert, effects)
+                self.tell_neighbours(point, before, self.watch[point_id], parse_time(alert.sent), effects)
                 self.withdraw(point, parse_time(alert.sent), effects)
 
     def on_idle(self, wall_now: float, effects: Effects) -> None:

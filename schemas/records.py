@@ -154,6 +154,17 @@ class PointRain:
 
 
 @contract
+class PointNeighbour:
+    """A monitored point's water as its neighbours weigh it, keyed by the neighbour told, so that
+    a sensor that disagrees with every point around it is doubted (agents/waterlogging.py)."""
+
+    point_id: str  # the point told
+    neighbour_id: str  # the point whose water it is
+    water: Literal["dry", "wet", "unknown"]  # unknown: no accepted reading, or its sensor is at fault or silent
+    at: EventTime
+
+
+@contract
 class PointReport:
     """A resident's flood report near a monitored point, keyed by the point to join its state."""
 

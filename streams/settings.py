@@ -136,6 +136,11 @@ class Waterlogging:
     sensor_stuck_s: float = 3600.0  # a non-zero depth within the flat band this long is a stuck sensor, not water
     flat_band_cm: float = 0.5
     sensor_silent_s: float = 900.0  # a point silent this long while others report is stale, not dry
+    # A point whose water comes up to the watch line while at least `neighbours_min` points
+    # within `neighbour_radius_m` report no water at all (under `neighbour_dry_cm`) is doubtful.
+    neighbour_radius_m: float = 1000.0
+    neighbours_min: int = 2
+    neighbour_dry_cm: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ SPECS = {
     "closures": TopicSpec("traffic.closures", "segment_id", "RoadClosure (joined as a table)"),
     "point_reports": TopicSpec("flood.point_reports", "point_id", "PointReport (joined as a table)"),
     "point_rain": TopicSpec("flood.point_rain", "point_id", "PointRain (joined as a table)"),
+    "point_neighbours": TopicSpec("flood.point_neighbours", "point_id", "PointNeighbour (joined as a table)"),
     "report_cells": TopicSpec("flood.report_cells", "cell_id", "CellReport"),
     "person_scans": TopicSpec("people.scans", "person token", "PersonScan"),
     "person_status": TopicSpec("people.status", "person token", "PersonStatus (joined as a table)"),
@@ -104,6 +105,7 @@ gauge_rain = app.topic(topic_name("gauge_rain"))
 closures = app.topic(topic_name("closures"))
 point_rain = app.topic(topic_name("point_rain"))
 point_reports = app.topic(topic_name("point_reports"))
+point_neighbours = app.topic(topic_name("point_neighbours"))
 report_cells = app.topic(topic_name("report_cells"))
 person_scans = app.topic(topic_name("person_scans"))
 person_status = app.topic(topic_name("person_status"))

@@ -1,6 +1,6 @@
 """Alerts a city can act on early, on the real broker and Redis: a forecast warns before the
-closure line is crossed, a sensor spike closes no garage, and a dead rain gauge lets its zone's
-signal step down."""
+closure line is crossed, a sensor spike closes no garage, a sensor whose neighbours are dry is
+doubted, and a dead rain gauge lets its zone's signal step down."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ T0 = parse_time("2026-07-20T06:00:00Z")
 ZONE = Zone("Z1", "Jinshui", [(34.7, 113.6), (34.7, 113.7), (34.8, 113.7), (34.7, 113.6)])
 POINT = WaterloggingPoint("P1", "Jingguang underpass", "Z1", None, 34.75, 113.65, "underpass")
 FLOOD = (("rain", "rain_readings"), ("zone_rain", "gauge_rain"), ("waterlogging", "water_depths"),
-         ("waterlogging", "point_rain", "offset.point_rain"), ("flood_zones", "zone_floods"),
+         ("waterlogging", "point_rain", "offset.point_rain"),
+         ("waterlogging", "point_neighbours", "offset.point_neighbours"), ("flood_zones", "zone_floods"),
          ("parking", "lot_orders", "offset.lot_orders"))
 
 
@@ -61,6 +62,26 @@ def test_a_depth_sensor_spike_closes_no_garage_and_no_road(city_run):
     assert run.records("lot_orders") == [] and run.records("closures") == [] and run.records("zone_floods") == []
     view = run.merged("waterlogging", "points")["P1"]
     assert (view["depth_cm"], view["quality"], view["alert_level"]) == (5.0, "reliable", None)
+
+
+def test_water_at_one_point_while_the_points_around_it_are_dry_waits_for_a_second_reading(city_run):
+    run = city_run(partitions=3)  # the points' words to each other travel between partitions
+    points = [WaterloggingPoint(f"P{i}", f"Point {i}", "Z1", None, 34.75 + 0.003 * i, 113.65) for i in range(3)]
+    run.publish([("zones", "Z1", ZONE), *[("points", p.point_id, p) for p in points]])
+    run.start_worker()
+    run.publish([("water_depths", p, WaterDepthReading(f"W-{p}", p, T0 + 60 * i, 0.0)) for p in ("P1", "P2") for i in range(3)])
+    run.wait_quiet(stages=FLOOD)
+    told = sorted((n["point_id"], n["neighbour_id"], n["water"]) for n in run.records("point_neighbours"))
+    assert told == [("P0", "P1", "dry"), ("P0", "P2", "dry"), ("P1", "P2", "dry"), ("P2", "P1", "dry")]
+    run.publish([("water_depths", "P0", WaterDepthReading("W-P0", "P0", T0 + 60 * i, d)) for i, d in enumerate([0.0, 18.0])])
+    run.wait_quiet(stages=FLOOD)
+    assert run.records("alerts") == []
+    view = run.merged("waterlogging", "points")["P0"]
+    assert (view["depth_cm"], view["quality"], view["quality_check"]) == (18.0, "doubtful", "neighbours_dry")
+    run.publish([("water_depths", "P0", WaterDepthReading("W-P0", "P0", T0 + 120, 18.5))])
+    run.wait_quiet(stages=FLOOD)
+    assert [event(a) for a in run.records("alerts")] == [("Road waterlogging", "Alert", "watch")]
+    assert ("P1", "P0", "wet") in [(n["point_id"], n["neighbour_id"], n["water"]) for n in run.records("point_neighbours")]
 
 
 def test_a_rain_gauge_gone_silent_lets_its_zones_signal_step_down(city_run):

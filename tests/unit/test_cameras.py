@@ -92,7 +92,7 @@ def test_a_camera_at_a_point_reports_to_it_and_an_unsure_one_does_not():
 def test_a_camera_detection_confirms_a_doubtful_reading_and_a_clear_view_drops_it():
     watch = PointWatch()
     for i, depth in enumerate([5.0, 12.0, 40.0]):  # up to 40 cm in a zone whose gauges had no rain
-        watch, _ = step_point(watch, WaterDepthReading("W1", "P1", T0 + 60 * i, depth), POINT, S, dry_zone=True)
+        watch, _ = step_point(watch, WaterDepthReading("W1", "P1", T0 + 60 * i, depth), POINT, S, ("dry_zone",))
     assert watch.quality == "doubtful"
     seen_water, alerts = corroborate(watch, PointReport("P1", "camera.C1", T0 + 90, 0.0, True), POINT, S)
     assert [a.parameter("level") for a in alerts] == ["severe"]

@@ -217,7 +217,7 @@ def test_a_residents_report_confirms_an_unusual_depth_but_not_a_jump_no_water_ma
     assert alerts == [] and after.held == (60.0, 100)  # only a second reading confirms a jump
     watch = PointWatch()
     for i, depth in enumerate([5, 12, 16]):  # up to the watch line with no rain in the zone
-        watch, _ = step_point(watch, WaterDepthReading("W1", "P1", 300.0 * i, depth), POINT, S, dry_zone=True)
+        watch, _ = step_point(watch, WaterDepthReading("W1", "P1", 300.0 * i, depth), POINT, S, ("dry_zone",))
     assert watch.quality_check == "dry_zone"
     watch, alerts = corroborate(watch, PointReport("P1", "R1", 700.0, 40.0), POINT, S)
     assert [(a.msg_type, a.parameter("level"), a.info[0].certainty) for a in alerts] == [("Alert", "watch", "Observed")]
@@ -249,9 +249,37 @@ def test_water_reaching_the_watch_line_while_the_zones_gauges_had_no_rain_is_dou
     watch = PointWatch()
     flags = []
     for i, depth in enumerate([5, 12, 16, 17]):
-        watch, alerts = step_point(watch, WaterDepthReading("W1", "P1", 300.0 * i, depth), POINT, S, dry_zone=True)
+        watch, alerts = step_point(watch, WaterDepthReading("W1", "P1", 300.0 * i, depth), POINT, S, ("dry_zone",))
         flags.append((watch.quality, watch.quality_check, [a.parameter("level") for a in alerts]))
     assert flags == [("reliable", None, []), ("reliable", None, []), ("doubtful", "dry_zone", []),
                      ("reliable", "second_reading", ["watch"])]
     _, alerts = step_point(PointWatch(), WaterDepthReading("W1", "P1", 0.0, 16), POINT, S)  # rain unknown: no check
     assert [a.parameter("level") for a in alerts] == ["watch"]
+
+
+def test_water_reaching_the_watch_line_while_the_points_around_are_dry_is_doubtful_until_confirmed():
+    from agents.waterlogging import neighbours_dry
+    from schemas.records import PointNeighbour
+
+    def told(*waters):
+        return {f"N{i}": PointNeighbour("P1", f"N{i}", w, 0.0) for i, w in enumerate(waters)}
+
+    assert neighbours_dry(told("dry", "dry"), S)
+    assert not neighbours_dry(told("dry"), S)  # one dry neighbour is not enough to doubt a sensor
+    assert not neighbours_dry(told("dry", "unknown"), S)  # a neighbour at fault says nothing
+    assert not neighbours_dry(told("dry", "dry", "wet"), S)  # water at any neighbour is water in the area
+    watch, flags = PointWatch(), []
+    for i, depth in enumerate([5, 12, 16, 17]):
+        watch, alerts = step_point(watch, WaterDepthReading("W1", "P1", 300.0 * i, depth), POINT, S, ("neighbours_dry",))
+        flags.append((watch.quality, watch.quality_check, [a.parameter("level") for a in alerts]))
+    assert flags == [("reliable", None, []), ("reliable", None, []), ("doubtful", "neighbours_dry", []),
+                     ("reliable", "second_reading", ["watch"])]
+
+
+def test_a_points_water_as_its_neighbours_weigh_it():
+    from agents.waterlogging import water_of
+
+    assert water_of(PointWatch(), S) is None
+    assert water_of(run([0.4])[0], S) == "dry" and water_of(run([0.4, 3])[0], S) == "wet"
+    assert water_of(run([0.4, 500])[0], S) == "unknown"  # faulty
+    assert water_of(run([0.4, 100])[0], S) == "dry"  # a held spike is not water until confirmed

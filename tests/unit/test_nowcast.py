@@ -212,3 +212,38 @@ def test_a_warning_standing_on_a_sensor_gone_faulty_is_withdrawn_not_cleared():
     assert [(a["msg_type"], dict(a["info"][0]["parameters"])["outcome"], a["info"][0]["response_type"]) for a in ahead[-2:]] == [
         ("Update", "sensor_unavailable", "None"), ("Cancel", "sensor_unavailable", "None")]
     assert stage.outlook["P1"].incident is None
+
+
+def test_points_tell_the_points_around_them_of_their_water_and_a_lone_wet_one_is_doubted():
+    from schemas.records import PointNeighbour
+
+    ref = Reference(S)
+    near = {pid: WaterloggingPoint(pid, pid, "Z1", None, 30.27 + 0.003 * i, 120.13) for i, pid in enumerate(["P1", "P2", "P3"])}
+    far = WaterloggingPoint("P9", "P9", "Z9", None, 30.5, 120.5)
+    ref.city.points.update({**near, "P9": far})
+    stage, e = WaterloggingStage(0, S, ref), Effects("waterlogging", Batch("cb:{x.0}", 0, {}))
+    stage.restore({})
+
+    def reading(pid, i, depth):
+        source = Source("flood.water_depths", 0, i, pid.encode(), b"{}")
+        stage.on_event(WaterDepthReading("W", pid, T0 + 60 * i, depth), source, e)
+
+    def told():
+        return [(k.decode(), orjson.loads(v)) for t, k, v, _ in e.sends if t is topics.point_neighbours]
+
+    reading("P2", 0, 0.0)
+    assert [(k, v["neighbour_id"], v["water"]) for k, v in told()] == [("P1", "P2", "dry"), ("P3", "P2", "dry")]
+    reading("P2", 1, 0.2)  # still dry: nobody is told again
+    assert len(told()) == 2
+    for k, v in told():  # the words reach their points (here the same partition), P3's too
+        stage.on_event(PointNeighbour(**v), Source("flood.point_neighbours", 0, 0, k.encode(), b"{}"), e)
+    stage.on_event(PointNeighbour("P1", "P3", "dry", T0), Source("flood.point_neighbours", 0, 1, b"P1", b"{}"), e)
+    stage.on_event(PointNeighbour("P1", "P3", "wet", T0 - 600), Source("flood.point_neighbours", 0, 2, b"P1", b"{}"), e)
+    assert stage.told["P1", "P3"].water == "dry"  # an older word, delivered late, changes nothing
+    reading("P1", 2, 0.0)
+    reading("P1", 3, 18.0)  # up to the watch line while both points around it are dry
+    assert (stage.watch["P1"].quality, stage.watch["P1"].quality_check) == ("doubtful", "neighbours_dry")
+    assert not [v for t, _, v, _ in e.sends if t is topics.alerts]
+    reading("P1", 4, 18.5)
+    assert stage.watch["P1"].level == "watch" and stage.watch["P1"].quality_check == "second_reading"
+    assert ("P9", "P1", "wet") not in [(k, v["neighbour_id"], v["water"]) for k, v in told()]  # far away: not a neighbour
