@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 import agents.cameras  # noqa: F401  registers the road camera agent
+import agents.cap_feed  # noqa: F401  registers the CAP feed agent and its pages
 import agents.evacuation  # noqa: F401  registers the flood zone and evacuation agents
 import agents.health  # noqa: F401  registers the health-code agents
 import agents.nowcast_check  # noqa: F401  registers nowcast-check and what-if

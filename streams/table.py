@@ -97,6 +97,15 @@ class Table(Generic[V]):
         vars(stage)[self.attribute] = rows  # from now on found before the declaration
         return rows
 
+    async def fetch_all(self, client: Any, prefix: str, stage: str, partitions: Iterable[int]) -> dict[Any, V]:
+        """Every row of the given partitions of `stage`, as they last wrote them (for a worker's
+        web pages and tools, which answer for partitions other workers hold)."""
+        rows: dict[Any, V] = {}
+        for partition in partitions:
+            stored = await client.hgetall(f"{partition_key(prefix, stage, partition)}:{self.hash}")
+            rows.update((self.from_field(k.decode()), self.read(v)) for k, v in stored.items())
+        return rows
+
 
 G = TypeVar("G")
 

@@ -18,6 +18,7 @@ from functools import cache
 import pytest
 
 from agents.cameras import CamerasStage
+from agents.cap_feed import CapFeedStage
 from agents.evacuation import EvacuationStage, FloodZonesStage
 from agents.health import HealthIntakeStage, PeopleStage, ZoneHealthStage
 from agents.parking import ParkingStage
@@ -42,7 +43,7 @@ BROKER_TIME = START + 86_400.0
 # the shelters' check-ins that evacuation, after it, sends: the one loop in the city).
 PIPELINE = (ReportsStage, CamerasStage, RainStage, ZoneRainStage, WaterloggingStage, TrafficStage, CityStage, SignalsStage,
             ReportCellsStage, HealthIntakeStage, PeopleStage, ZoneHealthStage, FloodZonesStage, ParkingStage,
-            EvacuationStage, WebhooksStage)
+            EvacuationStage, CapFeedStage, WebhooksStage)
 
 
 def cameras() -> list[tuple[float, str, str, CameraDetection]]:
