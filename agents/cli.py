@@ -9,6 +9,7 @@ import agents.cameras  # noqa: F401  registers the road camera agent
 import agents.cap_feed  # noqa: F401  registers the CAP feed agent and its pages
 import agents.evacuation  # noqa: F401  registers the flood zone and evacuation agents
 import agents.health  # noqa: F401  registers the health-code agents
+import agents.ngsi_ld  # noqa: F401  registers the NGSI-LD pages
 import agents.nowcast_check  # noqa: F401  registers nowcast-check and what-if
 import agents.parking  # noqa: F401  registers the car park agents
 import agents.rain  # noqa: F401  registers the rain agents
