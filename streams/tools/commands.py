@@ -41,14 +41,17 @@ async def simulate(self, scenario: str, minutes: float, accel: float, seed: int,
     option("--topic", "role", required=True, type=str, help="Topic role, e.g. traffic_readings."),
     option("--speed", default=1.0, type=float, help="Replay at recorded pace times this factor."),
     option("--fast", is_flag=True, default=False, help="As fast as possible."),
-    option("--map", "mapping", multiple=True, help="CSV column mapping, COLUMN=field (repeatable)."),
+    option("--map", "mapping", multiple=True,
+           help="CSV column mapping, COLUMN=field or COLUMN=field*factor to convert units (repeatable)."),
     option("--time-field", default="event_time", type=str, help="Field holding the event time."),
+    option("--timezone", default=None, type=str, help="Time zone of times recorded without an offset, e.g. Asia/Shanghai."),
 )
-async def replay(self, path: str, role: str, speed: float, fast: bool, mapping: tuple[str, ...], time_field: str) -> None:
+async def replay(self, path: str, role: str, speed: float, fast: bool, mapping: tuple[str, ...], time_field: str,
+                 timezone: str | None) -> None:
     """Publish recorded events (JSON Lines or CSV) onto a topic."""
-    from streams.tools.replay import replay_file
+    from streams.tools.replay import column_mapping, replay_file
 
-    sent = await replay_file(settings(), path, role, None if fast else speed, dict(m.split("=", 1) for m in mapping), time_field)
+    sent = await replay_file(settings(), path, role, None if fast else speed, column_mapping(mapping), time_field, timezone)
     self.say(f"replay: {sent} events published")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import subprocess
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -179,15 +181,16 @@ def test_a_recording_replayed_from_csv_gives_the_same_state_as_live_readings(cit
     readings = scripted_readings()
     recording = tmp_path / "loops.csv"
     rows = ["det,link,ts,n,secs,kmh,occ,approach"]
-    rows += [f"{r.sensor_id},{r.segment_id},{iso(r.event_time)},{r.vehicle_count},{r.interval_s},{r.speed_kmh},"
-             f"{r.occupancy},{r.approach_id}" for r in readings]
+    shanghai = ZoneInfo("Asia/Shanghai")  # the loops' clocks: local time, no offset
+    rows += [f"{r.sensor_id},{r.segment_id},{datetime.fromtimestamp(r.event_time, shanghai):%Y-%m-%d %H:%M:%S},"
+             f"{r.vehicle_count},{r.interval_s},{r.speed_kmh},{r.occupancy},{r.approach_id}" for r in readings]
     recording.write_text("\n".join(rows) + "\n")
     run.publish(reference())
     run.start_worker()
     mapping = ["det=sensor_id", "link=segment_id", "ts=event_time", "n=vehicle_count", "secs=interval_s",
                "kmh=speed_kmh", "occ=occupancy", "approach=approach_id"]
     done = subprocess.run(
-        [str(CITYBRAIN), "replay", str(recording), "--topic", "traffic_readings", "--fast",
+        [str(CITYBRAIN), "replay", str(recording), "--topic", "traffic_readings", "--fast", "--timezone", "Asia/Shanghai",
          *(arg for m in mapping for arg in ("--map", m))],
         env=run.env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )

@@ -8,7 +8,7 @@ import pytest
 
 from streams.clients import broker_credentials, kafka_auth
 from streams.settings import RainstormSignal, Settings, Trigger, _variables, from_env
-from streams.tools.replay import count_lines, read_events
+from streams.tools.replay import column_mapping, count_lines, in_utc, read_events
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,13 +16,29 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_csv_columns_are_mapped_to_contract_fields_and_typed(tmp_path):
     f = tmp_path / "loops.csv"
     f.write_text("det,link,ts,n,secs,kmh,occ\nD1,S1,2026-07-20T08:00:30Z,12,30,41.5,0.2\nD2,S2,2026-07-20T08:01:00Z,3,30,,0\n")
-    mapping = {"det": "sensor_id", "link": "segment_id", "ts": "event_time", "n": "vehicle_count",
-               "secs": "interval_s", "kmh": "speed_kmh", "occ": "occupancy"}
+    mapping = column_mapping(["det=sensor_id", "link=segment_id", "ts=event_time", "n=vehicle_count",
+                              "secs=interval_s", "kmh=speed_kmh", "occ=occupancy"])
     rows = list(read_events(f, mapping))
     assert rows[0] == {"sensor_id": "D1", "segment_id": "S1", "event_time": "2026-07-20T08:00:30Z",
                        "vehicle_count": 12, "interval_s": 30, "speed_kmh": 41.5, "occupancy": 0.2}
     assert "speed_kmh" not in rows[1]  # an empty cell is a missing field, for the worker to reject
     assert count_lines(f) == 2
+
+
+def test_a_column_mapping_converts_units_and_local_times_become_utc(tmp_path):
+    from zoneinfo import ZoneInfo
+
+    f = tmp_path / "probes.csv"
+    f.write_text("link,ts,mph,n\nS1,2026-07-20 08:00:30,25,12\n")
+    (row,) = read_events(f, column_mapping(["link=segment_id", "ts=event_time", "mph=speed_kmh*1.609344", "n=vehicle_count"]))
+    assert row["speed_kmh"] == pytest.approx(40.2336) and row["vehicle_count"] == 12
+    shanghai = ZoneInfo("Asia/Shanghai")
+    assert in_utc(row["event_time"], shanghai) == "2026-07-20T00:00:30.000Z"  # 08:00:30 in Shanghai
+    assert in_utc("2026-07-20T08:00:30+02:00", shanghai) == "2026-07-20T08:00:30+02:00"  # has its own offset
+    assert in_utc("yesterday", shanghai) == "yesterday" and in_utc(1784534400, shanghai) == 1784534400
+    for bad in (["ts"], ["ts=event_time*fast"], ["=event_time"]):
+        with pytest.raises(SystemExit):
+            column_mapping(bad)
 
 
 def test_json_lines_pass_bad_lines_on_raw(tmp_path):
