@@ -28,13 +28,12 @@ from shapely.geometry import Point, shape
 from agents.cap_feed import standing_alerts
 from agents.flood import LEVELS
 from agents.parking import ParkingStage
-from agents.reports import distance_m
 from agents.traffic import TrafficStage
 from agents.waterlogging import WaterloggingStage
 from schemas.cap import Alert
 from schemas.contract import iso, parse_time
 from schemas.records import SegmentWindow
-from schemas.reference import CityMap, Lot, Segment, WaterloggingPoint
+from schemas.reference import CityMap, Lot, Segment, WaterloggingPoint, distance_m
 from streams import runtime
 from streams.app import app
 from streams.settings import Settings, settings

@@ -16,7 +16,7 @@ from agents.alerts import send_alert
 from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, circle_area
 from schemas.events import CitizenFloodReport
 from schemas.records import CellReport, PointReport
-from schemas.reference import WaterloggingPoint
+from schemas.reference import WaterloggingPoint, distance_m
 from streams import metrics, runtime, topics
 from streams.effects import Effects, Source
 from streams.settings import Settings
@@ -30,13 +30,6 @@ CELL_RADIUS_KM = 0.5
 
 # ---------------------------------------------------------------------------------------------
 # Residents' reports: corroborating monitored points, clusters where there is no sensor
-
-
-def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in metres."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    return 2 * 6_371_000 * math.asin(math.sqrt(a))
 
 
 def nearest_point(points: dict[str, WaterloggingPoint], lat: float, lon: float) -> tuple[WaterloggingPoint | None, float]:

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field, replace
 from agents.alerts import send_alert
 from agents.flood import LEVELS, POINT_RADIUS_KM, SEVERITY, rank, waterlogging_level
 from agents.nowcast import Outlook, Response, forecast, learn, step_outlook, trend_cm_h, withdraw
-from agents.reports import distance_m
 from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, circle_area
 from schemas.contract import Rejected, iso, parse_time
 from schemas.events import WaterDepthReading
 from schemas.records import PointNeighbour, PointRain, PointReport, RoadClosure, ZoneFlood
-from schemas.reference import WaterloggingPoint
+from schemas.reference import WaterloggingPoint, distance_m
 from streams import metrics, runtime, topics
 from streams.clock import Skew, is_live
 from streams.effects import Effects, Source

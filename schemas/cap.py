@@ -60,14 +60,14 @@ class Area:
 
 
 def zone_area(zone: Zone) -> Area:
-    """A zone as a CAP area: its name and, when it has one, its polygon."""
-    return Area(zone.name, [polygon(zone.polygon)] if zone.polygon else [])
+    """A zone as a CAP area: its name and its polygons (one per piece of a zone in several)."""
+    return Area(zone.name, [polygon(ring) for ring in (zone.polygon, *zone.other_parts) if ring])
 
 
 def road_area(segment: Segment, zone: Zone | None) -> Area:
     """A road segment as a CAP area: named with its zone, drawn as the zone when it has a polygon."""
     return Area(f"{segment.name}, {zone.name if zone else segment.zone_id}",
-                [polygon(zone.polygon)] if zone and zone.polygon else [])
+                zone_area(zone).polygons if zone else [])
 
 
 def circle_area(name: str, lat: float, lon: float, radius_km: float) -> Area:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import field
 from typing import Literal
 
 from schemas.contract import bounded, contract
 
 LatLon = tuple[float, float]
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2 * 6_371_000 * math.asin(math.sqrt(a))
 
 RoadClass = Literal["expressway", "arterial", "secondary", "local"]
 PointKind = Literal["underpass", "culvert", "underground_passage", "road_dip", "underground_garage"]
@@ -21,6 +29,7 @@ class Zone:
     zone_id: str
     name: str
     polygon: list[LatLon]  # closed ring of (lat, lon), first point equal to last
+    other_parts: list[list[LatLon]] = field(default_factory=list)  # a zone in several pieces: its other rings
 
 
 @contract

@@ -1,9 +1,10 @@
-"""The project's own subcommands of `citybrain`: topics, simulate, replay, watch, bench."""
+"""The project's own subcommands of `citybrain`: topics, city, simulate, replay, watch, bench."""
 
 from __future__ import annotations
 
 import time
 
+import click
 from faust.cli import argument, option
 
 from streams.app import app
@@ -17,6 +18,21 @@ async def topics(self) -> None:
 
     created = ensure_topics(settings())
     self.say(f"created {len(created)} topics: {', '.join(created)}" if created else "all topics exist")
+
+
+@app.command(
+    argument("action", type=click.Choice(["load"])),
+    argument("path"),
+    option("--dry-run", is_flag=True, default=False, help="Say what would change; publish nothing."),
+)
+async def city(self, action: str, path: str, dry_run: bool) -> None:
+    """Load a city's map from GeoJSON onto the reference topics: `city load FILE [--dry-run]`."""
+    from streams.admin import ensure_topics
+    from streams.tools.city_load import load_city
+
+    ensure_topics(settings())
+    if not await load_city(settings(), path, dry_run, self.say):
+        raise SystemExit(1)
 
 
 @app.command(
