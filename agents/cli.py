@@ -7,6 +7,7 @@ import sys
 
 import agents.cameras  # noqa: F401  registers the road camera agent
 import agents.cap_feed  # noqa: F401  registers the CAP feed agent and its pages
+import agents.city_map  # noqa: F401  registers the map page
 import agents.evacuation  # noqa: F401  registers the flood zone and evacuation agents
 import agents.health  # noqa: F401  registers the health-code agents
 import agents.ngsi_ld  # noqa: F401  registers the NGSI-LD pages

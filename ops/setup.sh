@@ -10,6 +10,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 command -v promtool >/dev/null || need+=(prometheus)  # the monitoring tests run a real Prometheus
+command -v chromium >/dev/null || need+=(chromium)  # the map page is tested in headless Chromium
 if [ ${#need[@]} -gt 0 ]; then
   echo "[setup] installing ${need[*]}" >&2
   apt-get update -qq
