@@ -98,8 +98,13 @@ def traffic_flow(segment: Segment, window: SegmentWindow | None) -> Entity:
     if window is not None:
         start, end = iso(window.window_start), iso(window.window_end)
         entity |= {"dateObserved": prop(f"{start}/{end}"), "dateObservedFrom": prop(start), "dateObservedTo": prop(end),
-                   "intensity": prop(window.vehicles, end), "averageVehicleSpeed": prop(window.speed_kmh, end, "KMH"),
-                   "occupancy": prop(window.occupancy, end), "congested": prop(window.level in ("moderate", "severe"), end)}
+                   "averageVehicleSpeed": prop(window.speed_kmh, end, "KMH"),
+                   "congested": prop(window.level in ("moderate", "severe"), end)}
+        # What the feed did not measure is left out: a probe feed's sample is not the traffic.
+        if window.flow_vph is not None:
+            entity["intensity"] = prop(window.vehicles, end)
+        if window.occupancy is not None:
+            entity["occupancy"] = prop(window.occupancy, end)
     return entity
 
 

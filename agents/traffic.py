@@ -70,14 +70,28 @@ def congestion_level(tpi: float) -> CongestionLevel:
     return LEVELS[min(len(LEVELS) - 1, int(tpi // 2))]
 
 
-# A window's accumulator: [vehicles, speed x vehicles, occupancy x seconds, seconds]
+# A window's accumulator: [vehicles counted, speed x vehicles, occupancy x seconds, seconds
+# counted, seconds with occupancy, vehicles with a speed]: a probe feed's sample adds to the
+# speeds only, a feed without occupancy to the counts only.
 def fold_reading(acc: list | None, r: TrafficReading) -> list:
     """Add a reading to a window."""
-    acc = acc or [0, 0.0, 0.0, 0.0]
-    acc[0] += r.vehicle_count
+    acc = widened(acc) if acc else [0, 0.0, 0.0, 0.0, 0.0, 0]
     acc[1] += r.speed_kmh * r.vehicle_count
-    acc[2] += r.occupancy * r.interval_s
-    acc[3] += r.interval_s
+    acc[5] += r.vehicle_count
+    if not r.sampled:
+        acc[0] += r.vehicle_count
+        acc[3] += r.interval_s
+    if r.occupancy is not None:
+        acc[2] += r.occupancy * r.interval_s
+        acc[4] += r.interval_s
+    return acc
+
+
+def widened(acc: list) -> list:
+    """A window opened before sampled counts and readings without occupancy were told apart
+    (four slots, every reading full): the same window in six."""
+    if len(acc) == 4:
+        acc.extend((acc[3], acc[0]))
     return acc
 
 
@@ -88,20 +102,21 @@ def flow_vph(acc: list) -> float:
 
 def summarize(segment: Segment, start: float, acc: list, s: Settings, closed: bool = False) -> SegmentWindow:
     """A segment's indicators for one window."""
-    vehicles, speed_x_vehicles, occupied_s, covered_s = acc
+    counted, speed_x_vehicles, occupied_s, covered_s, occupancy_s, vehicles = widened(acc)
     free = segment.free_flow_kmh
-    # With no vehicles counted the road is taken as free-flowing.
+    # With no vehicles seen the road is taken as free-flowing.
     speed = speed_x_vehicles / vehicles if vehicles else free
     dtp = delay_time_proportion(speed, free)
     tpi = traffic_performance_index(dtp, s.traffic.dtp_bands)
-    flow = 3600.0 * vehicles / covered_s
     window = s.window_s
+    flow = 3600.0 * counted / covered_s if covered_s else None
     # rounded(x, 3) and rounded(x, 4), written out: every segment's window closes through here.
     return SegmentWindow(
-        segment.segment_id, segment.zone_id, start, start + window, vehicles, floor(flow * 1e3 + 0.5) / 1e3,
-        floor(speed * 1e3 + 0.5) / 1e3, floor(occupied_s / covered_s * 1e4 + 0.5) / 1e4, floor(dtp * 1e4 + 0.5) / 1e4,
+        segment.segment_id, segment.zone_id, start, start + window, vehicles,
+        None if flow is None else floor(flow * 1e3 + 0.5) / 1e3, floor(speed * 1e3 + 0.5) / 1e3,
+        floor(occupied_s / occupancy_s * 1e4 + 0.5) / 1e4 if occupancy_s else None, floor(dtp * 1e4 + 0.5) / 1e4,
         floor(tpi * 1e3 + 0.5) / 1e3, congestion_level(tpi),
-        floor(flow * window / 3600.0 * segment.length_km * 1e4 + 0.5) / 1e4, closed,
+        None if flow is None else floor(flow * window / 3600.0 * segment.length_km * 1e4 + 0.5) / 1e4, closed,
     )
 
 
@@ -239,7 +254,7 @@ class TrafficStage(WindowedStage):
         # were kept beside it): they are noted as counted, so a resend across the upgrade is not.
         for start, accumulators in self.windows.open.items():
             for key, acc in accumulators.items():
-                if len(acc) == 5:
+                if acc and isinstance(acc[-1], list):
                     for reading in acc.pop():
                         self.count_once(start, f"{key}|{reading}")
         self.flows: list[ApproachFlow] = []  # closed approach windows not yet reported
@@ -299,6 +314,8 @@ class TrafficStage(WindowedStage):
             return r.event_time, ("segment:" + r.segment_id,), reading
         if r.approach_id not in self.reference.approaches:
             raise Rejected(f"unknown approach_id {r.approach_id!r}: in no intersection", "unknown_reference")
+        if r.sampled:
+            raise Rejected(f"a sampled count at approach {r.approach_id!r}: signal timing needs every vehicle counted")
         return r.event_time, ("segment:" + r.segment_id, "approach:" + r.approach_id), reading
 
     accumulate = staticmethod(fold_reading)
@@ -332,13 +349,14 @@ class TrafficStage(WindowedStage):
             if alert is not None:
                 send_alert(alert, effects)
         for start, windows in sorted(by_start.items()):
-            vkm = sum(w.vehicle_km for w in windows)
+            weighed = [(w.tpi, w.vehicle_km) for w in windows if w.vehicle_km is not None]  # samples have no vehicle-km
+            vkm = sum(km for _, km in weighed)
             top = heapq.nlargest(s.traffic.ranking_size, ((w.tpi, w.segment_id) for w in windows if not w.closed))
             effects.send(
                 topics.city_parts,
                 "city",
                 CityIndexPart(
-                    self.partition, start, rounded(vkm, 4), rounded(sum(w.tpi * w.vehicle_km for w in windows), 4),
+                    self.partition, start, rounded(vkm, 4), rounded(sum(tpi * km for tpi, km in weighed), 4),
                     len(windows), [(seg, tpi) for tpi, seg in top],
                 ),
             )

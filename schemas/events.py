@@ -21,8 +21,13 @@ class TrafficReading:
     vehicle_count: int = bounded(0, 10_000)
     interval_s: float = bounded(1, 3600)
     speed_kmh: float = bounded(0, 250)  # mean speed of the vehicles counted
-    occupancy: float = bounded(0, 1)  # share of the interval the detector was occupied
+    # Share of the interval the detector was occupied; None from a feed that has none (probe
+    # vehicles): the window's occupancy is then left out, not taken as zero.
+    occupancy: float | None = bounded(0, 1, default=None)
     approach_id: str | None = None  # set when the detector sits on an intersection approach
+    # The count is a sample of the traffic (probe vehicles), not all of it: its speeds count,
+    # the flow it would imply does not.
+    sampled: bool = False
 
 
 @contract

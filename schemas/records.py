@@ -39,14 +39,14 @@ class SegmentWindow:
     zone_id: str
     window_start: EventTime
     window_end: EventTime
-    vehicles: int
-    flow_vph: float
+    vehicles: int  # whose speeds the mean weighs, a probe feed's sample among them
+    flow_vph: float | None  # None: only sampled counts, the flow is not known
     speed_kmh: float  # volume-weighted mean speed
-    occupancy: float
+    occupancy: float | None  # None: no reading measured it
     dtp: float  # delay time proportion, 1 - v / v_free
     tpi: float  # 0-10
     level: CongestionLevel
-    vehicle_km: float
+    vehicle_km: float | None  # None with the flow: the window is left out of the city's weighting
     closed: bool = False  # closed by waterlogging: out of the congestion ranking
 
 

@@ -242,3 +242,57 @@ def test_city_index_weights_partitions_by_vehicle_km():
     assert index.tpi == pytest.approx(3.5)
     assert index.level == "basically_free"
     assert index.segments == 8
+
+
+def test_a_feed_without_occupancy_leaves_the_windows_occupancy_out():
+    from agents.traffic import fold_reading, summarize
+
+    acc = fold_reading(None, TrafficReading("D1", "S1", 0.0, 10, 30.0, 40.0))  # no occupancy measured
+    w = summarize(SEGMENT, 0.0, acc, S)
+    assert w.occupancy is None and w.flow_vph == 1200.0 and w.speed_kmh == 40.0
+    acc = fold_reading(acc, TrafficReading("D2", "S1", 30.0, 10, 30.0, 40.0, 0.4))  # another detector has it
+    assert summarize(SEGMENT, 0.0, acc, S).occupancy == 0.4  # over the seconds that measured it, not diluted
+
+
+def test_a_probe_feeds_sample_gives_speeds_but_no_flow():
+    from agents.traffic import fold_reading, summarize
+
+    probes = fold_reading(None, TrafficReading("GPS", "S1", 0.0, 6, 60.0, 15.0, sampled=True))
+    w = summarize(SEGMENT, 0.0, probes, S)
+    assert (w.flow_vph, w.vehicle_km, w.occupancy) == (None, None, None)
+    assert w.speed_kmh == 15.0 and w.level in ("moderate", "severe") and w.vehicles == 6  # congestion is seen
+    both = fold_reading(probes, TrafficReading("D1", "S1", 30.0, 20, 30.0, 35.0, 0.3))  # and a loop detector
+    w = summarize(SEGMENT, 0.0, both, S)
+    assert w.flow_vph == 2400.0 and w.speed_kmh == round((6 * 15.0 + 20 * 35.0) / 26, 3) and w.vehicles == 26
+
+
+def test_a_window_opened_before_samples_were_told_apart_reads_the_same():
+    from agents.traffic import fold_reading, summarize
+
+    reading = TrafficReading("D1", "S1", 0.0, 10, 30.0, 40.0, 0.2)
+    four_slots = [10, 400.0, 6.0, 30.0]  # a window saved by the earlier version
+    assert summarize(SEGMENT, 0.0, list(four_slots), S) == summarize(SEGMENT, 0.0, fold_reading(None, reading), S)
+    assert fold_reading(list(four_slots), reading) == fold_reading(fold_reading(None, reading), reading)
+
+
+def test_sampled_windows_are_left_out_of_the_citys_weighting_and_a_sampled_approach_is_rejected():
+    from agents.traffic import TrafficStage
+    from schemas.reference import CityMap
+    from streams.tools.harness import run_stage
+
+    other = dataclasses.replace(SEGMENT, segment_id="S2")
+    junction = Intersection("J1", "Junction", "Z1", [Approach("J1-N", "S1", "NS", 2)])
+    city = CityMap(segments={"S1": SEGMENT, "S2": other}, intersections={"J1": junction})
+    t0 = 1_784_534_400.0
+    readings = [TrafficReading("GPS", "S1", t0 + 5, 6, 60.0, 15.0, sampled=True),
+                TrafficReading("D2", "S2", t0 + 5, 20, 60.0, 45.0, 0.1),
+                TrafficReading("GPS", "S1", t0 + 6, 6, 60.0, 15.0, approach_id="J1-N", sampled=True),
+                TrafficReading("D2", "S2", t0 + 200, 1, 60.0, 45.0, 0.1),
+                TrafficReading("GPS", "S1", t0 + 200, 1, 60.0, 45.0, sampled=True)]  # both partitions move on
+    out = run_stage(TrafficStage, [("traffic_readings", r.segment_id, r) for r in readings], city=city,
+                    broker_time=t0 + 300, settings=S)
+    (dead,) = out.sent("dead_letters")
+    assert "signal timing needs every vehicle counted" in dead[1]["reason"]
+    parts = [p for _, p in out.sent("city_parts") if p["window_start"] == "2026-07-20T08:00:00.000Z"]
+    assert sum(p["segments"] for p in parts) == 2
+    assert sum(p["vehicle_km"] for p in parts) == 20 * 2.0  # S2's 20 vehicles a minute over 2 km; S1 has none known
