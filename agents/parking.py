@@ -1,13 +1,16 @@
-"""Car parks: occupancy from the barriers' plate readers, FIWARE OffStreetParking status, minutes
-until full, leave-first-pay-later bills, lot alerts, and lots closed when their zone floods.
+"""Car parks: occupancy from the barriers' plate readers (or from the counts a lot publishes),
+FIWARE OffStreetParking status, minutes until full, leave-first-pay-later bills, lot alerts, and
+lots closed when their zone floods.
 
-  parking.events (by lot) + parking.lot_orders (read alongside) -> parking
+  parking.events (by lot) + parking.occupancy, parking.lot_orders (read alongside) -> parking
       -> per lot: occupancy, status, minutes to full (Redis); bills; anomalies;
          almost-full and full alerts; "move your vehicle" notices when a flood closes the lot
 
 Occupancy is the number of open stays, so no dirty event can take it below zero; a duplicate,
 an exit without its entry, a second entry of a parked car or a car over capacity is counted and
 reported as an anomaly, never applied blindly. Plates are tokens from the moment they are read.
+A lot that publishes its counts instead (`parking.occupancy`) is counted by its latest one, and
+the changes between counts are its arrivals and departures.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Literal
 from agents.alerts import send_alert, send_notice
 from schemas.cap import Alert, Incident, MsgType, bilingual, cap_id, circle_area
 from schemas.contract import Rejected, iso
-from schemas.events import ParkingEvent
+from schemas.events import LotOccupancy, ParkingEvent
 from schemas.records import Bill, LotOrder, Notice, ParkingAnomaly, ParkingAnomalyKind
 from schemas.reference import Lot
 from streams import metrics, runtime, topics
@@ -62,6 +65,30 @@ class LotWatch:
     incident: Incident | None = None
     closed_by: str | None = None  # the flood order that closed the lot to entry
     anomalies: dict[str, int] = field(default_factory=dict)
+    counted: tuple[float, int] | None = None  # the lot's latest published count: (time, vehicles in it)
+
+
+def occupied(watch: LotWatch, stays: Mapping[str, Stay]) -> int:
+    """Vehicles in the lot: its published count where it publishes one, otherwise its open stays."""
+    return watch.counted[1] if watch.counted is not None else len(stays)
+
+
+def apply_count(watch: LotWatch, count: LotOccupancy, lot: Lot) -> LotWatch | None:
+    """Fold a published count into the lot, the change since the last one as arrivals or
+    departures at its time; None for a count no newer than the lot's latest (resent or late)."""
+    if watch.counted is not None and count.event_time <= watch.counted[0]:
+        return None
+    if count.occupied_spots is not None:
+        vehicles = min(count.occupied_spots, lot.capacity)
+    elif count.available_spots is not None:
+        vehicles = max(0, lot.capacity - count.available_spots)
+    else:
+        raise Rejected("a count with neither available_spots nor occupied_spots")
+    if watch.counted is not None:
+        change = vehicles - watch.counted[1]
+        (watch.arrivals if change > 0 else watch.departures).extend([count.event_time] * abs(change))
+    clock = max(count.event_time, watch.clock if watch.clock is not None else count.event_time)
+    return replace(watch, clock=clock, counted=(count.event_time, vehicles))
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +247,7 @@ class ParkingStage(Stage):
     name = "parking"
     source = "parking_events"
     contract = ParkingEvent
-    alongside = {"lot_orders": LotOrder}
+    alongside = {"parking_occupancy": LotOccupancy, "lot_orders": LotOrder}
     watch = Table(LotWatch)  # by lot; written after every event at the lot (its lists change in place)
     stays = GroupedTable(Stay)  # by (lot, plate token): the open stays
     lots = Table(dict, restored=False)  # the live view of each lot
@@ -230,14 +257,23 @@ class ParkingStage(Stage):
         # the stays are not all looked at on every event).
         self.no_missed_exit_before: dict[str, float] = {}
 
-    def knows(self, e: ParkingEvent | LotOrder) -> bool:
+    def knows(self, e: ParkingEvent | LotOccupancy | LotOrder) -> bool:
         return e.lot_id in self.reference.city.lots
 
-    def on_event(self, e: ParkingEvent | LotOrder, source: Source, effects: Effects) -> None:
+    def on_event(self, e: ParkingEvent | LotOccupancy | LotOrder, source: Source, effects: Effects) -> None:
         lot = self.reference.city.lots.get(e.lot_id)
         if lot is None:
             raise Rejected(f"unknown lot_id {e.lot_id!r}: not in the car parks reference", "unknown_reference")
         watch, stays = self.watch.get(lot.lot_id, LotWatch()), self.stays.group(lot.lot_id)
+        if isinstance(e, LotOccupancy):
+            counted = apply_count(watch, e, lot)
+            if counted is None:
+                assert watch.counted is not None
+                effects.late(source, f"late: lot {lot.lot_id} has a count of {iso(watch.counted[0])} already")
+                return
+            self.watch[lot.lot_id] = counted
+            self.settle(lot, watch.clock, effects)
+            return
         if isinstance(e, LotOrder):
             self.on_order(e, watch, stays, lot, effects)
             self.settle(lot, watch.clock, effects)
@@ -284,15 +320,15 @@ class ParkingStage(Stage):
         if crossed(before, clock, s.parking.rate_window_s):
             watch.arrivals[:] = recent(watch.arrivals, clock, s)
             watch.departures[:] = recent(watch.departures, clock, s)
-        watch, alert = step_lot_alert(watch, len(self.stays.group(lot_id)), clock, lot, s)
+        watch, alert = step_lot_alert(watch, occupied(watch, self.stays.group(lot_id)), clock, lot, s)
         if alert is not None:
             send_alert(alert, effects)
         self.watch[lot_id] = watch
 
     def gauges(self) -> metrics.Gauges:
         lots = self.reference.city.lots
-        statuses = Tally((lot_status(len(self.stays.group(lot_id)), lots[lot_id], w.closed_by is not None, self.settings),)
-                         for lot_id, w in self.watch.items() if lot_id in lots)
+        statuses = Tally((lot_status(occupied(w, self.stays.group(lot_id)), lots[lot_id], w.closed_by is not None,
+                                     self.settings),) for lot_id, w in self.watch.items() if lot_id in lots)
         return metrics.merge({"citybrain_lots": statuses},
                              metrics.gauge("citybrain_active_incidents", sum(1 for w in self.watch.values() if w.incident),
                                            "Transport"))
@@ -314,8 +350,9 @@ class ParkingStage(Stage):
 
     def flush(self, effects: Effects) -> None:
         for lot_id in self.watch.dirty():
-            self.lots[lot_id] = lot_view(self.reference.city.lots[lot_id], self.watch[lot_id],
-                                         len(self.stays.group(lot_id)), self.settings)
+            watch = self.watch[lot_id]
+            self.lots[lot_id] = lot_view(self.reference.city.lots[lot_id], watch, occupied(watch, self.stays.group(lot_id)),
+                                         self.settings)
 
 
 def lot_view(lot: Lot, watch: LotWatch, occupied: int, s: Settings) -> dict:

@@ -109,3 +109,14 @@ class ParkingEvent:
     plate: str  # raw at ingestion only
     direction: Literal["entry", "exit"]
     event_time: EventTime
+
+
+@contract
+class LotOccupancy:
+    """A car park's count of spaces at one moment, as most open parking data publishes it (FIWARE
+    OffStreetParking's availableSpotNumber or occupiedSpotNumber), where no plates are read."""
+
+    lot_id: str
+    event_time: EventTime
+    available_spots: int | None = bounded(0, 100_000, default=None)
+    occupied_spots: int | None = bounded(0, 100_000, default=None)  # the count, where the feed gives it

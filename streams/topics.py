@@ -33,6 +33,7 @@ SPECS = {
     "health_status": TopicSpec("health.status_changes", "person_id", "HealthCodeStatusChange", personal=("person_id",),
                                personal_key=True),
     "parking_events": TopicSpec("parking.events", "lot_id", "ParkingEvent", personal=("plate",)),
+    "parking_occupancy": TopicSpec("parking.occupancy", "lot_id", "LotOccupancy"),
     # Reference data: the latest record per id.
     "zones": TopicSpec("ref.zones", "zone_id", "Zone", compacted=True, partitions=1),
     "segments": TopicSpec("ref.segments", "segment_id", "Segment", compacted=True, partitions=1),

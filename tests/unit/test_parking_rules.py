@@ -394,3 +394,26 @@ def test_a_car_parked_before_a_key_rotation_is_billed_when_it_leaves_after_it():
     out = apply_event(LotWatch(clock=T0), {parked_as: Stay(T0, "e1")}, leaving, LOT, S)
     assert out.stay == (parked_as, None) and out.anomalies == ()
     assert out.bill.plate_token == leaving.plate and out.bill.billed_units == 2
+
+
+def test_a_lot_that_publishes_its_counts_is_counted_by_them_and_fills_at_their_pace():
+    import orjson
+
+    from agents.parking import ParkingStage
+    from schemas.events import LotOccupancy
+    from schemas.reference import CityMap
+    from streams.tools.harness import run_stage
+
+    counts = [LotOccupancy("L1", T0 + 300 * i, available_spots=100 - n) for i, n in enumerate([40, 60, 80, 92])]
+    counts += [LotOccupancy("L1", T0 + 300, occupied_spots=10),  # older than the latest: late, not applied
+               LotOccupancy("L1", T0 + 1500)]  # says nothing: dead-lettered
+    out = run_stage(ParkingStage, [("parking_occupancy", "L1", c) for c in counts], city=CityMap(lots={"L1": LOT}),
+                    broker_time=T0 + 3600, settings=S)
+    (view,) = [orjson.loads(v) for k, h in out.state.items() if k.endswith(":lots") for v in h.values()]
+    assert (view["occupiedSpotNumber"], view["availableSpotNumber"], view["status"]) == (92, 8, "almostFull")
+    assert view["minutes_to_full"] is not None  # 52 arrivals in 15 minutes of counts: a lot filling
+    raised = [(a["msg_type"], dict(a["info"][0]["parameters"])["status"]) for _, a in out.sent("alerts")]
+    assert raised == [("Alert", "almostFull")]
+    assert len(out.sent("late_events")) == 1
+    (dead,) = out.sent("dead_letters")
+    assert "neither available_spots nor occupied_spots" in dead[1]["reason"]
