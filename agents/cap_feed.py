@@ -26,7 +26,6 @@ from streams.effects import Effects, Source
 from streams.settings import settings
 from streams.stage import Stage
 from streams.table import Table, Value
-from streams.topics import partitions_of
 
 ATOM = "http://www.w3.org/2005/Atom"
 CAP_XML = "application/cap+xml"
@@ -66,8 +65,9 @@ class CapFeedStage(Stage):
         self.drop_expired(self.clock)
 
     def on_idle(self, wall_now: float, effects: Effects) -> None:
-        # A live feed ages by the wall clock as well; a replay by its own messages' time.
-        if is_live(self.clock, wall_now, settings().cap.all_clear_expires_s):
+        # A live feed ages by the wall clock as well, until every message it held has expired;
+        # a replay ages by its own messages' time.
+        if is_live(self.clock, wall_now, 2 * settings().cap.expires_s):
             self.drop_expired(wall_now)
 
 
@@ -77,15 +77,14 @@ runtime.stage(CapFeedStage)
 async def standing_alerts() -> list[Alert]:
     """Every partition's standing messages, newest first (then by identifier), read from Redis:
     any worker answers for the whole city."""
-    s = settings()
-    rows = await CapFeedStage.standing.fetch_all(runtime.live().redis, s.key_prefix, CapFeedStage.name,
-                                                range(partitions_of("alerts", s)))
+    rows = await runtime.read_table(CapFeedStage, "standing")
     return sorted(rows.values(), key=lambda a: (-parse_time(a.sent), a.identifier))
 
 
 def atom_feed(alerts: Iterable[Alert], base_url: str, now: str, language: str | None = None) -> bytes:
     """The Atom document of the standing messages: one entry each, linking to its CAP XML, with
-    the CAP elements aggregators sort and filter by; titled in `language` where a message has it."""
+    the CAP elements aggregators sort and filter by; titled in `language` where a message has it.
+    Ids are the sender's and the messages' own, whatever address the feed was read at."""
     ET.register_namespace("", ATOM)
     ET.register_namespace("cap", NAMESPACE)
     s = settings()
@@ -97,16 +96,16 @@ def atom_feed(alerts: Iterable[Alert], base_url: str, now: str, language: str | 
         element.text = text
         return element
 
-    add(feed, "id", f"{base_url}/cap/feed.atom")
+    add(feed, "id", f"urn:cap-feed:{s.cap.sender}")
     add(feed, "title", f"{s.cap.sender_name}: public alerts")
     add(feed, "updated", alerts[0].sent if alerts else now)
     add(add(feed, "author"), "name", s.cap.sender_name)
     add(feed, "link", rel="self", href=f"{base_url}/cap/feed.atom")
     for alert in alerts:
-        info = next((i for i in alert.info if i.language == language), alert.info[0])
+        info = alert.info_in(language)
         url = f"{base_url}/cap/alerts/{alert.identifier}.xml"
         entry = add(feed, "entry")
-        add(entry, "id", url)
+        add(entry, "id", f"urn:cap-alert:{alert.identifier}")
         add(entry, "title", info.headline)
         add(entry, "updated", alert.sent)
         add(entry, "published", alert.sent)
@@ -128,7 +127,8 @@ async def serve_feed(web, request):  # noqa: ANN001
     titled in one language (`lang`, as CAP names it: zh-CN, en-US)."""
     zone, category = request.query.get("zone"), request.query.get("category")
     alerts = [a for a in await standing_alerts() if shown(a, zone, category)]
-    body = atom_feed(alerts, f"{request.scheme}://{request.host}", cap_time(time.time()), request.query.get("lang"))
+    base = settings().cap.feed_url.rstrip("/") or f"{request.scheme}://{request.host}"
+    body = atom_feed(alerts, base, cap_time(time.time()), request.query.get("lang"))
     return web.bytes(body, content_type="application/atom+xml")
 
 

@@ -19,9 +19,6 @@ from schemas.contract import iso
 from schemas.reference import CityMap
 from streams import runtime
 from streams.app import app
-from streams.settings import settings
-from streams.stage import Stage
-from streams.topics import partitions_of
 
 PAGE = Path(__file__).with_name("city_map.html")
 
@@ -30,7 +27,7 @@ def city_state(city: CityMap, zone_rain: dict, zone_floods: dict, points: dict, 
     """What the map draws: the reference geometry with each place's state, people never named."""
     return {
         "as_of": iso(now),
-        "zones": [{"id": z.zone_id, "name": z.name, "rings": [r for r in (z.polygon, *z.other_parts) if r],
+        "zones": [{"id": z.zone_id, "name": z.name, "rings": z.rings,
                    "signal": zone_rain.get(z.zone_id, {}).get("signal"),
                    "evacuation": getattr(zone_floods.get(z.zone_id), "evacuation_order", None) is not None,
                    "garages_closed": getattr(zone_floods.get(z.zone_id), "garages_incident", None) is not None}
@@ -44,13 +41,8 @@ def city_state(city: CityMap, zone_rain: dict, zone_floods: dict, points: dict, 
                    for p in sorted(city.points.values(), key=lambda p: p.point_id)],
         "lots": [{"id": lot.lot_id, "name": lot.name, "lat": lot.lat, "lon": lot.lon,
                   "status": lots.get(lot.lot_id, {}).get("status"), "occupancy": lots.get(lot.lot_id, {}).get("occupancy")}
-                 for lot in sorted(city.lots.values(), key=lambda lot: lot.lot_id) if lot.lat or lot.lon],
+                 for lot in sorted(city.lots.values(), key=lambda lot: lot.lot_id) if lot.placed],
     }
-
-
-async def _rows(stage: type[Stage], table: str, role: str) -> dict:
-    s = settings()
-    return await getattr(stage, table).fetch_all(runtime.live().redis, s.key_prefix, stage.name, range(partitions_of(role, s)))
 
 
 @app.page("/map")
@@ -62,10 +54,7 @@ async def serve_map(web, request):  # noqa: ANN001
 @app.page("/map/state.json")
 async def serve_map_state(web, request):  # noqa: ANN001
     """The city's state as the page draws it, read from Redis: any worker draws the whole city."""
-    reference = runtime.live().reference
-    await reference.catch_up()
-    state = city_state(reference.city, await _rows(ZoneRainStage, "zones", "gauge_rain"),
-                       await _rows(FloodZonesStage, "zones", "zone_floods"),
-                       await _rows(WaterloggingStage, "points", "water_depths"),
-                       await _rows(ParkingStage, "lots", "parking_events"), time.time())
+    read = runtime.read_table
+    state = city_state(await runtime.current_city(), await read(ZoneRainStage, "zones"), await read(FloodZonesStage, "zones"),
+                       await read(WaterloggingStage, "points"), await read(ParkingStage, "lots"), time.time())
     return web.bytes(json.dumps(state, ensure_ascii=False).encode(), content_type="application/json")

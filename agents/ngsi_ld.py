@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
+from shapely.errors import ShapelyError
 from shapely.geometry import Point, shape
 
 from agents.cap_feed import standing_alerts
@@ -37,12 +38,11 @@ from schemas.reference import CityMap, Lot, Segment, WaterloggingPoint, distance
 from streams import runtime
 from streams.app import app
 from streams.settings import Settings, settings
-from streams.stage import Stage
-from streams.topics import partitions_of
 
 CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
-CONTEXT = ["https://smartdatamodels.org/context.jsonld", CORE_CONTEXT]
-LINK = f'<{CORE_CONTEXT}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+MODELS_CONTEXT = "https://smartdatamodels.org/context.jsonld"  # the attributes' terms
+CONTEXT = [MODELS_CONTEXT, CORE_CONTEXT]
+LINK = f'<{MODELS_CONTEXT}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
 LIMIT, LIMIT_MAX = 20, 1000
 
@@ -113,7 +113,7 @@ def off_street_parking(lot: Lot, view: dict | None) -> Entity:
     entity = {"id": urn("OffStreetParking", lot.lot_id), "type": "OffStreetParking", "name": prop(lot.name),
               "areaServed": prop(lot.zone_id), "totalSpotNumber": prop(lot.capacity),
               "category": prop(["underground" if lot.underground else "surface"])}
-    if lot.lat or lot.lon:  # 0,0 is a lot without coordinates
+    if lot.placed:
         entity["location"] = located(lot.lat, lot.lon)
     if view is not None:
         at = view.get("updated")
@@ -125,14 +125,15 @@ def off_street_parking(lot: Lot, view: dict | None) -> Entity:
 ALERT_CATEGORY = {"Met": "weather", "Geo": "naturalDisaster", "Safety": "naturalDisaster", "Transport": "traffic",
                   "Health": "health", "Env": "environment"}
 ALERT_SEVERITY = {"Extreme": "critical", "Severe": "high", "Moderate": "medium", "Minor": "low", "Unknown": "informational"}
-ALERT_SUBCATEGORY = {"Rainstorm": "rainfall", "Road waterlogging": "flood", "Road waterlogging forecast": "floodRisk",
-                     "Traffic congestion": "trafficJam", "Road closure": "roadClosed", "Flood evacuation": "flood",
-                     "Underground car park closure": "floodRisk"}
+ALERT_SUBCATEGORY = {"Rainstorm": "rainfall", "Road waterlogging": "flood", "Road waterlogging (camera)": "flood",
+                     "Reported waterlogging": "flood", "Road waterlogging forecast": "floodRisk",
+                     "Road congestion": "trafficJam", "Road closure": "roadClosed", "Flood evacuation": "flood",
+                     "Underground car park closure": "floodRisk"}  # by the events the agents raise
 
 
 def alert_entity(alert: Alert, language: str = "en-US") -> Entity:
     """A standing CAP message as an Alert: what, how severe, from when to when, and where."""
-    info = next((i for i in alert.info if i.language == language), alert.info[0])
+    info = alert.info_in(language)
     entity = {"id": urn("Alert", alert.identifier), "type": "Alert", "name": prop(info.headline),
               "description": prop(info.description), "category": prop(ALERT_CATEGORY.get(info.category, "security")),
               "severity": prop(ALERT_SEVERITY[info.severity]), "dateIssued": prop(iso(parse_time(alert.sent))),
@@ -208,6 +209,9 @@ def _compare(have: Any, op: str, want: Any) -> bool:
     return {">": have > want, "<": have < want, ">=": have >= want, "<=": have <= want}[op]
 
 
+GEOMETRIES = ("Point", "LineString", "Polygon", "MultiPolygon")
+
+
 def geo_filter(georel: str | None, geometry: str | None, coordinates: str | None) -> Callable[[Entity], bool]:
     """`near;maxDistance==m` (or minDistance) of a Point, or `within` a Polygon; an entity with
     no location matches no geo-query."""
@@ -215,9 +219,13 @@ def geo_filter(georel: str | None, geometry: str | None, coordinates: str | None
         return lambda e: True
     if not geometry or not coordinates:
         raise BadRequest("a geo-query needs georel, geometry and coordinates")
+    if geometry not in GEOMETRIES:
+        raise BadRequest(f"geometry: {geometry!r} is not one of {', '.join(GEOMETRIES)}")
     try:
         there = shape({"type": geometry, "coordinates": json.loads(coordinates)})
-    except (ValueError, TypeError, AttributeError) as exc:
+        if there.is_empty or not there.is_valid:
+            raise BadRequest(f"coordinates: an empty or invalid {geometry}")
+    except (ValueError, TypeError, AttributeError, IndexError, ShapelyError) as exc:
         raise BadRequest(f"coordinates: not a GeoJSON {geometry}: {exc}") from None
     relation, *modifiers = georel.split(";")
     if relation == "near":
@@ -226,7 +234,10 @@ def geo_filter(georel: str | None, geometry: str | None, coordinates: str | None
         bound, _, metres = modifiers[0].partition("==")
         if bound not in ("maxDistance", "minDistance"):
             raise BadRequest(f"near: {bound!r} is neither maxDistance nor minDistance")
-        limit = float(metres)
+        try:
+            limit = float(metres)
+        except ValueError:
+            raise BadRequest(f"near: {bound}=={metres!r} is not a distance in metres") from None
 
         def near(entity: Entity) -> bool:
             here = _location(entity)
@@ -249,9 +260,9 @@ def _location(entity: Entity) -> Any:
     return shape(location["value"]) if location else None
 
 
-def select(entities: Iterable[Entity], ids: set[str] | None, q: str | None, geo: Callable[[Entity], bool]) -> list[Entity]:
+def select(entities: Iterable[Entity], ids: set[str] | None, match: Callable[[Entity], bool],
+           geo: Callable[[Entity], bool]) -> list[Entity]:
     """The entities that match, in id order (pages are stable)."""
-    match = query_filter(q)
     return sorted((e for e in entities if (ids is None or e["id"] in ids) and match(e) and geo(e)), key=lambda e: e["id"])
 
 
@@ -259,22 +270,16 @@ def select(entities: Iterable[Entity], ids: set[str] | None, q: str | None, geo:
 # Reading the city's state
 
 
-async def _views(stage: type[Stage], table: str, role: str) -> dict:
-    s = settings()
-    declared = getattr(stage, table)
-    return await declared.fetch_all(runtime.live().redis, s.key_prefix, stage.name, range(partitions_of(role, s)))
-
-
 async def entities_of(kind: str, city: CityMap, s: Settings) -> list[Entity]:
     """Every entity of one type, from the reference map and the stages' live views in Redis."""
     if kind == "FloodMonitoring":
-        views = await _views(WaterloggingStage, "points", "water_depths")
+        views = await runtime.read_table(WaterloggingStage, "points")
         return [flood_monitoring(p, views.get(p.point_id), s) for p in city.points.values()]
     if kind == "TrafficFlowObserved":
-        windows = await _views(TrafficStage, "segments", "traffic_readings")
+        windows = await runtime.read_table(TrafficStage, "segments")
         return [traffic_flow(seg, windows.get(seg.segment_id)) for seg in city.segments.values()]
     if kind == "OffStreetParking":
-        views = await _views(ParkingStage, "lots", "parking_events")
+        views = await runtime.read_table(ParkingStage, "lots")
         return [off_street_parking(lot, views.get(lot.lot_id)) for lot in city.lots.values()]
     if kind == "Alert":
         return [alert_entity(a) for a in await standing_alerts()]
@@ -295,6 +300,13 @@ def _type_of(entity_id: str) -> str:
 # Pages
 
 
+def _whole(query: dict, name: str, default: int) -> int:
+    try:
+        return int(query.get(name, default))
+    except ValueError:
+        raise BadRequest(f"{name}: {query[name]!r} is not a whole number") from None
+
+
 def _problem(web: Any, status: int, kind: str, title: str, detail: str) -> Any:
     body = {"type": ERRORS + kind, "title": title, "detail": detail}
     return web.bytes(json.dumps(body).encode(), status=status, content_type="application/json")
@@ -310,12 +322,6 @@ def _answer(web: Any, request: Any, body: Any, headers: dict | None = None) -> A
                      headers={**(headers or {}), **({} if ld else {"Link": LINK})})
 
 
-async def _city() -> CityMap:
-    reference = runtime.live().reference
-    await reference.catch_up()
-    return reference.city
-
-
 @app.page("/ngsi-ld/v1/entities")
 async def serve_entities(web, request):  # noqa: ANN001
     """Entities by type, id, q and geo-query, a page at a time (`limit`, `offset`, `count=true`)."""
@@ -323,18 +329,19 @@ async def serve_entities(web, request):  # noqa: ANN001
     if "geoQ" in query:  # the three geo-query parameters in one, as some clients send them
         query |= {k: v[0] for k, v in parse_qs(query.pop("geoQ")).items()}
     try:
-        kinds = query["type"].split(",") if query.get("type") else list(TYPES)
+        kinds = list(dict.fromkeys(query["type"].split(","))) if query.get("type") else list(TYPES)
         ids = set(query["id"].split(",")) if query.get("id") else None
         if ids is not None and not query.get("type"):
             kinds = sorted({_type_of(i) for i in ids})
-        limit, offset = int(query.get("limit", LIMIT)), int(query.get("offset", 0))
+        limit, offset = _whole(query, "limit", LIMIT), _whole(query, "offset", 0)
         if not 0 <= limit <= LIMIT_MAX or offset < 0:
             raise BadRequest(f"limit is 0 to {LIMIT_MAX}, offset 0 or more")
         geo = geo_filter(query.get("georel"), query.get("geometry"), query.get("coordinates"))
-        city, s = await _city(), settings()
-        found = select([e for kind in kinds for e in await entities_of(kind, city, s)], ids, query.get("q"), geo)
-    except (BadRequest, ValueError) as exc:
+        match = query_filter(query.get("q"))
+    except BadRequest as exc:
         return _problem(web, 400, "BadRequestData", "Bad request", str(exc))
+    city, s = await runtime.current_city(), settings()
+    found = select([e for kind in kinds for e in await entities_of(kind, city, s)], ids, match, geo)
     headers = {"NGSILD-Results-Count": str(len(found))} if query.get("count") == "true" else {}
     return _answer(web, request, found[offset : offset + limit], headers)
 
@@ -345,7 +352,7 @@ async def serve_entity(web, request, entity_id: str):  # noqa: ANN001
         kind = _type_of(entity_id)
     except BadRequest as exc:
         return _problem(web, 400, "BadRequestData", "Bad request", str(exc))
-    found = [e for e in await entities_of(kind, await _city(), settings()) if e["id"] == entity_id]
+    found = [e for e in await entities_of(kind, await runtime.current_city(), settings()) if e["id"] == entity_id]
     if not found:
         return _problem(web, 404, "ResourceNotFound", "Not found", f"no entity {entity_id}")
     return _answer(web, request, found[0])

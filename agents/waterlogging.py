@@ -88,10 +88,15 @@ def doubt(watch: PointWatch, t: float, depth: float, s: Settings, dry_around: tu
     soft = s.waterlogging.depth_soft_max_cm
     if depth > soft and (last is None or last[1] <= soft):  # past it on the way up; beyond, the rate decides
         return "soft_limit"
-    watch_line = s.waterlogging.levels_cm[0]
-    if dry_around and depth >= watch_line and (last is None or last[1] < watch_line):
+    if dry_around and comes_up_to_watch(watch, depth, s):
         return dry_around[0]
     return too_fast(last, t, depth, s)
+
+
+def comes_up_to_watch(watch: PointWatch, depth: float, s: Settings) -> bool:
+    """Whether a depth brings the point's water up to the watch line from below it."""
+    line = s.waterlogging.levels_cm[0]
+    return depth >= line and (not watch.history or watch.history[-1][1] < line)
 
 
 def water_of(watch: PointWatch, s: Settings) -> str | None:
@@ -359,12 +364,7 @@ class WaterloggingStage(Stage):
         if past == "late":
             effects.late(source, f"late: point {r.point_id} has a reading of {iso(before.updated)} already")
             return
-        outlook = self.outlook.get(r.point_id)  # the zone's rain, where its gauges tell it
-        dry_zone = outlook is not None and outlook.rain_as_of is not None and outlook.rain_known and (
-            outlook.rain_mm_h < self.settings.nowcast.rain_min_mm_h)
-        dry_around = (("dry_zone",) if dry_zone else ()) + (
-            ("neighbours_dry",) if neighbours_dry(self.told.group(r.point_id), self.settings) else ())
-        watch, alerts = step_point(before, r, point, self.settings, dry_around)
+        watch, alerts = step_point(before, r, point, self.settings, self.dry_around(point, before, r.depth_cm))
         if watch.quality == "doubtful" and before.held != watch.held:
             metrics.READINGS_DOUBTFUL.labels(watch.quality_check).inc()
         self._changed(point, before, watch, alerts, effects)
@@ -372,6 +372,19 @@ class WaterloggingStage(Stage):
             self.withdraw(point, r.event_time, effects)
         elif watch.history and watch.history[-1] == (r.event_time, r.depth_cm):  # accepted: it teaches, moves the forecast
             self.look_ahead(point, watch, r.event_time, effects, before.history[-1] if before.history else None)
+
+    def dry_around(self, point: WaterloggingPoint, watch: PointWatch, depth: float) -> tuple[str, ...]:
+        """What around the point says it is dry (`step_point`), asked of water coming up to the
+        watch line only: the zone's rain as its gauges tell it, and the points now within reach."""
+        s = self.settings
+        if not comes_up_to_watch(watch, depth, s):
+            return ()
+        outlook = self.outlook.get(point.point_id)
+        dry_zone = outlook is not None and outlook.rain_as_of is not None and outlook.rain_known and (
+            outlook.rain_mm_h < s.nowcast.rain_min_mm_h)
+        near = neighbours_of(point, self.reference.city.points, s)  # a point moved or removed no longer counts
+        told = {n: word for n, word in self.told.group(point.point_id).items() if n in near}
+        return (("dry_zone",) if dry_zone else ()) + (("neighbours_dry",) if neighbours_dry(told, s) else ())
 
     def withdraw(self, point: WaterloggingPoint, at: float, effects: Effects) -> None:
         """A forecast warning standing on a sensor that can no longer be trusted is withdrawn."""

@@ -61,7 +61,7 @@ class Area:
 
 def zone_area(zone: Zone) -> Area:
     """A zone as a CAP area: its name and its polygons (one per piece of a zone in several)."""
-    return Area(zone.name, [polygon(ring) for ring in (zone.polygon, *zone.other_parts) if ring])
+    return Area(zone.name, [polygon(ring) for ring in zone.rings])
 
 
 def road_area(segment: Segment, zone: Zone | None) -> Area:
@@ -115,6 +115,10 @@ class Alert:
     incidents: str
     info: list[Info]
     restriction: str | None = None  # who may see a Restricted message
+
+    def info_in(self, language: str | None) -> Info:
+        """The info block in `language`, or the first where there is none in it."""
+        return next((i for i in self.info if i.language == language), self.info[0])
 
     def parameter(self, name: str) -> str | None:
         for value_name, value in self.info[0].parameters:

@@ -31,6 +31,11 @@ class Zone:
     polygon: list[LatLon]  # closed ring of (lat, lon), first point equal to last
     other_parts: list[list[LatLon]] = field(default_factory=list)  # a zone in several pieces: its other rings
 
+    @property
+    def rings(self) -> list[list[LatLon]]:
+        """The ring of every piece of the zone, the main one first."""
+        return [ring for ring in (self.polygon, *self.other_parts) if ring]
+
 
 @contract
 class Segment:
@@ -102,6 +107,11 @@ class Lot:
     tariff_per_hour_cny: float = bounded(0, 1000, default=5.0)
     lat: float = bounded(-90, 90, default=0.0)
     lon: float = bounded(-180, 180, default=0.0)
+
+    @property
+    def placed(self) -> bool:
+        """Whether the lot's coordinates were given (0,0 is a lot without them)."""
+        return bool(self.lat or self.lon)
 
 
 @contract

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from schemas.reference import CityMap
 from streams import batching, clients, metrics
 from streams.app import app
 from streams.processor import Processor
@@ -26,7 +27,9 @@ from streams.reference import Reference
 from streams.settings import settings
 from streams.stage import Stage
 from streams.state import StateStore
-from streams.topics import topic_name
+from streams.table import Table
+from streams.table import declared as declared_tables
+from streams.topics import partitions_of, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +116,21 @@ def live() -> Live:
 def processor(cls: type[Stage]) -> Processor:
     """The processor running a declared stage in this worker."""
     return live().processors[cls]
+
+
+async def read_table(cls: type[Stage], name: str) -> dict:
+    """A stage's table over every partition of its source, as Redis holds it: what a worker's
+    pages answer with, for the partitions other workers hold as much as for its own."""
+    s = settings()
+    return await declared_tables(cls, Table)[name].fetch_all(live().redis, s.key_prefix, cls.name,
+                                                             range(partitions_of(cls.source, s)))
+
+
+async def current_city() -> CityMap:
+    """The city map, read up to what has been published (at most once per `reference_refresh_s`)."""
+    reference = live().reference
+    await reference.catch_up()
+    return reference.city
 
 
 def declared_stage(name: str) -> type[Stage]:

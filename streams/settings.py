@@ -253,6 +253,9 @@ class Cap:
     event_code: str = "citybrain"  # the eventCode's valueName; its value names the kind of event
     expires_s: float = 21_600.0
     all_clear_expires_s: float = 3_600.0
+    # Where the CAP feed is published (http://city.example/): its links are made from it, else
+    # from the address a reader asked (a proxy's, a worker's).
+    feed_url: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in ("Actual", "Exercise", "Test"):

@@ -100,11 +100,11 @@ class Table(Generic[V]):
     async def fetch_all(self, client: Any, prefix: str, stage: str, partitions: Iterable[int]) -> dict[Any, V]:
         """Every row of the given partitions of `stage`, as they last wrote them (for a worker's
         web pages and tools, which answer for partitions other workers hold)."""
-        rows: dict[Any, V] = {}
-        for partition in partitions:
-            stored = await client.hgetall(f"{partition_key(prefix, stage, partition)}:{self.hash}")
-            rows.update((self.from_field(k.decode()), self.read(v)) for k, v in stored.items())
-        return rows
+        async with client.pipeline(transaction=False) as pipe:  # one round trip
+            for partition in partitions:
+                pipe.hgetall(f"{partition_key(prefix, stage, partition)}:{self.hash}")
+            stored = await pipe.execute()
+        return {self.from_field(k.decode()): self.read(v) for hashed in stored for k, v in hashed.items()}
 
 
 G = TypeVar("G")

@@ -59,12 +59,18 @@ def read_city(collection: Any, current: CityMap | None = None) -> Loaded:
     if not isinstance(collection, dict) or collection.get("type") != "FeatureCollection":
         loaded.errors.append("the file is not a GeoJSON FeatureCollection")
         return loaded
-    for n, feature in enumerate(collection.get("features") or []):
+    features = collection.get("features")
+    for n, feature in enumerate(features if isinstance(features, list) else []):
+        if not isinstance(feature, dict) or not isinstance(feature.get("properties") or {}, dict):
+            loaded.errors.append(f"feature {n}: not a GeoJSON Feature with properties")
+            continue
         properties = dict(feature.get("properties") or {})
         layer = properties.pop("layer", None)
-        record_id = properties.pop("id", None) or feature.get("id")
+        given_id = properties.pop("id", None)
+        given_id = given_id if given_id is not None else feature.get("id")
+        record_id = "" if given_id is None else str(given_id).strip()
         where = f"feature {n} ({layer or 'no layer'} {record_id or 'without an id'})"
-        role = LAYERS.get(layer or "")
+        role = LAYERS.get(layer) if isinstance(layer, str) else None
         if role is None:
             loaded.errors.append(f"{where}: properties.layer must be one of {', '.join(sorted(LAYERS))}")
             continue
@@ -74,7 +80,7 @@ def read_city(collection: Any, current: CityMap | None = None) -> Loaded:
         try:
             payload = {**properties, **_from_geometry(role, feature.get("geometry"))}
             contract, id_field = CONTRACTS[role]
-            payload[id_field] = str(record_id)
+            payload[id_field] = record_id
             if layer == "shelters":
                 payload["kind"] = "shelter"
             record: Any = from_dict(contract, payload)
@@ -84,7 +90,7 @@ def read_city(collection: Any, current: CityMap | None = None) -> Loaded:
         table = getattr(loaded.city, role)
         if record_id in table:
             loaded.errors.append(f"{where}: a second {role[:-1]} with this id")
-        table[str(record_id)] = record
+        table[record_id] = record
     loaded.errors += _unknown_references(loaded.city, current or CityMap())
     return loaded
 
@@ -94,8 +100,9 @@ def _from_geometry(role: str, geometry: Any) -> dict[str, Any]:
     wanted = GEOMETRY[role]
     if not geometry:
         raise ValueError(f"no geometry: a {role[:-1]} needs a {' or '.join(wanted)} (coordinates are not guessed)")
-    if geometry.get("type") not in wanted:
-        raise ValueError(f"a {geometry.get('type')} geometry: a {role[:-1]} is a {' or '.join(wanted)}")
+    if not isinstance(geometry, dict) or geometry.get("type") not in wanted:
+        kind = geometry.get("type") if isinstance(geometry, dict) else type(geometry).__name__
+        raise ValueError(f"a {kind} geometry: a {role[:-1]} is a {' or '.join(wanted)}")
     try:
         shaped = shape(geometry)
     except (ValueError, TypeError, AttributeError, IndexError) as exc:
@@ -106,6 +113,8 @@ def _from_geometry(role: str, geometry: Any) -> dict[str, Any]:
         raise ValueError(f"its {geometry['type']} is not valid: {explain_validity(shaped)}")
     if role == "zones":
         parts = sorted(getattr(shaped, "geoms", [shaped]), key=lambda p: -p.area)  # the largest part first
+        if any(part.interiors for part in parts):
+            raise ValueError("its polygon has holes: a zone is drawn without them (give the zone inside its own feature)")
         rings = [[[lat, lon] for lon, lat, *_ in part.exterior.coords] for part in parts]
         return {"polygon": rings[0], "other_parts": rings[1:]}
     if role == "segments":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -49,9 +50,12 @@ def column_mapping(specs: list[str] | tuple[str, ...]) -> dict[str, tuple[str, f
         if not sep or not column or not field:
             raise SystemExit(f"--map {spec!r}: expected COLUMN=field or COLUMN=field*factor")
         try:
-            mapping[column] = (field, float(factor) if factor else 1.0)
+            scale = float(factor) if factor else 1.0
         except ValueError:
-            raise SystemExit(f"--map {spec!r}: the factor {factor!r} is not a number") from None
+            scale = math.nan
+        if not math.isfinite(scale):
+            raise SystemExit(f"--map {spec!r}: the factor {factor!r} is not a number")
+        mapping[column] = (field, scale)
     return mapping
 
 
@@ -125,7 +129,7 @@ async def replay_file(
         raise SystemExit(f"unknown topic role {role!r}; one of: {', '.join(SPECS)}")
     try:
         zone = ZoneInfo(timezone) if timezone else None
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OSError):  # a name that is a directory of the zone database, or too long
         raise SystemExit(f"--timezone {timezone!r}: not a time zone name such as Asia/Shanghai") from None
     source = Path(path)
     key_field = SPECS[role].key

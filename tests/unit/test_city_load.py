@@ -79,3 +79,20 @@ def test_what_would_change_against_the_map_now_published():
     assert changes["segments"]["new"] == ["S1"]
     roles = [role for role, _, _ in records_to_publish(loaded, now)]
     assert roles == ["segments", "intersections", "points", "gauges", "venues"]  # unchanged ones are not sent again
+
+
+def test_malformed_features_and_numeric_ids_are_said_not_crashed_on():
+    point = {"type": "Point", "coordinates": [113.6, 34.7]}
+    holed = {"type": "Polygon", "coordinates": [square(113.6, 34.7, 0.1), square(113.62, 34.72, 0.01)]}
+    odd = {"type": "FeatureCollection", "features": [
+        "not a feature", {"type": "Feature", "properties": ["layer"], "geometry": point},
+        feature(["lots"], "L1", point), feature("gauges", 0, point, zone_id="Z1"), feature("gauges", 1, point, zone_id="Z1"),
+        {"type": "Feature", "id": 1, "geometry": point, "properties": {"layer": "gauges", "zone_id": "Z1"}},
+        feature("zones", "Z2", holed, name="Ring"), feature("gauges", "G5", "a string", zone_id="Z1")]}
+    loaded = read_city(odd, CityMap(zones={"Z1": Zone("Z1", "Jinshui", [])}))
+    assert sorted(loaded.city.gauges) == ["0", "1"]  # ids as text, 0 among them
+    errors = loaded.errors
+    assert errors[0] == "feature 0: not a GeoJSON Feature with properties" and errors[1].startswith("feature 1:")
+    assert "properties.layer must be one of" in errors[2]
+    assert errors[3] == "feature 5 (gauges 1): a second gauge with this id"
+    assert "has holes" in errors[4] and "a str geometry" in errors[5] and len(errors) == 6

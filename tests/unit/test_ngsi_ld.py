@@ -122,12 +122,15 @@ def test_the_entities_say_what_a_city_reads_off_them():
 def test_the_query_language_compares_numbers_strings_and_booleans():
     point, far, flow, _, lot, *_ = entities()
     everything = [point, far, flow, lot]
-    anywhere = geo_filter(None, None, None)
-    assert [e["id"] for e in select(everything, None, 'floodLevelStatus=="closure"', anywhere)] == [point["id"]]
-    assert [e["id"] for e in select(everything, None, "currentLevel>=0.27;currentLevel<0.3", lambda e: True)] == [point["id"]]
-    assert [e["id"] for e in select(everything, None, "congested==true", lambda e: True)] == [flow["id"]]
-    assert [e["id"] for e in select(everything, None, 'status=="almostFull"', lambda e: True)] == [lot["id"]]
-    assert [e["id"] for e in select(everything, {far["id"]}, None, lambda e: True)] == [far["id"]]
+
+    def found(q, ids=None):
+        return [e["id"] for e in select(everything, ids, query_filter(q), lambda e: True)]
+
+    assert found('floodLevelStatus=="closure"') == [point["id"]]
+    assert found("currentLevel>=0.27;currentLevel<0.3") == [point["id"]]
+    assert found("congested==true") == [flow["id"]]
+    assert found('status=="almostFull"') == [lot["id"]]
+    assert found(None, {far["id"]}) == [far["id"]]
     assert not query_filter('currentLevel>"high"')(point)  # a number is not compared with a string
     with pytest.raises(BadRequest):
         query_filter("currentLevel=~0.2")
@@ -139,13 +142,15 @@ def test_near_and_within_find_the_entities_with_a_location_there():
     point, far, flow, _, lot, closure, evacuate = entities()
     everything = [point, far, flow, lot, closure, evacuate]
     near = geo_filter("near;maxDistance==500", "Point", "[113.65,34.75]")
-    assert [e["id"] for e in select(everything, None, None, near)] == [closure["id"], point["id"], lot["id"]]
+    anything = query_filter(None)
+    assert [e["id"] for e in select(everything, None, anything, near)] == [closure["id"], point["id"], lot["id"]]
     not_near = geo_filter("near;minDistance==5000", "Point", "[113.65,34.75]")
-    assert [e["id"] for e in select(everything, None, None, not_near)] == [far["id"]]
+    assert [e["id"] for e in select(everything, None, anything, not_near)] == [far["id"]]
     box = "[[[113.64,34.74],[113.66,34.74],[113.66,34.76],[113.64,34.76],[113.64,34.74]]]"
-    assert [e["id"] for e in select(everything, None, None, geo_filter("within", "Polygon", box))] == [
+    assert [e["id"] for e in select(everything, None, anything, geo_filter("within", "Polygon", box))] == [
         closure["id"], point["id"], lot["id"]]
     for bad in (("near", "Point", "[113.65,34.75]"), ("near;maxDistance==5", "Polygon", box), ("over", "Point", "[1,2]"),
-                ("within", "Polygon", "[1,2"), ("within", None, None)):
+                ("within", "Polygon", "[1,2"), ("within", None, None), ("within", "GeometryCollection", "[]"),
+                ("near;maxDistance==5", "Point", "[]"), ("near;maxDistance==far", "Point", "[1,2]"), ("within", "Foo", "[1]")):
         with pytest.raises(BadRequest):
             geo_filter(*bad)

@@ -36,7 +36,7 @@ def test_a_column_mapping_converts_units_and_local_times_become_utc(tmp_path):
     assert in_utc(row["event_time"], shanghai) == "2026-07-20T00:00:30.000Z"  # 08:00:30 in Shanghai
     assert in_utc("2026-07-20T08:00:30+02:00", shanghai) == "2026-07-20T08:00:30+02:00"  # has its own offset
     assert in_utc("yesterday", shanghai) == "yesterday" and in_utc(1784534400, shanghai) == 1784534400
-    for bad in (["ts"], ["ts=event_time*fast"], ["=event_time"]):
+    for bad in (["ts"], ["ts=event_time*fast"], ["=event_time"], ["mph=speed_kmh*nan"]):
         with pytest.raises(SystemExit):
             column_mapping(bad)
 
