@@ -48,7 +48,7 @@ def city_state(city: CityMap, zone_rain: dict, zone_floods: dict, points: dict, 
 @app.page("/map")
 async def serve_map(web, request):  # noqa: ANN001
     """The page: HTML, CSS and script in one document."""
-    return web.bytes(PAGE.read_bytes(), content_type="text/html; charset=utf-8")
+    return web.bytes(PAGE.read_bytes(), content_type="text/html")  # the page says its charset
 
 
 @app.page("/map/state.json")

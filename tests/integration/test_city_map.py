@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 T0 = parse_time("2026-07-20T06:00:00Z")
 STAGES = (("rain", "rain_readings"), ("zone_rain", "gauge_rain"), ("waterlogging", "water_depths"),
-          ("flood_zones", "zone_floods"), ("parking", "parking_events", "offset.lot_orders"))
+          ("flood_zones", "zone_floods"), ("parking", "parking_events"))
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess:

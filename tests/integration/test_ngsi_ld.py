@@ -17,8 +17,7 @@ from schemas.reference import Lot, Segment, WaterloggingPoint, Zone
 pytestmark = pytest.mark.integration
 
 T0 = parse_time("2026-07-20T06:00:00Z")
-STAGES = (("waterlogging", "water_depths"), ("parking", "parking_events"), ("cap_feed", "alerts"),
-          ("traffic", "traffic_readings", "offset.closures"))
+STAGES = (("waterlogging", "water_depths"), ("parking", "parking_events"), ("cap_feed", "alerts"))
 
 
 def get(url: str, accept: str = "application/json") -> tuple[int, bytes, dict]:
