@@ -17,6 +17,7 @@ import agents.rain  # noqa: F401  registers the rain agents
 import agents.reports  # noqa: F401  registers the residents' report agents
 import agents.traffic  # noqa: F401  registers the traffic agents
 import agents.waterlogging  # noqa: F401  registers the waterlogging agent
+import agents.webhook_api  # noqa: F401  registers the subscriptions API
 import agents.webhooks
 import streams.tools.commands  # noqa: F401  registers simulate, replay, topics, bench, watch
 from streams.app import app
@@ -29,7 +30,7 @@ def main() -> None:
     if "worker" in sys.argv[1:]:  # also after faust's own options: `citybrain -l info worker`
         try:  # a worker reads personal identifiers: without a key it must not start at all
             Keyring(settings().privacy_keys)
-            agents.webhooks.subscriptions()  # nor with subscriptions it cannot deliver to
+            agents.webhooks.file_subscriptions()  # nor with subscriptions it cannot deliver to
         except ValueError as exc:
             raise SystemExit(f"citybrain worker: {exc}") from None
         try:  # nor with credentials Kafka or Redis refuses: it would retry them for ever

@@ -89,8 +89,16 @@ def load_subscriptions(path: str) -> dict[str, Subscription]:
 
 
 @cache
-def subscriptions() -> dict[str, Subscription]:
+def file_subscriptions() -> dict[str, Subscription]:
+    """The subscriptions of the settings' file, read once: a worker refuses to start with a bad one."""
     return load_subscriptions(settings().webhooks.file)
+
+
+def subscriptions() -> dict[str, Subscription]:
+    """Every subscription: those made through the API (`/webhooks/subscriptions`, kept on a
+    compacted topic that every worker follows with the city map) and the file's."""
+    made = runtime.live().reference.subscriptions if runtime.live.cache_info().currsize else {}
+    return {**made, **file_subscriptions()}
 
 
 def refused_address(host: str) -> str | None:
@@ -255,6 +263,11 @@ class WebhooksStage(Stage):
             self.queued = True
 
     def on_outcome(self, o: DeliveryOutcome, effects: Effects) -> None:
+        if o.outcome == "enabled":  # an operator re-enabled an endpoint a 410 had disabled (agents/webhook_api.py)
+            if o.subscription_id in self.disabled:
+                log.warning("webhook endpoint of %s enabled again", o.subscription_id)
+                del self.disabled[o.subscription_id]
+            return
         if o.outcome == "gone" and o.subscription_id not in self.disabled:
             # Every partition hears of it: the endpoint takes nothing more from any of them.
             log.warning("webhook endpoint of %s answered 410 Gone: disabled", o.subscription_id)

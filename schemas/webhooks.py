@@ -59,7 +59,7 @@ class Delivery:
     last_error: str | None = None
 
 
-Outcome = Literal["delivered", "retry", "gone", "exhausted"]
+Outcome = Literal["delivered", "retry", "gone", "exhausted", "enabled"]  # enabled: by an operator, after a 410
 
 
 @contract

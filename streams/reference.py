@@ -2,7 +2,8 @@
 
 Every worker holds the whole (small) city map, as a global table would: joins against it need
 no network round trip. The map is loaded to the topics' end before the first event is processed
-and followed afterwards.
+and followed afterwards. The webhook subscriptions made through the API come the same way, so
+every worker sees a change within `reference_refresh_s`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import reference as ref
 from schemas.contract import Rejected, decode
+from schemas.webhooks import Subscription
 from streams.clients import kafka_auth
 from streams.settings import Settings
 from streams.topics import REFERENCE, topic_name
@@ -43,8 +45,9 @@ class Reference:
         self._lock = asyncio.Lock()
         self._stopped = False
         self._last_catch_up = 0.0
-        self._roles = {topic_name(role, settings): role for role in REFERENCE}
+        self._roles = {topic_name(role, settings): role for role in (*REFERENCE, "webhook_subscriptions")}
         self.approaches: dict[str, str] = {}  # approach_id -> intersection_id
+        self.subscriptions: dict[str, Subscription] = {}  # made through the API, by id
 
     async def start(self) -> None:
         """Read every reference topic to its current end."""
@@ -97,8 +100,8 @@ class Reference:
 
     def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         role = self._roles[topic]
-        contract, id_field = CONTRACTS[role]
-        table = getattr(self.city, role)
+        contract, id_field = CONTRACTS.get(role) or (Subscription, "subscription_id")
+        table: dict[str, Any] = getattr(self.city, role) if role in CONTRACTS else self.subscriptions
         if value is None:  # a tombstone removes the record
             if key is not None:
                 table.pop(key.decode(), None)

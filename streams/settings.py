@@ -237,6 +237,9 @@ class Webhooks:
     backoff_s: float = 2.0
     backoff_max_s: float = 600.0
     concurrency: int = 8  # attempts in flight per endpoint
+    # Bearer tokens that may manage subscriptions at /webhooks/subscriptions (none: the API is
+    # closed). Never logged.
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,9 @@ SPECS = {
     "webhook_outcomes": TopicSpec("webhooks.outcomes", "none: sent to the partition holding the delivery",
                                   "DeliveryOutcome (joined as a table)"),
     "webhook_dead_letters": TopicSpec("webhooks.dead_letters", "subscription_id", "DeadDelivery"),
+    # Webhook subscriptions made through the API: the latest per id, a tombstone deletes one.
+    "webhook_subscriptions": TopicSpec("webhooks.subscriptions", "subscription_id", "Subscription", compacted=True,
+                                       partitions=1),
     "alerts": TopicSpec("alerts", "incident", "CAP 1.2 Alert as JSON (schemas/cap.py)"),
     "alerts_cap": TopicSpec("alerts.cap", "incident", "the same CAP 1.2 Alert as XML"),
     "dead_letters": TopicSpec("dead_letters", "source topic", "DeadLetter"),
@@ -121,6 +124,7 @@ parking_anomalies = app.topic(topic_name("parking_anomalies"))
 notices = app.topic(topic_name("notices"))
 webhook_outcomes = app.topic(topic_name("webhook_outcomes"))
 webhook_dead_letters = app.topic(topic_name("webhook_dead_letters"))
+webhook_subscriptions = app.topic(topic_name("webhook_subscriptions"))
 alerts = app.topic(topic_name("alerts"))
 alerts_cap = app.topic(topic_name("alerts_cap"))
 dead_letters = app.topic(topic_name("dead_letters"))
