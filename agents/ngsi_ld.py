@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from shapely.errors import ShapelyError
-from shapely.geometry import Point, shape
+from shapely.geometry import Point, mapping, shape
 
 from agents.cap_feed import standing_alerts
 from agents.flood import LEVELS
@@ -146,20 +146,9 @@ def alert_entity(alert: Alert, language: str = "en-US") -> Entity:
         entity["validTo"] = prop(iso(parse_time(info.expires)))
     if zone := alert.parameter("zone_id"):
         entity["areaServed"] = prop(zone)
-    if geometry := _cap_geometry(info.areas[0].polygons, info.areas[0].circles) if info.areas else None:
-        entity["location"] = {"type": "GeoProperty", "value": geometry}
+    if shapes := info.areas[0].shapes() if info.areas else []:  # its polygon, or its circle's centre
+        entity["location"] = {"type": "GeoProperty", "value": json.loads(json.dumps(mapping(shapes[0][0])))}
     return entity
-
-
-def _cap_geometry(polygons: list[str], circles: list[str]) -> dict | None:
-    """A CAP area as GeoJSON: its polygon, or its circle's centre."""
-    if polygons:
-        ring = [[float(lon), float(lat)] for lat, lon in (p.split(",") for p in polygons[0].split())]
-        return {"type": "Polygon", "coordinates": [ring]}
-    if circles:
-        lat, lon = (float(x) for x in circles[0].split()[0].split(","))
-        return {"type": "Point", "coordinates": [lon, lat]}
-    return None
 
 
 # ---------------------------------------------------------------------------------------------

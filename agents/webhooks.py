@@ -35,8 +35,9 @@ import aiohttp
 import orjson
 from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
+from shapely.geometry import Point, Polygon
 
-from schemas.cap import Alert
+from schemas.cap import Alert, Area, metres_between
 from schemas.contract import encode, from_dict, iso
 from schemas.records import Notice
 from schemas.webhooks import DeadDelivery, Delivery, DeliveryOutcome, Subscription, payload, secret_bytes, signature
@@ -67,6 +68,10 @@ def check_subscription(sub: Subscription) -> Subscription:
     for secret in sub.secrets:
         if not secret.startswith("whsec_") or not secret_bytes(secret):
             raise ValueError(f"{sub.subscription_id}: a secret is whsec_ followed by base64")
+    if sub.area and (len(sub.area) < 3 or not Polygon([(lon, lat) for lat, lon in sub.area]).is_valid):
+        raise ValueError(f"{sub.subscription_id}: area must be a ring of at least three (lat, lon) that does not cross itself")
+    if sub.near is not None and not sub.near[2] > 0:
+        raise ValueError(f"{sub.subscription_id}: near is (lat, lon, metres), with metres above 0")
     if not sub.allow_private and refused_address(url.hostname):
         raise ValueError(f"{sub.subscription_id}: {url.hostname} is a private or loopback address; "
                          "set allow_private to deliver there")
@@ -123,13 +128,28 @@ def matches(sub: Subscription, role: str, record: Alert | Notice) -> bool:
         return False
     if isinstance(record, Notice):
         return (not sub.events or record.kind in sub.events) and (not sub.zones or record.zone_id in sub.zones) \
-            and not (sub.categories or sub.msg_types or sub.min_severity)
+            and not (sub.categories or sub.msg_types or sub.min_severity or sub.area or sub.near)
     info = record.info[0]
     return ((not sub.categories or info.category in sub.categories)
             and (not sub.events or info.event in sub.events)
             and (not sub.msg_types or record.msg_type in sub.msg_types)
             and (not sub.min_severity or SEVERITY_RANK[info.severity] >= SEVERITY_RANK[sub.min_severity])
-            and (not sub.zones or record.parameter("zone_id") in sub.zones))
+            and (not sub.zones or record.parameter("zone_id") in sub.zones)
+            and reaches(sub, info.areas))
+
+
+def reaches(sub: Subscription, areas: list[Area]) -> bool:
+    """Whether an alert's areas reach the subscription's polygon or come within its `near`
+    (a subscription asking neither: they do)."""
+    if not sub.area and sub.near is None:
+        return True
+    shapes = [shape for area in areas for shape in area.shapes()]
+    if sub.area and any(metres_between(g, Polygon([(lon, lat) for lat, lon in sub.area])) <= r for g, r in shapes):
+        return True
+    if sub.near is not None:
+        lat, lon, metres = sub.near
+        return any(metres_between(g, Point(lon, lat)) <= r + metres for g, r in shapes)
+    return False
 
 
 def retry_after_s(value: str | None, now: float) -> float | None:

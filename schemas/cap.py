@@ -12,8 +12,12 @@ from dataclasses import field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, cast
 
+from shapely.geometry import Point, Polygon
+from shapely.geometry.base import BaseGeometry
+from shapely.ops import nearest_points
+
 from schemas.contract import contract, text
-from schemas.reference import Segment, Zone
+from schemas.reference import Segment, Zone, distance_m
 
 if TYPE_CHECKING:
     from streams.settings import Cap
@@ -57,6 +61,26 @@ class Area:
     area_desc: str
     polygons: list[str] = field(default_factory=list)
     circles: list[str] = field(default_factory=list)  # "lat,lon radius_km"
+
+    def shapes(self) -> list[tuple[BaseGeometry, float]]:
+        """The area as geometries in (lon, lat), each with the metres around it that it covers:
+        a polygon none, a circle (its centre) its radius."""
+        out: list[tuple[BaseGeometry, float]] = [
+            (Polygon([(float(lon), float(lat)) for lat, lon in (p.split(",") for p in ring.split())]), 0.0)
+            for ring in self.polygons]
+        for circle in self.circles:
+            centre, radius_km = circle.split()
+            lat, lon = centre.split(",")
+            out.append((Point(float(lon), float(lat)), float(radius_km) * 1000))
+        return out
+
+
+def metres_between(a: BaseGeometry, b: BaseGeometry) -> float:
+    """Metres between two geometries in (lon, lat) along the earth; none where they meet."""
+    if a.intersects(b):
+        return 0.0
+    p, q = nearest_points(a, b)
+    return distance_m(p.y, p.x, q.y, q.x)
 
 
 def zone_area(zone: Zone) -> Area:

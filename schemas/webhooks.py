@@ -14,6 +14,7 @@ import orjson
 from schemas.cap import Alert, Severity, to_xml
 from schemas.contract import EventTime, contract, iso, text, to_dict
 from schemas.records import Notice
+from schemas.reference import LatLon
 
 Feed = Literal["alerts", "notices"]  # the topics a subscription takes messages from
 
@@ -35,6 +36,10 @@ class Subscription:
     zones: list[str] = field(default_factory=list)
     min_severity: Severity | None = None
     msg_types: list[str] = field(default_factory=list)
+    # Where: alerts whose areas reach this polygon (a ring of lat, lon), or come within `near`
+    # (lat, lon, metres); a subscription with either takes no notices.
+    area: list[LatLon] = field(default_factory=list)
+    near: tuple[float, float, float] | None = None
     include_cap_xml: bool = False  # the alert's CAP 1.2 XML in `data.cap_xml` too
     allow_private: bool = False  # deliver to private or loopback addresses (off: refused)
 

@@ -672,3 +672,29 @@ def test_a_name_resolving_to_loopback_is_refused_where_the_connection_is_made():
 
     refused = asyncio.run(post())
     assert isinstance(refused, RefusedAddress) and "loopback" in str(refused)
+
+
+def test_a_subscription_for_an_area_takes_the_alerts_that_reach_it():
+    from agents.webhooks import check_subscription, matches
+    from schemas.cap import circle_area, polygon
+
+    def alert_at(area: Area) -> Alert:
+        info = bilingual({"en-US": ("h", "d", "i")}, "Met", "Road waterlogging", "Avoid", "Immediate", "Severe", "Observed",
+                         [("zone_id", "Z1")], [area])
+        return Incident("waterlogging.P1.1").message(Cap(), "Alert", 1_784_534_400.0, info)[1]
+
+    district = [(34.70, 113.60), (34.70, 113.70), (34.80, 113.70), (34.80, 113.60), (34.70, 113.60)]
+    inside = alert_at(circle_area("Jingguang underpass", 34.75, 113.65, 0.3))
+    edge = alert_at(circle_area("Just outside", 34.75, 113.7025, 0.3))  # 0.23 km east of the line: its circle reaches in
+    away = alert_at(circle_area("Far away", 34.90, 113.90, 0.3))
+    zone = alert_at(Area("Erqi", [polygon([(34.79, 113.69), (34.79, 113.80), (34.85, 113.80), (34.85, 113.69)])]))
+    base = {"subscription_id": "s", "url": "https://ops.example.gov/h", "secrets": ["whsec_" + base64.b64encode(b"k" * 32).decode()]}
+    by_area = check_subscription(from_dict(Subscription, {**base, "area": [list(p) for p in district]}))
+    assert [matches(by_area, "alerts", a) for a in (inside, edge, away, zone)] == [True, True, False, True]
+    by_circle = check_subscription(from_dict(Subscription, {**base, "near": [34.75, 113.65, 1000]}))
+    assert [matches(by_circle, "alerts", a) for a in (inside, edge, away, zone)] == [True, False, False, False]
+    assert not matches(by_area, "notices", Notice("n", "k1.a", "person", "evacuate", 0.0, "Z1", [("en-US", "go")]))
+    for bad in ({"area": [list(p) for p in district[:2]]}, {"area": [[0, 0], [1, 1], [1, 0], [0, 1]]},
+                {"near": [34.75, 113.65, 0]}):
+        with pytest.raises(ValueError):
+            check_subscription(from_dict(Subscription, {**base, **bad}))
