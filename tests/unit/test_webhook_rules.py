@@ -688,7 +688,8 @@ def test_a_subscription_for_an_area_takes_the_alerts_that_reach_it():
     edge = alert_at(circle_area("Just outside", 34.75, 113.7025, 0.3))  # 0.23 km east of the line: its circle reaches in
     away = alert_at(circle_area("Far away", 34.90, 113.90, 0.3))
     zone = alert_at(Area("Erqi", [polygon([(34.79, 113.69), (34.79, 113.80), (34.85, 113.80), (34.85, 113.69)])]))
-    base = {"subscription_id": "s", "url": "https://ops.example.gov/h", "secrets": ["whsec_" + base64.b64encode(b"k" * 32).decode()]}
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    base = {"subscription_id": "s", "url": "https://ops.example.gov/h", "secrets": [secret]}
     by_area = check_subscription(from_dict(Subscription, {**base, "area": [list(p) for p in district]}))
     assert [matches(by_area, "alerts", a) for a in (inside, edge, away, zone)] == [True, True, False, True]
     by_circle = check_subscription(from_dict(Subscription, {**base, "near": [34.75, 113.65, 1000]}))
