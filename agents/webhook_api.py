@@ -25,10 +25,10 @@ from faust.web import Request, Response, View
 from agents.webhooks import check_subscription, file_subscriptions, subscriptions
 from schemas.contract import Rejected, encode, from_dict, to_dict
 from schemas.webhooks import DeliveryOutcome, Subscription
-from streams import topics
+from streams import runtime, topics
 from streams.app import app
 from streams.settings import settings
-from streams.topics import partitions_of
+from streams.topics import partitions_of, topic_name
 
 
 def authorised(header: str, tokens: tuple[str, ...]) -> bool:
@@ -62,11 +62,14 @@ class SubscriptionsBase(View):
     async def dispatch(self, request: Any) -> Any:
         if not authorised(request.headers.get("Authorization", ""), settings().webhooks.api_tokens):
             return self.error(401, "a bearer token of webhook_api_tokens is needed", headers={"WWW-Authenticate": "Bearer"})
+        await runtime.current_city()  # the subscriptions are read with the map: up to what was published
         return await super().dispatch(request)
 
     async def publish(self, subscription_id: str, sub: Subscription | None) -> None:
         """Onto the compacted topic (None: a tombstone), waiting until Kafka has it."""
-        await (await topics.webhook_subscriptions.send(key=subscription_id.encode(), value=encode(sub) if sub else None))
+        # The producer itself: a topic's send would serialize the tombstone's None into a value.
+        await app.producer.send_and_wait(topic_name("webhook_subscriptions"), subscription_id.encode(),
+                                         encode(sub) if sub else None, None, None, None)
 
     def refuse_file(self, subscription_id: str) -> Response | None:
         if subscription_id in file_subscriptions():
