@@ -29,7 +29,9 @@ cd "$run_dir"
 
 "$citybrain" worker -l warn > "$run_dir/$run_id-worker.log" 2>&1 &
 worker=$!
-echo "worker metrics: http://127.0.0.1:${CITYBRAIN_WEB_PORT:-6066}/metrics (ops/prometheus scrapes them)"
+web="http://127.0.0.1:${CITYBRAIN_WEB_PORT:-6066}"
+echo "worker metrics: $web/metrics (ops/prometheus scrapes them); city map: $web/map; CAP feed: $web/cap/feed.atom;"
+echo "  live state (NGSI-LD): $web/ngsi-ld/v1/entities?type=FloodMonitoring"
 trap 'kill $worker 2>/dev/null || true; wait $worker 2>/dev/null || true' EXIT
 "$citybrain" watch --quiet-after 20 &
 watcher=$!
