@@ -122,6 +122,7 @@ class Processor(Generic[S]):
         self._unanswered_logged = -math.inf
         self.read_to: dict[tuple[str, int], int] = {}  # where the group had read each partition to when assigned
         self.input = source  # None in process (streams/tools/harness.py), where nothing is ever lost
+        self.assigned: set[int] = set()  # the partitions of the source assigned here
 
     def base(self, partition: int) -> str:
         return partition_key(self.settings.key_prefix, self.name, partition)
@@ -160,6 +161,7 @@ class Processor(Generic[S]):
         """Load the state of partitions just assigned here; one that fails loads at its next batch."""
         async with self._lock:
             for partition in partitions:
+                self.assigned.add(partition)
                 try:
                     await self._loaded(partition)
                 except Exception:
@@ -191,6 +193,7 @@ class Processor(Generic[S]):
         for tp in revoked:
             if tp.topic in self.offset_names:
                 self.stages.pop(tp.partition, None)
+                self.assigned.discard(tp.partition)
 
     async def process(self, batch: RecordBatch) -> None:
         """Apply one fetched batch of a topic partition.
@@ -275,6 +278,8 @@ class Processor(Generic[S]):
         partition with records waiting (a backlog, a rebalance) is behind, and one whose broker
         cannot be asked (cut off, restarting) is not known to be quiet; both wait.
         """
+        if self.input is not None:
+            await self._reload_dropped()
         now = time.monotonic()
         quiet = [p for p, owned in list(self.stages.items())
                  if now - owned.stage.last_event_wall >= self.settings.idle_close_s]
@@ -310,6 +315,16 @@ class Processor(Generic[S]):
                 # The timer comes round again; the state is reloaded from Redis meanwhile.
                 log.exception("%s: closing silent windows failed", self.name)
                 self.stages.clear()
+
+    async def _reload_dropped(self) -> None:
+        """Load again the assigned partitions whose state was dropped after a failure (Redis gone,
+        a commit lost): one that stays quiet still closes its windows, from what Redis holds."""
+        for partition in sorted(self.assigned - self.stages.keys()):
+            try:
+                async with self._lock:
+                    await self._loaded(partition)
+            except Exception:  # noqa: BLE001  Redis not back yet: the failure was logged, the next round tries again
+                return
 
     async def _apply(self, partition: int, topic: str, sources: Sources) -> Effects | None:
         """Apply one partition's events of one topic in memory; what they write and send, or
