@@ -4,7 +4,7 @@ plates and venues; and how long a condition must hold before a warning changes."
 from __future__ import annotations
 
 from schemas.cap import Alert, published, to_xml
-from schemas.records import Notice
+from schemas.records import Notice, ReviewEntry
 from streams import metrics, topics
 from streams.effects import Effects
 
@@ -20,9 +20,18 @@ def held_since(since: float | None, holds: bool, window_start: float) -> float |
 
 
 def send_alert(alert: Alert, effects: Effects) -> None:
+    """An incident's step goes out, or, where operators approve public alerts first, goes on its
+    way to them (agents/approval.py), keyed by incident so that its steps keep their order."""
+    effects.alert_set_off(alert.info[0].category)
+    if effects.approval:
+        effects.send(topics.alert_reviews, alert.incidents, ReviewEntry(alert=alert))
+    else:
+        publish_alert(alert, effects)
+
+
+def publish_alert(alert: Alert, effects: Effects) -> None:
     """An incident's step goes out as CAP JSON on `alerts` and as CAP XML on `alerts.cap`, keyed
     by incident (its end as two messages: `published`)."""
-    effects.alert_set_off(alert.info[0].category)
     for message in published(alert):
         metrics.ALERTS.labels(message.info[0].category, message.info[0].severity, message.msg_type).inc()
         effects.send(topics.alerts, message.incidents, message)

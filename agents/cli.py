@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import agents.approval  # noqa: F401  registers the approval agent and the drafts API
 import agents.cameras  # noqa: F401  registers the road camera agent
 import agents.cap_feed  # noqa: F401  registers the CAP feed agent and its pages
 import agents.city_map  # noqa: F401  registers the map page

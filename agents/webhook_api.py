@@ -56,12 +56,18 @@ def proposed(body: bytes, subscription_id: str | None = None) -> Subscription:
         raise ValueError(exc.reason) from None
 
 
-class SubscriptionsBase(View):
-    """Bearer tokens first; then what each path does."""
+class OperatorView(View):
+    """The operators' API (subscriptions here, draft alerts in agents/approval.py): a bearer
+    token first, then what each path does."""
 
     async def dispatch(self, request: Any) -> Any:
         if not authorised(request.headers.get("Authorization", ""), settings().webhooks.api_tokens):
             return self.error(401, "a bearer token of webhook_api_tokens is needed", headers={"WWW-Authenticate": "Bearer"})
+        return await super().dispatch(request)
+
+
+class SubscriptionsBase(OperatorView):
+    async def dispatch(self, request: Any) -> Any:
         await runtime.current_city()  # the subscriptions are read with the map: up to what was published
         return await super().dispatch(request)
 

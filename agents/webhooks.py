@@ -37,7 +37,7 @@ from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from shapely.geometry import Point, Polygon
 
-from schemas.cap import Alert, Area, metres_between
+from schemas.cap import SEVERITY_RANK, Alert, Area, metres_between
 from schemas.contract import encode, from_dict, iso
 from schemas.records import Notice
 from schemas.webhooks import DeadDelivery, Delivery, DeliveryOutcome, Subscription, payload, secret_bytes, signature
@@ -51,8 +51,6 @@ from streams.table import Table
 from streams.topics import partitions_of
 
 log = logging.getLogger(__name__)
-
-SEVERITY_RANK = {"Unknown": 0, "Minor": 1, "Moderate": 2, "Severe": 3, "Extreme": 4}
 
 # ---------------------------------------------------------------------------------------------
 # Subscriptions

@@ -32,6 +32,8 @@ Urgency = Literal["Immediate", "Expected", "Future", "Past", "Unknown"]
 Severity = Literal["Extreme", "Severe", "Moderate", "Minor", "Unknown"]
 Certainty = Literal["Observed", "Likely", "Possible", "Unlikely", "Unknown"]
 
+SEVERITY_RANK: dict[str | None, int] = {None: -1, "Unknown": 0, "Minor": 1, "Moderate": 2, "Severe": 3, "Extreme": 4}
+
 # Chinese warning colours onto CAP severity.
 COLOUR_SEVERITY: dict[str, Severity] = {"blue": "Minor", "yellow": "Moderate", "orange": "Severe", "red": "Extreme"}
 

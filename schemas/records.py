@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Literal
 
+from schemas.cap import Alert
 from schemas.contract import EventTime, contract
 
 CongestionLevel = Literal["free", "basically_free", "light", "moderate", "severe"]
@@ -302,6 +303,27 @@ class Notice:
     shelter_id: str | None = None
     scan_id: str | None = None
     order_id: str | None = None  # the evacuation or closure order the notice carries out
+
+
+@contract
+class Decision:
+    """An operator's word on a public alert waiting as a draft (agents/approval.py)."""
+
+    incident: str
+    identifier: str  # of the draft decided on: a newer message of the incident needs a word of its own
+    verdict: Literal["approved", "rejected"]
+    at: EventTime
+    note: str | None = None  # why, for the record
+
+
+@contract
+class ReviewEntry:
+    """One entry of an incident's way out when operators approve public alerts first: a step of
+    the incident, or an operator's word on its draft. Both go on one topic, keyed by incident,
+    so that a replay meets them in the order they happened."""
+
+    alert: Alert | None = None
+    decision: Decision | None = None
 
 
 @contract

@@ -114,6 +114,7 @@ class Effects:
     sends: list[tuple[TopicT, bytes | None, bytes, int | None]] = field(default_factory=list)
     trigger_time: float | None = None  # broker time of the event being applied
     alerts_set_off: list[tuple[str, float]] = field(default_factory=list)  # (category, trigger time)
+    approval: bool = False  # alerts go by way of the operators' approval (agents/approval.py)
 
     def alert_set_off(self, category: str) -> None:
         """Note that the event being applied set an alert off, to time the alert's latency."""

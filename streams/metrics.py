@@ -59,6 +59,11 @@ ALERT_LATENCY = Histogram(
     "citybrain_alert_latency_seconds", "From the event that set an alert off reaching Kafka to the alert on Kafka",
     ["category"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+ALERT_DRAFTS = Counter(
+    "citybrain_alert_drafts_total", "Public alert messages held for an operator's word, by what became of them: "
+    "drafted, then approved, rejected, replaced by a newer step or withdrawn when the incident ended", ["outcome"]
+)
+ALERTS_KEPT_BACK = Counter("citybrain_alerts_kept_back_total", "Alert messages of incidents an operator rejected, kept back")
 NOTICES = Counter("citybrain_notices_total", "Notices sent to people, plates and venues", ["kind"])
 READINGS_DOUBTFUL = Counter(
     "citybrain_readings_doubtful_total", "Sensor readings held as doubtful, by the quality check that flagged them", ["check"]
@@ -91,6 +96,8 @@ GAUGES: dict[str, tuple[str, tuple[str, ...], Callable[[float, float], float]]] 
                                      ("stage",), max),
     "citybrain_consumer_lag_records": ("Records on a stage's source topics not yet applied", ("stage",), operator.add),
     "citybrain_webhook_pending_deliveries": ("Webhook deliveries waiting for their next attempt", (), operator.add),
+    "citybrain_alert_drafts_waiting": ("Public alerts waiting for an operator's word", (), operator.add),
+    "citybrain_alert_draft_wait_seconds": ("How long the oldest draft alert has waited for an operator", (), max),
 }
 
 # Label values every worker reports, at 0 when nothing is there: a board shows 0, not "no data".

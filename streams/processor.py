@@ -115,6 +115,7 @@ class Processor(Generic[S]):
         self.state = state
         self.reference = reference
         self.settings = settings
+        self.approval = bool(settings.approval.severities)  # public alerts wait for operators (agents/approval.py)
         self.stages: dict[int, Owned[S]] = {}
         self._lock = asyncio.Lock()
         self._in_flight: InFlight | None = None
@@ -303,7 +304,7 @@ class Processor(Generic[S]):
                         continue  # taken away, or events came while Kafka was asked
                     if self._unread(p, owned, lambda topic, partition: ends.get((topic, partition))):
                         continue
-                    effects = Effects(self.name, Batch(self.base(p), owned.commits, dict(owned.offsets)))
+                    effects = Effects(self.name, Batch(self.base(p), owned.commits, dict(owned.offsets)), approval=self.approval)
                     owned.stage.on_idle(time.time(), effects)
                     owned.stage.end_batch(effects)
                     if effects.batch.commands or effects.sends:
@@ -350,7 +351,8 @@ class Processor(Generic[S]):
                                if odd else decoded):
             await self.reference.catch_up()
         effects = Effects(self.name, Batch(self.base(partition), owned.commits,
-                                           {**owned.offsets, offset_name: fresh.offset(len(fresh) - 1)}))
+                                           {**owned.offsets, offset_name: fresh.offset(len(fresh) - 1)}),
+                          approval=self.approval)
         events, fresh = self._screened(decoded, odd, fresh, stage, effects)
         for start in range(0, len(events), YIELD_EVERY):
             if start:

@@ -19,6 +19,8 @@ from functools import cache
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
+from schemas.cap import Severity, Urgency
+
 PREFIX = "CITYBRAIN_"
 
 
@@ -237,8 +239,8 @@ class Webhooks:
     backoff_s: float = 2.0
     backoff_max_s: float = 600.0
     concurrency: int = 8  # attempts in flight per endpoint
-    # Bearer tokens that may manage subscriptions at /webhooks/subscriptions (none: the API is
-    # closed). Never logged.
+    # Bearer tokens of the operators' API: the subscriptions at /webhooks/subscriptions and the
+    # draft alerts at /alerts/drafts (none: the API is closed). Never logged.
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
 
 
@@ -265,6 +267,24 @@ class Cap:
             raise ValueError(f"cap_status: {self.status!r} is Actual, Exercise or Test")
         if any(c in self.sender for c in " ,<&"):
             raise ValueError(f"alert_sender: {self.sender!r} has a space, comma, < or &")
+
+
+@dataclass(frozen=True)
+class Approval:
+    # Public alerts an operator approves before they leave: a message of these severities and
+    # urgencies waits as a CAP Draft until it is approved or rejected at /alerts/drafts (a token of
+    # `webhook_api_tokens`). None listed: every alert goes straight out. Operational (Restricted)
+    # alerts never wait, nor by default warnings of what is expected (a forecast's lead time is
+    # its worth): `approval_urgencies=Immediate,Expected` holds those too.
+    prefix: ClassVar[str] = "approval_"
+    severities: tuple[str, ...] = ()  # Severe,Extreme
+    urgencies: tuple[str, ...] = ("Immediate",)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("severities", typing.get_args(Severity)), ("urgencies", typing.get_args(Urgency))):
+            wrong = [v for v in getattr(self, name) if v not in allowed]
+            if wrong:
+                raise ValueError(f"approval_{name}: {', '.join(wrong)} not among {', '.join(allowed)}")
 
 
 def _parse_rules(group: typing.Any, name: str, rule: typing.Any) -> None:
@@ -353,6 +373,7 @@ class Settings:
     orders: Orders = Orders()
     webhooks: Webhooks = Webhooks()
     cap: Cap = Cap()
+    approval: Approval = Approval()
 
     def __post_init__(self) -> None:
         colours = [s.colour for s in self.rain.signals]

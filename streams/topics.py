@@ -72,6 +72,9 @@ SPECS = {
     "webhook_subscriptions": TopicSpec("webhooks.subscriptions", "subscription_id", "Subscription", compacted=True,
                                        partitions=1),
     "alerts": TopicSpec("alerts", "incident", "CAP 1.2 Alert as JSON (schemas/cap.py)"),
+    # Where operators approve public alerts first (settings' approval): an incident's steps on
+    # their way to `alerts`, and the operators' decisions on its drafts, in one order.
+    "alert_reviews": TopicSpec("alerts.reviews", "incident", "ReviewEntry: a CAP 1.2 Alert not yet out, or a Decision"),
     "alerts_cap": TopicSpec("alerts.cap", "incident", "the same CAP 1.2 Alert as XML"),
     "dead_letters": TopicSpec("dead_letters", "source topic", "DeadLetter"),
     "late_events": TopicSpec("late_events", "source topic", "DeadLetter (reason: late)"),
@@ -126,6 +129,7 @@ webhook_outcomes = app.topic(topic_name("webhook_outcomes"))
 webhook_dead_letters = app.topic(topic_name("webhook_dead_letters"))
 webhook_subscriptions = app.topic(topic_name("webhook_subscriptions"))
 alerts = app.topic(topic_name("alerts"))
+alert_reviews = app.topic(topic_name("alert_reviews"))
 alerts_cap = app.topic(topic_name("alerts_cap"))
 dead_letters = app.topic(topic_name("dead_letters"))
 late_events = app.topic(topic_name("late_events"))

@@ -117,7 +117,8 @@ def test_a_real_prometheus_scraping_a_worker_through_a_storm_answers_every_panel
             rules = [r for g in groups for r in g["rules"]]
             assert {r["name"] for r in rules} == {"CitybrainWorkerDown", "CitybrainConsumerLagGrowing",
                                                   "CitybrainDeadLettersSpiking", "CitybrainWebhookEndpointFailing",
-                                                  "CitybrainInputGone", "CitybrainStateReread"}
+                                                  "CitybrainInputGone", "CitybrainStateReread",
+                                                  "CitybrainAlertDraftWaiting"}
             for r in rules:
                 assert query(port, r["query"])["status"] == "success", r["name"]
                 assert r["health"] == "ok", (r["name"], r.get("lastError"))

@@ -29,7 +29,7 @@ from streams.app import app
 assert runtime.live.cache_info().currsize == 0, "the runtime was built at import"
 built = [o for o in gc.get_objects() if isinstance(o, (redis.asyncio.Redis, Courier))]
 assert not built, built
-assert len(set(runtime.declared)) == len(runtime.declared) == 17, runtime.declared
+assert len(set(runtime.declared)) == len(runtime.declared) == 18, runtime.declared
 names = {a.name.rsplit(".", 1)[-1] for a in app.agents.values()}
 assert names == {c.name for c in runtime.declared}, names  # one name for a stage and its agent
 """
