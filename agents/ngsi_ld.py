@@ -9,8 +9,10 @@ served by every worker from Redis (any worker answers for any entity):
   FloodMonitoring      a monitored point: its depth (m), level, the lines, its sensor's state
   TrafficFlowObserved  a road segment's latest window: vehicles, speed, occupancy, congestion
   OffStreetParking     a car park: spots, occupancy, DATEX II status
+  WeatherAlert         a zone under a rainstorm signal: its colour as a severity, its rain
   Alert                a standing public CAP alert (agents/cap_feed.py): rainstorm signals,
-                       waterlogging, closures, evacuations, lots filling up
+                       waterlogging, closures, evacuations, lots filling up; and a zone under an
+                       evacuation order, with its people counted
 
 People are never listed: no entity carries a person or a plate.
 """
@@ -24,17 +26,20 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from shapely.errors import ShapelyError
-from shapely.geometry import Point, mapping, shape
+from shapely.geometry import MultiPolygon, Point, mapping, shape
+from shapely.geometry.base import BaseGeometry
 
 from agents.cap_feed import standing_alerts
+from agents.evacuation import EvacuationStage
 from agents.flood import LEVELS
 from agents.parking import ParkingStage
+from agents.rain import ZoneRainStage
 from agents.traffic import TrafficStage
 from agents.waterlogging import WaterloggingStage
-from schemas.cap import Alert
+from schemas.cap import Alert, zone_area
 from schemas.contract import iso, parse_time
 from schemas.records import SegmentWindow
-from schemas.reference import CityMap, Lot, Segment, WaterloggingPoint, distance_m
+from schemas.reference import CityMap, Lot, Segment, WaterloggingPoint, Zone, distance_m
 from streams import runtime
 from streams.app import app
 from streams.settings import Settings, settings
@@ -147,8 +152,52 @@ def alert_entity(alert: Alert, language: str = "en-US") -> Entity:
     if zone := alert.parameter("zone_id"):
         entity["areaServed"] = prop(zone)
     if shapes := info.areas[0].shapes() if info.areas else []:  # its polygon, or its circle's centre
-        entity["location"] = {"type": "GeoProperty", "value": json.loads(json.dumps(mapping(shapes[0][0])))}
+        entity["location"] = geo_property(shapes[0][0])
     return entity
+
+
+def geo_property(geometry: BaseGeometry) -> dict:
+    return {"type": "GeoProperty", "value": json.loads(json.dumps(mapping(geometry)))}  # GeoJSON's lists
+
+
+def zone_located(entity: Entity, zone: Zone) -> Entity:
+    """An entity of a zone, placed on the zone's polygon (its pieces, for a zone in several)."""
+    polygons = [g for g, _ in zone_area(zone).shapes()]
+    if polygons:
+        entity["location"] = geo_property(polygons[0] if len(polygons) == 1 else MultiPolygon(polygons))
+    return entity
+
+
+RAINSTORM_SEVERITY = {"blue": "low", "yellow": "medium", "orange": "high", "red": "critical"}
+
+
+def rainstorm_alert(zone: Zone, view: dict) -> Entity | None:
+    """A zone under a rainstorm signal as a WeatherAlert: the signal's colour as its severity, the
+    zone's rain totals and gauges in its data; None under no signal."""
+    signal = view.get("signal")
+    if not signal:
+        return None
+    data = {k: v for k, v in view.items() if k.startswith("rain_") or k.startswith("gauges_")}
+    return zone_located({"id": urn("WeatherAlert", f"rainstorm:{zone.zone_id}"), "type": "WeatherAlert",
+                         "name": prop(f"Rainstorm {signal} signal: {zone.name}"), "category": prop("weather"),
+                         "subCategory": prop("rainfall"), "severity": prop(RAINSTORM_SEVERITY[signal], view.get("as_of")),
+                         "areaServed": prop(zone.zone_id), "data": prop({"signal": signal, "as_of": view.get("as_of"), **data})},
+                        zone)
+
+
+def evacuation_alert(zone: Zone, view: dict) -> Entity | None:
+    """A zone under an evacuation order as an Alert: the order, the shelter it sends people to,
+    and its people counted (never listed); None under no order."""
+    order = view.get("evacuation_order")
+    if not order:
+        return None
+    return zone_located({"id": urn("Alert", f"evacuation:{zone.zone_id}"), "type": "Alert",
+                         "name": prop(f"Evacuation: {zone.name}"), "category": prop("naturalDisaster"),
+                         "subCategory": prop("evacuation"), "severity": prop("critical"), "areaServed": prop(zone.zone_id),
+                         "data": prop({"order_id": order, "shelter_id": view.get("shelter_id"),
+                                       "people_in_zone": view.get("people", 0),
+                                       "people_told_to_evacuate": view.get("told_to_evacuate", 0)})},
+                        zone)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,12 +319,17 @@ async def entities_of(kind: str, city: CityMap, s: Settings) -> list[Entity]:
     if kind == "OffStreetParking":
         views = await runtime.read_table(ParkingStage, "lots")
         return [off_street_parking(lot, views.get(lot.lot_id)) for lot in city.lots.values()]
+    if kind == "WeatherAlert":
+        views = await runtime.read_table(ZoneRainStage, "zones")
+        return [e for z in city.zones.values() if (e := rainstorm_alert(z, views.get(z.zone_id, {})))]
     if kind == "Alert":
-        return [alert_entity(a) for a in await standing_alerts()]
+        views = await runtime.read_table(EvacuationStage, "zones")
+        return [*(alert_entity(a) for a in await standing_alerts()),
+                *(e for z in city.zones.values() if (e := evacuation_alert(z, views.get(z.zone_id, {}))))]
     return []
 
 
-TYPES = ("Alert", "FloodMonitoring", "OffStreetParking", "TrafficFlowObserved")
+TYPES = ("Alert", "FloodMonitoring", "OffStreetParking", "TrafficFlowObserved", "WeatherAlert")
 
 
 def _type_of(entity_id: str) -> str:

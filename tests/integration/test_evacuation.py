@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import pytest
 from lxml import etree
+from ngsildclient import Client
 
 from schemas.contract import parse_time
 from schemas.events import HealthCodeScan, HealthCodeStatusChange, ParkingEvent, RainGaugeReading
 from schemas.reference import Lot, RainGauge, Venue, Zone
 from streams.privacy import Keyring
 from tests.unit.test_cap import XSD
+from tests.unit.test_ngsi_ld import conforms
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +107,14 @@ def test_a_flooded_zone_closes_its_garages_and_is_evacuated_to_an_open_shelter(c
     run.publish([scan("A", "Z2-SHELTER", 175), scan("C", "Z2-SHELTER", 180)])
     run.wait_quiet(stages=ALL_STAGES)
     shelters = run.merged("evacuation", "shelters")
+    # The zone's state over NGSI-LD: its red signal, its evacuation with its people counted.
+    client = Client(hostname="127.0.0.1", port=run.web_port, verbose=False)
+    (rainstorm,) = [e.to_dict() for e in client.query(type="WeatherAlert", q='severity=="critical"')]
+    (evacuation,) = [e.to_dict() for e in client.query(type="Alert", q='subCategory=="evacuation"')]
+    assert (rainstorm["id"], rainstorm["data"]["value"]["signal"]) == ("urn:ngsi-ld:WeatherAlert:rainstorm:Z1", "red")
+    assert (evacuation["areaServed"]["value"], evacuation["data"]["value"]["shelter_id"],
+            evacuation["data"]["value"]["people_told_to_evacuate"]) == ("Z1", "Z2-SHELTER", 4)
+    assert conforms(rainstorm) == [] and conforms(evacuation) == []
     # The rain stops; three hours on (and the hold) red steps down, and the order is lifted.
     run.publish([rain(160 + 10 * k, 0.0) for k in range(1, 31)])
     run.wait_quiet(stages=ALL_STAGES)

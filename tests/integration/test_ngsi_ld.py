@@ -45,7 +45,8 @@ def test_a_worker_answers_ngsi_ld_queries_from_the_citys_state(city_run):
     run.wait_quiet(stages=STAGES)
 
     client = Client(hostname="127.0.0.1", port=run.web_port, verbose=False)
-    assert sorted(client.types.list()) == ["Alert", "FloodMonitoring", "OffStreetParking", "TrafficFlowObserved"]
+    assert sorted(client.types.list()) == ["Alert", "FloodMonitoring", "OffStreetParking", "TrafficFlowObserved",
+                                           "WeatherAlert"]
     flooded = client.query(type="FloodMonitoring", q='floodLevelStatus=="closure"')
     assert [e.id for e in flooded] == ["urn:ngsi-ld:FloodMonitoring:P1"]
     p1 = client.entities.get("urn:ngsi-ld:FloodMonitoring:P1").to_dict()

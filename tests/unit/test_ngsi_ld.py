@@ -16,10 +16,12 @@ import pytest
 from agents.ngsi_ld import (
     BadRequest,
     alert_entity,
+    evacuation_alert,
     flood_monitoring,
     geo_filter,
     off_street_parking,
     query_filter,
+    rainstorm_alert,
     select,
     traffic_flow,
 )
@@ -85,8 +87,13 @@ def entities() -> list[dict]:
     _, evacuate = Incident("evacuation.Z1.1").message(S.cap, "Alert", T0, bilingual(
         texts, "Safety", "Flood evacuation", "Evacuate", "Immediate", "Extreme", "Likely", [("zone_id", "Z1")],
         [zone_area(ZONE)]))
+    rain = {"zone_id": "Z1", "as_of": "2026-07-20T08:00:00.000Z", "signal": "orange", "rain_1h_mm": 52.0,
+            "rain_3h_mm": 61.5, "gauges_reporting": 3, "gauges_silent": 1}
+    people = {"zone_id": "Z1", "people": 120, "evacuation_order": "evacuation.Z1.1", "shelter_id": "V9",
+              "told_to_evacuate": 118}
     return [flood_monitoring(POINT, point_view, S), flood_monitoring(FAR, None, S), traffic_flow(SEGMENT, window),
-            traffic_flow(SEGMENT, None), off_street_parking(LOT, lot_view), alert_entity(closure), alert_entity(evacuate)]
+            traffic_flow(SEGMENT, None), off_street_parking(LOT, lot_view), alert_entity(closure), alert_entity(evacuate),
+            rainstorm_alert(ZONE, rain), evacuation_alert(ZONE, people)]
 
 
 @pytest.mark.parametrize("entity", entities(), ids=lambda e: e["id"])
@@ -102,7 +109,7 @@ def test_the_check_finds_what_the_models_do_not_allow():
 
 
 def test_the_entities_say_what_a_city_reads_off_them():
-    point, _, flow, _, lot, closure, evacuate = entities()
+    point, _, flow, _, lot, closure, evacuate, rainstorm, evacuation = entities()
     level = (point["currentLevel"]["value"], point["floodLevelStatus"]["value"], point["dangerLevel"]["value"])
     assert level == (0.28, "closure", 0.27)
     assert point["location"]["value"] == {"type": "Point", "coordinates": [113.65, 34.75]}
@@ -114,6 +121,15 @@ def test_the_entities_say_what_a_city_reads_off_them():
     assert closure["name"]["value"] == "Road closed by waterlogging" and closure["data"]["value"]["point_id"] == "P1"
     assert evacuate["location"]["value"]["type"] == "Polygon" and evacuate["severity"]["value"] == "critical"
     assert "location" not in off_street_parking(Lot("L2", "No coordinates", "Z1", 10), None)
+    # A zone's state: its rainstorm signal as a severity, its evacuation with its people counted.
+    assert (rainstorm["id"], rainstorm["severity"]["value"], rainstorm["data"]["value"]["rain_1h_mm"]) == (
+        "urn:ngsi-ld:WeatherAlert:rainstorm:Z1", "high", 52.0)
+    assert rainstorm["location"]["value"]["type"] == "Polygon" and rainstorm["areaServed"]["value"] == "Z1"
+    assert evacuation["data"]["value"] == {"order_id": "evacuation.Z1.1", "shelter_id": "V9", "people_in_zone": 120,
+                                           "people_told_to_evacuate": 118}
+    assert rainstorm_alert(ZONE, {"signal": None}) is None and evacuation_alert(ZONE, {"people": 3}) is None
+    two_pieces = Zone("Z2", "Islands", ZONE.polygon, [[(35.0, 114.0), (35.0, 114.1), (35.1, 114.1), (35.0, 114.0)]])
+    assert rainstorm_alert(two_pieces, rainstorm["data"]["value"])["location"]["value"]["type"] == "MultiPolygon"
     stuck = flood_monitoring(POINT, {"depth_cm": 40.0, "updated": "2026-07-20T08:00:00.000Z", "level": None,
                                      "sensor_health": "stuck"}, S)
     assert stuck["floodLevelStatus"]["value"] == "sensorStuck"
@@ -139,7 +155,7 @@ def test_the_query_language_compares_numbers_strings_and_booleans():
 
 
 def test_near_and_within_find_the_entities_with_a_location_there():
-    point, far, flow, _, lot, closure, evacuate = entities()
+    point, far, flow, _, lot, closure, evacuate, *_ = entities()
     everything = [point, far, flow, lot, closure, evacuate]
     near = geo_filter("near;maxDistance==500", "Point", "[113.65,34.75]")
     anything = query_filter(None)
