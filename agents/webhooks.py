@@ -37,9 +37,10 @@ from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from shapely.geometry import Point, Polygon
 
-from schemas.cap import SEVERITY_RANK, Alert, Area, metres_between
+from schemas.cap import SEVERITY_RANK, Alert, Area, metres_between, zone_area
 from schemas.contract import encode, from_dict, iso
 from schemas.records import Notice
+from schemas.reference import Zone
 from schemas.webhooks import DeadDelivery, Delivery, DeliveryOutcome, Subscription, payload, secret_bytes, signature
 from streams import metrics, runtime, topics
 from streams.app import app
@@ -120,13 +121,15 @@ def refused_address(host: str) -> str | None:
 # Rules (pure)
 
 
-def matches(sub: Subscription, role: str, record: Alert | Notice) -> bool:
-    """Whether a message is one the subscription wants."""
+def matches(sub: Subscription, role: str, record: Alert | Notice, zone: Zone | None = None) -> bool:
+    """Whether a message is one the subscription wants. A notice is where its zone is (`zone`,
+    from the city map: a notice of a zone the map does not know reaches no area)."""
     if role not in sub.sources:
         return False
     if isinstance(record, Notice):
-        return (not sub.events or record.kind in sub.events) and (not sub.zones or record.zone_id in sub.zones) \
-            and not (sub.categories or sub.msg_types or sub.min_severity or sub.area or sub.near)
+        return ((not sub.events or record.kind in sub.events) and (not sub.zones or record.zone_id in sub.zones)
+                and not (sub.categories or sub.msg_types or sub.min_severity)
+                and reaches(sub, [zone_area(zone)] if zone else []))
     info = record.info[0]
     return ((not sub.categories or info.category in sub.categories)
             and (not sub.events or info.event in sub.events)
@@ -271,8 +274,9 @@ class WebhooksStage(Stage):
         role, message_id, order_key = (("notices", m.notice_id, m.to) if isinstance(m, Notice)
                                        else ("alerts", m.identifier, m.incidents))
         queued_at = source.timestamp or time.time()
+        zone = self.reference.city.zones.get(m.zone_id) if isinstance(m, Notice) else None
         for sub in subscriptions().values():
-            if sub.subscription_id in self.disabled or not matches(sub, role, m):
+            if sub.subscription_id in self.disabled or not matches(sub, role, m, zone):
                 continue
             d = Delivery(f"{sub.subscription_id}.{message_id}", sub.subscription_id, order_key, source.offset,
                          payload(m, queued_at, sub), queued_at, 0, queued_at)

@@ -16,6 +16,15 @@ from streams.topics import SPECS, partitions_of, topic_name
 log = logging.getLogger(__name__)
 
 
+def existing_topics(settings: Settings) -> set[str]:
+    """The topics the broker has."""
+    admin = kafka_admin(settings, client_id=f"{settings.app_id}-admin")
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
+
+
 def ensure_topics(settings: Settings) -> list[str]:
     """Create every missing topic; returns the names created. Existing topics are left as they are."""
     admin = kafka_admin(settings, client_id=f"{settings.app_id}-admin")

@@ -45,7 +45,7 @@ class Reference:
         self._lock = asyncio.Lock()
         self._stopped = False
         self._last_catch_up = 0.0
-        self._roles = {topic_name(role, settings): role for role in (*REFERENCE, "webhook_subscriptions")}
+        self.topics = {topic_name(role, settings): role for role in (*REFERENCE, "webhook_subscriptions")}  # name -> role
         self.approaches: dict[str, str] = {}  # approach_id -> intersection_id
         self.subscriptions: dict[str, Subscription] = {}  # made through the API, by id
 
@@ -61,7 +61,7 @@ class Reference:
                                             **kafka_auth(self.settings))
                 try:
                     await consumer.start()
-                    partitions = [TopicPartition(t, 0) for t in self._roles]
+                    partitions = [TopicPartition(t, 0) for t in self.topics]
                     consumer.assign(partitions)
                     await consumer.seek_to_beginning(*partitions)
                     await self._read_to_end(consumer)
@@ -99,7 +99,7 @@ class Reference:
         self._last_catch_up = time.monotonic()
 
     def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        role = self._roles[topic]
+        role = self.topics[topic]
         contract, id_field = CONTRACTS.get(role) or (Subscription, "subscription_id")
         table: dict[str, Any] = getattr(self.city, role) if role in CONTRACTS else self.subscriptions
         if value is None:  # a tombstone removes the record

@@ -30,7 +30,8 @@ async def city(self, action: str, path: str, dry_run: bool) -> None:
     from streams.admin import ensure_topics
     from streams.tools.city_load import load_city
 
-    ensure_topics(settings())
+    if not dry_run:  # a dry run changes nothing on the broker, not even its topics
+        ensure_topics(settings())
     if not await load_city(settings(), path, dry_run, self.say):
         raise SystemExit(1)
 

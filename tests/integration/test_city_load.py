@@ -10,6 +10,7 @@ import pytest
 
 from schemas.contract import parse_time
 from schemas.events import WaterDepthReading
+from streams.admin import existing_topics
 from tests.integration.conftest import CITYBRAIN
 from tests.unit.test_city_load import CITY, feature
 
@@ -26,6 +27,13 @@ def test_a_geojson_city_is_checked_loaded_and_used(city_run, tmp_path):
     def load(path, *flags):
         return subprocess.run([str(CITYBRAIN), "city", "load", str(path), *flags], env=run.env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=120)
+
+    # On a broker that has no map yet, a dry run reads none and creates nothing.
+    fresh = {**run.env, "CITYBRAIN_TOPIC_PREFIX": f"{run.settings.topic_prefix}fresh."}
+    first = subprocess.run([str(CITYBRAIN), "city", "load", str(city), "--dry-run"], env=fresh, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0 and "zones: 1 new, 0 changed, 0 unchanged" in first.stdout, first.stderr[-2000:]
+    assert not [t for t in existing_topics(run.settings) if t.startswith(fresh["CITYBRAIN_TOPIC_PREFIX"])]
 
     dry = load(city, "--dry-run")
     assert dry.returncode == 0, dry.stderr

@@ -27,6 +27,7 @@ from agents.webhooks import (
 from schemas.cap import Alert, Area, Incident, bilingual, to_xml
 from schemas.contract import encode, from_dict
 from schemas.records import Notice
+from schemas.reference import Zone
 from schemas.webhooks import Delivery, DeliveryOutcome, Subscription, payload, signature
 from streams import topics
 from streams.effects import Effects
@@ -694,7 +695,12 @@ def test_a_subscription_for_an_area_takes_the_alerts_that_reach_it():
     assert [matches(by_area, "alerts", a) for a in (inside, edge, away, zone)] == [True, True, False, True]
     by_circle = check_subscription(from_dict(Subscription, {**base, "near": [34.75, 113.65, 1000]}))
     assert [matches(by_circle, "alerts", a) for a in (inside, edge, away, zone)] == [True, False, False, False]
-    assert not matches(by_area, "notices", Notice("n", "k1.a", "person", "evacuate", 0.0, "Z1", [("en-US", "go")]))
+    # A notice is where its zone is: one of a zone the area reaches, not one of a zone far off or unknown.
+    by_area = replace(by_area, sources=["alerts", "notices"])
+    told = Notice("n", "k1.a", "person", "evacuate", 0.0, "Z1", [("en-US", "go")])
+    jinshui = Zone("Z1", "Jinshui", [(34.72, 113.62), (34.72, 113.66), (34.76, 113.66), (34.72, 113.62)])
+    far = Zone("Z1", "Far", [(35.72, 114.62), (35.72, 114.66), (35.76, 114.66), (35.72, 114.62)])
+    assert [matches(by_area, "notices", told, z) for z in (jinshui, far, None)] == [True, False, False]
     for bad in ({"area": [list(p) for p in district[:2]]}, {"area": [[0, 0], [1, 1], [1, 0], [0, 1]]},
                 {"near": [34.75, 113.65, 0]}):
         with pytest.raises(ValueError):
