@@ -18,6 +18,7 @@ of an incident goes out wherever people heard of it; a draft nobody saw is withd
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
@@ -27,15 +28,16 @@ from faust.web import Request, Response
 
 from agents.alerts import publish_alert
 from agents.webhook_api import OperatorView
-from schemas.cap import SEVERITY_RANK, Alert, Severity, reference_to
-from schemas.contract import encode, to_dict
+from schemas.cap import SEVERITY_RANK, Alert, Severity, reference_to, step_of
+from schemas.contract import encode, from_dict, iso, to_dict
 from schemas.records import Decision, ReviewEntry
 from streams import metrics, runtime, topics
 from streams.app import app
+from streams.clock import is_live
 from streams.effects import Effects, Source
 from streams.settings import Approval
 from streams.stage import Stage
-from streams.table import Table
+from streams.table import Table, Value
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +47,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Review:
-    """Where an incident's way out stands, from its first step to its end."""
+    """Where an incident's way out stands, from its first step until a while after its end."""
 
     public: str | None = None  # the reference of its last message that went out; None: none has
     approved: Severity | None = None  # an operator approved it up to this severity
     rejected: Severity | None = None  # an operator rejected it at this severity
     draft: Alert | None = None  # its step waiting for an operator's word
     drafted_at: float | None = None  # when that step reached Kafka
+    step: int = -1  # its newest step taken: a step sent again (a stage's batch after a crash) is taken once
+    last_at: float = 0.0  # when that step reached Kafka
+    ended: bool = False  # its Cancel has come
 
 
 class Step(NamedTuple):
-    review: Review | None  # None: the incident has ended, nothing is kept
+    review: Review
     out: Alert | None = None  # the message that goes out now
     draft_ended: str | None = None  # how a draft that waited ended: approved, rejected, replaced, withdrawn
-    kept_back: bool = False  # a step of an incident an operator rejected
+    kept_back: bool = False  # a step of the kind an operator rejected
+    repeated: bool = False  # a step taken before
 
 
 def waits(alert: Alert, review: Review, rules: Approval) -> bool:
@@ -77,17 +83,22 @@ def going_out(review: Review, alert: Alert) -> Step:
 
 
 def proposed(review: Review, alert: Alert, rules: Approval, at: float) -> Step:
-    """An incident's next step: out, kept back, or a draft in place of any draft still waiting."""
+    """An incident's next step: out, kept back, or a draft in place of any draft still waiting. A
+    step that would wait, of a severity an operator rejected, is kept back; a step that needs no
+    approval goes out whatever was rejected."""
+    step = step_of(alert.identifier)
+    if step <= review.step:
+        return Step(review, repeated=True)
     replaced = "replaced" if review.draft else None
-    review = replace(review, draft=None, drafted_at=None)
-    if alert.msg_type == "Cancel":
+    review = replace(review, draft=None, drafted_at=None, step=step, last_at=at)
+    if alert.msg_type == "Cancel":  # the end goes out where people heard of the incident
         out = going_out(review, alert).out if review.public else None
-        return Step(None, out, "withdrawn" if replaced else None)
+        return Step(replace(review, ended=True), out, "withdrawn" if replaced else None)
+    if not waits(alert, review, rules):
+        return going_out(review, alert)._replace(draft_ended=replaced)
     if SEVERITY_RANK[alert.info[0].severity] <= SEVERITY_RANK[review.rejected]:
         return Step(review, None, replaced, kept_back=True)
-    if waits(alert, review, rules):
-        return Step(replace(review, draft=alert, drafted_at=at), None, replaced)
-    return going_out(review, alert)._replace(draft_ended=replaced)
+    return Step(replace(review, draft=alert, drafted_at=at), None, replaced)
 
 
 def decided(review: Review, decision: Decision) -> Step:
@@ -111,39 +122,57 @@ def as_draft(alert: Alert) -> Alert:
 
 
 class ApprovalStage(Stage):
-    """Per partition of the reviews: each incident's way out, from its first step to its end."""
+    """Per partition of the reviews: each incident's way out, until a while after its end."""
 
     name = "approval"
     source = "alert_reviews"
     contract = ReviewEntry
     incidents = Table(Review)
+    clock = Value(float, -math.inf)  # the newest entry's broker time: the partition's time
 
     def on_event(self, entry: ReviewEntry, source: Source, effects: Effects) -> None:
+        at = source.timestamp or 0.0
+        self.clock = max(self.clock, at)
         if entry.alert is not None:
             alert, incident = entry.alert, entry.alert.incidents
             # An incident first met mid-way (approval set on while it ran) went out up to here.
-            step = proposed(self.incidents.get(incident) or Review(alert.references), alert, self.settings.approval,
-                            source.timestamp or 0.0)
-            if step.review is not None and step.review.draft is alert:
+            step = proposed(self.incidents.get(incident) or Review(alert.references), alert, self.settings.approval, at)
+            if step.review.draft is alert:
                 metrics.ALERT_DRAFTS.labels("drafted").inc()
         elif entry.decision is not None and entry.decision.incident in self.incidents:
             decision, incident = entry.decision, entry.decision.incident
             step = decided(self.incidents[incident], decision)
             log.warning("alert %s %s by an operator%s", decision.identifier,
-                        step.draft_ended or f"{decision.verdict}, of no effect: a newer step replaced it",
+                        step.draft_ended or f"{decision.verdict}, of no effect: decided before, or replaced",
                         f": {decision.note}" if decision.note else "")
         else:
-            return  # a word on an incident that has ended: of no effect
-        if step.review is None:
-            self.incidents.discard(incident)
-        else:
-            self.incidents[incident] = step.review
+            return  # a word on an incident long ended: of no effect
+        if step.repeated:
+            effects.repeated()
+            return
+        self.incidents[incident] = step.review
         if step.draft_ended:
             metrics.ALERT_DRAFTS.labels(step.draft_ended).inc()
         if step.kept_back:
             metrics.ALERTS_KEPT_BACK.inc()
         if step.out is not None:
             publish_alert(step.out, effects)
+
+    def forget(self, now: float) -> None:
+        """Incidents whose last step is older than a message stands (`cap_expires_s`): ended ones,
+        kept so far so that their steps sent again are known, and drafts nobody decided on."""
+        for incident, review in [(i, r) for i, r in self.incidents.items() if r.last_at + self.settings.cap.expires_s <= now]:
+            if review.draft is not None:
+                metrics.ALERT_DRAFTS.labels("expired").inc()
+                log.warning("alert %s expired waiting for an operator's word", review.draft.identifier)
+            del self.incidents[incident]
+
+    def flush(self, effects: Effects) -> None:
+        self.forget(self.clock)
+
+    def on_idle(self, wall_now: float, effects: Effects) -> None:
+        if is_live(self.clock, wall_now, 2 * self.settings.cap.expires_s):
+            self.forget(wall_now)
 
     def gauges(self) -> metrics.Gauges:
         waiting = [r.drafted_at or 0.0 for r in self.incidents.values() if r.draft is not None]
@@ -182,10 +211,12 @@ class DecisionView(OperatorView):
             return self.error(404, f"no draft {identifier}: decided already, replaced by a newer step, or never held")
         try:
             body = orjson.loads(await request.read() or b"{}")
-            note = str(body["note"]) if isinstance(body, dict) and body.get("note") else None
-        except orjson.JSONDecodeError:
-            return self.error(400, "the body is JSON: {\"note\": \"why\"}")
-        decision = Decision(draft.incidents, identifier, self.verdict, time.time(), note)
+            if not isinstance(body, dict):
+                raise ValueError("the body is a JSON object")
+            decision = from_dict(Decision, {"incident": draft.incidents, "identifier": identifier, "verdict": self.verdict,
+                                            "at": iso(time.time()), "note": body.get("note") or None})
+        except ValueError as exc:  # not JSON, or not a decision (a Rejected says why)
+            return self.error(400, f"{getattr(exc, 'reason', exc)}: the body is {{\"note\": \"why\"}}, or none")
         await (await topics.alert_reviews.send(key=draft.incidents.encode(), value=encode(ReviewEntry(decision=decision))))
         return self.json({self.verdict: identifier}, status=202)
 

@@ -235,6 +235,11 @@ class Incident:
         return self.after(alert), alert
 
 
+def step_of(identifier: str) -> int:
+    """Which step of its incident a message is: the last part of its identifier (`Incident.message_id`)."""
+    return int(identifier.rsplit(".", 1)[1])
+
+
 OPERATIONS = "the city's operations staff"  # who sees an operational (Restricted) message
 
 

@@ -56,7 +56,8 @@ REDIS_COMMIT_SECONDS = Histogram(
 )
 ALERTS = Counter("citybrain_alert_messages_total", "Alert messages emitted", ["category", "severity", "msg_type"])
 ALERT_LATENCY = Histogram(
-    "citybrain_alert_latency_seconds", "From the event that set an alert off reaching Kafka to the alert on Kafka",
+    "citybrain_alert_latency_seconds", "From the event that set an alert off reaching Kafka to the alert on Kafka "
+    "(on alerts.reviews where operators approve public alerts first)",
     ["category"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 ALERT_DRAFTS = Counter(

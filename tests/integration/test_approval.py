@@ -46,6 +46,7 @@ def test_a_severe_warning_waits_for_an_operator_and_goes_out_only_when_approved(
 
     p1, p2 = (next(d for d in drafts if f".{p}." in d["incidents"]) for p in ("P1", "P2"))
     assert call(run, "POST", "/alerts/drafts/no-such-draft/approve")[0] == 404
+    assert call(run, "POST", f"/alerts/drafts/{p1['identifier']}/approve", {"note": "x" * 5000})[0] == 400
     assert call(run, "POST", f"/alerts/drafts/{p1['identifier']}/approve", {"note": "confirmed on camera"})[0] == 202
     assert call(run, "POST", f"/alerts/drafts/{p2['identifier']}/reject", {"note": "a blocked drain, cleared"})[0] == 202
     eventually(lambda: call(run, "GET", "/alerts/drafts")[1] == [], what="both drafts decided")

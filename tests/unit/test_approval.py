@@ -14,7 +14,7 @@ from schemas.reference import CityMap
 from streams.effects import Effects
 from streams.settings import Settings
 from streams.state import Batch
-from streams.tools.harness import run_stage
+from streams.tools.harness import place, run_stage
 
 S = Settings.of(approval_severities=("Severe", "Extreme"))
 T0 = 1_784_534_400.0  # 2026-07-20T08:00:00Z
@@ -74,7 +74,7 @@ def test_an_approved_alert_goes_out_and_covers_its_incidents_later_steps_up_to_i
     assert [a.references for a in sent] == [None, *(reference_to(a) for a in sent[:-1])]
 
 
-def test_a_rejected_alert_never_goes_out_nor_do_its_incidents_later_steps_up_to_its_severity():
+def test_a_rejected_alert_never_goes_out_nor_do_its_incidents_later_steps_that_would_wait_up_to_its_severity():
     steps = Steps("waterlogging.P1.1")
     alert, update, worse, cancel = steps.next("Alert"), steps.next("Update"), steps.next("Update", "Extreme"), \
         steps.next("Cancel", "Minor", "Past")
@@ -86,7 +86,6 @@ def test_a_rejected_alert_never_goes_out_nor_do_its_incidents_later_steps_up_to_
     output = run_stage(ApprovalStage, [entry(alert), word(alert, "rejected"), entry(update), entry(worse), entry(cancel)],
                        city=CityMap(), settings=S)
     assert output.sent("alerts") == [] and not draft_of(output)
-    assert not any(k.endswith(":incidents") and v for k, v in output.state.items())  # the incident is forgotten
 
 
 def test_a_newer_step_replaces_a_waiting_draft_and_a_word_on_the_replaced_one_does_nothing():
@@ -100,12 +99,37 @@ def test_a_newer_step_replaces_a_waiting_draft_and_a_word_on_the_replaced_one_do
 
 def test_an_incident_out_before_it_escalates_keeps_its_chain_and_its_end_after_a_rejection():
     steps = Steps("waterlogging.P1.1")
-    watch, warning = steps.next("Alert", "Moderate"), steps.next("Update", "Severe")
+    watch, warning, again = steps.next("Alert", "Moderate"), steps.next("Update", "Severe"), steps.next("Update", "Severe")
     calmer, cancel = steps.next("Update", "Moderate"), steps.next("Cancel", "Minor", "Past")
-    sent = out([entry(watch), entry(warning), word(warning, "rejected"), entry(calmer), entry(cancel)])
-    # What people heard stands at Moderate, kept back under the rejection, and ends for them.
-    assert [a.identifier for a in sent] == [watch.identifier, cancel.identifier, f"{cancel.identifier}.cancel"]
-    assert sent[1].references == reference_to(watch)
+    sent = out([entry(watch), entry(warning), word(warning, "rejected"), entry(again), entry(calmer), entry(cancel)])
+    # The rejected severity is kept back; what needs no approval still goes out, chained to what
+    # people heard, and the incident ends for them.
+    assert [a.identifier for a in sent] == [watch.identifier, calmer.identifier, cancel.identifier,
+                                            f"{cancel.identifier}.cancel"]
+    assert sent[1].references == reference_to(watch) and sent[2].references == reference_to(sent[1])
+
+
+def test_a_step_sent_again_is_taken_once_and_an_incident_is_forgotten_once_its_last_step_has_expired():
+    steps = Steps("waterlogging.P1.1")
+    watch, warning = steps.next("Alert", "Moderate"), steps.next("Update", "Severe")
+    cancel = steps.next("Cancel", "Minor", "Past")
+    # A stage that crashed before its commit sends its batch again: once out is once out.
+    again = [entry(watch), entry(warning), word(warning, "approved"), entry(watch), entry(warning), entry(cancel),
+             entry(cancel), entry(watch)]
+    assert [a.identifier for a in out(again)] == [watch.identifier, warning.identifier, cancel.identifier,
+                                                  f"{cancel.identifier}.cancel"]
+    one = Settings.of(approval_severities=("Severe", "Extreme"), partitions=1)  # one partition, one clock
+    ended = run_stage(ApprovalStage, place(again, one, T0), city=CityMap(), settings=one)
+    assert incidents_in(ended) == [watch.incidents]  # kept a while, so that repeats are known
+    draft = Steps("waterlogging.P2.1").next("Alert")
+    later = Steps("waterlogging.P3.1").next("Alert", "Moderate")
+    events = place([*again, entry(draft)], one, T0) + place([entry(later)], one, T0 + one.cap.expires_s + 1)
+    # Six hours on, the ended incident and the draft nobody decided on are gone.
+    assert incidents_in(run_stage(ApprovalStage, events, city=CityMap(), settings=one)) == [later.incidents]
+
+
+def incidents_in(output) -> list[str]:
+    return sorted(k for key, rows in output.state.items() if key.endswith(":incidents") for k in rows)
 
 
 def test_the_same_entries_give_the_same_messages_whatever_the_batches():
