@@ -38,7 +38,7 @@ def authorised(header: str, tokens: tuple[str, ...]) -> bool:
         hmac.compare_digest(token.strip().encode(), t.encode()) for t in tokens)
 
 
-def shown(sub: Subscription, source: str) -> dict[str, Any]:
+def listed(sub: Subscription, source: str) -> dict[str, Any]:
     """A subscription as the API shows it: how many secrets it has, never what they are."""
     return {**to_dict(sub), "secrets": len(sub.secrets), "source": source}
 
@@ -87,7 +87,7 @@ class SubscriptionsBase(OperatorView):
 class SubscriptionsView(SubscriptionsBase):
     async def get(self, request: Request) -> Response:
         files = file_subscriptions()
-        return self.json([shown(sub, "file" if sid in files else "api") for sid, sub in sorted(subscriptions().items())])
+        return self.json([listed(sub, "file" if sid in files else "api") for sid, sub in sorted(subscriptions().items())])
 
     async def post(self, request: Request) -> Response:
         try:
@@ -97,7 +97,7 @@ class SubscriptionsView(SubscriptionsBase):
         if sub.subscription_id in subscriptions():
             return self.error(409, f"{sub.subscription_id} exists: PUT changes it")
         await self.publish(sub.subscription_id, sub)
-        return self.json(shown(sub, "api"), status=201)
+        return self.json(listed(sub, "api"), status=201)
 
 
 @app.page("/webhooks/subscriptions/{subscription_id}")
@@ -106,7 +106,7 @@ class SubscriptionView(SubscriptionsBase):
         sub = subscriptions().get(subscription_id)
         if sub is None:
             return self.error(404, f"no subscription {subscription_id}")
-        return self.json(shown(sub, "file" if subscription_id in file_subscriptions() else "api"))
+        return self.json(listed(sub, "file" if subscription_id in file_subscriptions() else "api"))
 
     async def put(self, request: Request, subscription_id: str) -> Response:
         refused = self.refuse_file(subscription_id)
@@ -117,7 +117,7 @@ class SubscriptionView(SubscriptionsBase):
         except ValueError as exc:
             return self.error(400, str(exc))
         await self.publish(subscription_id, sub)
-        return self.json(shown(sub, "api"))
+        return self.json(listed(sub, "api"))
 
     async def delete(self, request: Request, subscription_id: str) -> Response:
         refused = self.refuse_file(subscription_id)

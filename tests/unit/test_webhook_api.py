@@ -8,7 +8,7 @@ import base64
 import orjson
 import pytest
 
-from agents.webhook_api import authorised, proposed, shown
+from agents.webhook_api import authorised, listed, proposed
 
 SECRET = "whsec_" + base64.b64encode(b"a receiver's secret, 32 bytes...").decode()
 
@@ -23,7 +23,7 @@ def test_only_a_bearer_token_of_the_settings_is_let_in():
 
 def test_a_subscription_is_shown_without_its_secrets():
     sub = proposed(orjson.dumps({"subscription_id": "ops", "url": "https://ops.example.gov/hook", "secrets": [SECRET]}))
-    view = shown(sub, "api")
+    view = listed(sub, "api")
     assert view["secrets"] == 1 and SECRET not in orjson.dumps(view).decode() and view["source"] == "api"
 
 
