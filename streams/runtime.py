@@ -86,7 +86,11 @@ class Consumed:
     async def _all_ends(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         wanted = {TopicPartition(tp.topic, tp.partition) for tp in app.consumer.assignment()}
         wanted.update(TopicPartition(t, p) for t, p in partitions)
-        ends = await (await self._kafka()).end_offsets(list(wanted))
+        asker = await self._kafka()
+        # aiokafka learns of a topic it does not know one at a time, a metadata round each (0.1 s
+        # apiece: over the timer's wait for a city's forty topics); told of all at once, one round.
+        await asyncio.gather(*(asker._client.add_topic(t) for t in {tp.topic for tp in wanted}))
+        ends = await asker.end_offsets(list(wanted))
         return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
     async def close(self) -> None:

@@ -39,10 +39,19 @@ def stack() -> Settings:
     return from_env()
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before: a worker given one binds it only seconds later,
+    when the kernel may already have offered it again."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 async def send_all(pub: Publisher, items: list[tuple[str, str, Any]]) -> None:

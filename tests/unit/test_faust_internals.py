@@ -217,3 +217,17 @@ def test_records_are_placed_as_kafka_places_them_by_the_apps_own_partitioner():
                 assert partition_for(key, list(range(n)), list(range(n))) == kafka(key, list(range(n)), list(range(n)))
         rng = random.Random(7)
     assert partition_for(None, [0, 1, 2], [2]) == 2  # no key: spread over what is available
+
+
+def test_the_offset_asker_can_tell_its_client_of_every_topic_before_one_metadata_round():
+    from aiokafka import client
+    from aiokafka.consumer import fetcher
+
+    # runtime.Consumed tells the asker's client of every topic, then asks where they end: an
+    # unknown topic would otherwise be learnt one metadata round at a time, inside end_offsets.
+    assert "self._client = AIOKafkaClient(" in inspect.getsource(AIOKafkaConsumer.__init__)
+    add_topic = inspect.getsource(client.AIOKafkaClient.add_topic)
+    assert "self.force_metadata_update()" in add_topic and "self._topics.add(topic)" in add_topic
+    assert "if self._md_update_fut is None:" in inspect.getsource(client.AIOKafkaClient.force_metadata_update)
+    offsets = inspect.getsource(fetcher.Fetcher._proc_offset_requests)
+    assert "self._client.add_topic(partition.topic)" in offsets and "raise Errors.StaleMetadata(partition)" in offsets
