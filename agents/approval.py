@@ -11,8 +11,9 @@ Any worker answers, with a bearer token of `webhook_api_tokens` as for the subsc
 the rules hold (`waits`) stays a draft until an operator's word; every other step goes straight
 out, in its incident's order. An operator decides on an incident as it stands: its newer step
 replaces a draft still waiting (a word on the replaced one is of no effect), an approval covers
-the incident's later steps up to the severity approved, and a rejection keeps them back. The end
-of an incident goes out wherever people heard of it; a draft nobody saw is withdrawn with it.
+the incident's later steps up to the severity approved, and a rejection keeps back those that
+would wait, up to the severity rejected. The end of an incident goes out wherever people heard
+of it; a draft nobody saw is withdrawn with it.
 """
 
 from __future__ import annotations
