@@ -29,8 +29,8 @@ from faust.web import Request, Response
 
 from agents.alerts import publish_alert
 from agents.webhook_api import OperatorView
-from schemas.cap import SEVERITY_RANK, Alert, Severity, reference_to, step_of
-from schemas.contract import encode, from_dict, iso, to_dict
+from schemas.cap import SEVERITY_RANK, Alert, Severity, cap_time, reference_to, step_of
+from schemas.contract import encode, from_dict, iso, parse_time, to_dict
 from schemas.records import Decision, ReviewEntry
 from streams import metrics, runtime, topics
 from streams.app import app
@@ -76,11 +76,25 @@ def waits(alert: Alert, review: Review, rules: Approval) -> bool:
             and SEVERITY_RANK[info.severity] > SEVERITY_RANK[review.approved])
 
 
+def chained(review: Review, alert: Alert) -> Alert:
+    """A step as it goes out, chained to what went out before it (a step it replaced never did):
+    the incident's first message out is its Alert."""
+    return replace(alert, msg_type="Alert" if review.public is None else alert.msg_type, references=review.public)
+
+
 def going_out(review: Review, alert: Alert) -> Step:
-    """A step goes out, chained to what went out before it (a step it replaced never did): the
-    incident's first message out is its Alert."""
-    out = replace(alert, msg_type="Alert" if review.public is None else alert.msg_type, references=review.public)
+    out = chained(review, alert)
     return Step(replace(review, public=reference_to(out), draft=None, drafted_at=None), out)
+
+
+def sent_at(alert: Alert, at: float) -> Alert:
+    """A draft approved after it was made, as sent at its approval: readers that poll by time
+    find it, and it stands as long as it would have."""
+    shift = at - parse_time(alert.sent)
+    if shift <= 0:
+        return alert
+    return replace(alert, sent=cap_time(at), info=[
+        replace(i, expires=cap_time(parse_time(i.expires) + shift) if i.expires else None) for i in alert.info])
 
 
 def proposed(review: Review, alert: Alert, rules: Approval, at: float) -> Step:
@@ -110,7 +124,7 @@ def decided(review: Review, decision: Decision) -> Step:
     severity = draft.info[0].severity
     if decision.verdict == "rejected":
         return Step(replace(review, rejected=severity, draft=None, drafted_at=None), None, "rejected")
-    return going_out(replace(review, approved=severity), draft)._replace(draft_ended="approved")
+    return going_out(replace(review, approved=severity), sent_at(draft, decision.at))._replace(draft_ended="approved")
 
 
 def as_draft(alert: Alert) -> Alert:
@@ -186,10 +200,10 @@ runtime.stage(ApprovalStage)
 
 
 async def drafts() -> list[tuple[Alert, float]]:
-    """Every waiting draft with when it was drafted, oldest first, read from Redis: any worker
-    answers for the whole city."""
+    """Every waiting draft as it would go out (in its place in its incident's chain) with when it
+    was drafted, oldest first, read from Redis: any worker answers for the whole city."""
     rows = await runtime.read_table(ApprovalStage, "incidents")
-    return sorted(((r.draft, r.drafted_at or 0.0) for r in rows.values() if r.draft is not None),
+    return sorted(((chained(r, r.draft), r.drafted_at or 0.0) for r in rows.values() if r.draft is not None),
                   key=lambda d: (d[1], d[0].identifier))
 
 

@@ -324,7 +324,7 @@ async def entities_of(kind: str, city: CityMap, s: Settings) -> list[Entity]:
         return [e for z in city.zones.values() if (e := rainstorm_alert(z, views.get(z.zone_id, {})))]
     if kind == "Alert":
         views = await runtime.read_table(EvacuationStage, "zones")
-        return [*(alert_entity(a) for a in await standing_alerts()),
+        return [*(alert_entity(a) for a in await standing_alerts() if a.msg_type != "Cancel"),  # ended: not active
                 *(e for z in city.zones.values() if (e := evacuation_alert(z, views.get(z.zone_id, {}))))]
     return []
 

@@ -3,14 +3,15 @@
   GET    /webhooks/subscriptions                 every subscription (secrets never shown)
   POST   /webhooks/subscriptions                 make one (a Subscription as JSON)
   GET    /webhooks/subscriptions/{id}            one
-  PUT    /webhooks/subscriptions/{id}            change one
+  PUT    /webhooks/subscriptions/{id}            make or replace one (the whole subscription, secrets too)
   DELETE /webhooks/subscriptions/{id}            end one
   POST   /webhooks/subscriptions/{id}/enable     take deliveries again after a 410 disabled it
 
 Every request carries `Authorization: Bearer <token>`, a token of `webhook_api_tokens` (none set:
 the API is closed). A change goes onto the compacted `webhooks.subscriptions` topic, which every
 worker follows with the city map, so every worker delivers by it within `reference_refresh_s`
-and a restart keeps it. The subscriptions of the settings' file are shown, never changed here.
+(the one asked at once) and a restart keeps it. The subscriptions of the settings' file are
+shown, never changed here.
 """
 
 from __future__ import annotations
@@ -62,13 +63,14 @@ class OperatorView(View):
 
     async def dispatch(self, request: Any) -> Any:
         if not authorised(request.headers.get("Authorization", ""), settings().webhooks.api_tokens):
-            return self.error(401, "a bearer token of webhook_api_tokens is needed", headers={"WWW-Authenticate": "Bearer"})
+            return self.error(401, "a bearer token of CITYBRAIN_WEBHOOK_API_TOKENS is needed",
+                              headers={"WWW-Authenticate": "Bearer"})
         return await super().dispatch(request)
 
 
 class SubscriptionsBase(OperatorView):
     async def dispatch(self, request: Any) -> Any:
-        await runtime.current_city()  # the subscriptions are read with the map: up to what was published
+        await runtime.current_city(now=True)  # the subscriptions are read with the map: all that was published
         return await super().dispatch(request)
 
     async def publish(self, subscription_id: str, sub: Subscription | None) -> None:
@@ -76,6 +78,7 @@ class SubscriptionsBase(OperatorView):
         # The producer itself: a topic's send would serialize the tombstone's None into a value.
         await app.producer.send_and_wait(topic_name("webhook_subscriptions"), subscription_id.encode(),
                                          encode(sub) if sub else None, None, None, None)
+        await runtime.current_city(now=True)  # this worker delivers by it at once
 
     def refuse_file(self, subscription_id: str) -> Response | None:
         if subscription_id in file_subscriptions():
@@ -94,6 +97,9 @@ class SubscriptionsView(SubscriptionsBase):
             sub = proposed(await request.read())
         except ValueError as exc:
             return self.error(400, str(exc))
+        refused = self.refuse_file(sub.subscription_id)
+        if refused is not None:
+            return refused
         if sub.subscription_id in subscriptions():
             return self.error(409, f"{sub.subscription_id} exists: PUT changes it")
         await self.publish(sub.subscription_id, sub)

@@ -78,10 +78,11 @@ class Reference:
                 await self._consumer.stop()
                 self._consumer = None
 
-    async def catch_up(self) -> None:
-        """Read what has been published since; at most once per `reference_refresh_s`."""
+    async def catch_up(self, now: bool = False) -> None:
+        """Read what has been published since; at most once per `reference_refresh_s`, unless
+        asked for `now` (a change just published, to be read back)."""
         await self.start()
-        if time.monotonic() - self._last_catch_up < self.settings.reference_refresh_s:
+        if not now and time.monotonic() - self._last_catch_up < self.settings.reference_refresh_s:
             return
         async with self._lock:
             if self._consumer is None:

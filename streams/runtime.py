@@ -130,10 +130,11 @@ async def read_table(cls: type[Stage], name: str) -> dict:
                                                              range(partitions_of(cls.source, s)))
 
 
-async def current_city() -> CityMap:
-    """The city map, read up to what has been published (at most once per `reference_refresh_s`)."""
+async def current_city(now: bool = False) -> CityMap:
+    """The city map, read up to what has been published (at most once per `reference_refresh_s`,
+    unless asked for `now`)."""
     reference = live().reference
-    await reference.catch_up()
+    await reference.catch_up(now)
     return reference.city
 
 
@@ -235,6 +236,17 @@ async def serve_metrics(web, request):  # noqa: ARG001
 async def close_silent_windows() -> None:
     for p in live().processors.values():
         await p.tick()
+
+
+@app.timer(interval=settings().reference_refresh_s)
+async def follow_the_map() -> None:
+    """The map and the subscriptions made through the API are read up to what was published
+    every `reference_refresh_s`, whether or not an event names something new: a changed zone, or
+    a subscription made on another worker, reaches this one too."""
+    try:
+        await current_city()
+    except Exception as exc:  # Kafka away, or the worker stopping: the next round tries again
+        log.warning("the city map could not be read (%s); trying again", exc)
 
 
 @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust types its receivers as taking *args

@@ -376,6 +376,9 @@ class Settings:
     approval: Approval = Approval()
 
     def __post_init__(self) -> None:
+        if self.approval.severities and not self.webhooks.api_tokens:
+            raise ValueError("approval_severities: drafts would wait for operators that no token lets in: "
+                             "set CITYBRAIN_WEBHOOK_API_TOKENS too")
         colours = [s.colour for s in self.rain.signals]
         for name in ("garage_closure_on", "evacuation_on"):
             for t in getattr(self.orders, name):

@@ -120,7 +120,7 @@ class FixedReference(Reference):
     async def start(self) -> None:
         """Nothing to read."""
 
-    async def catch_up(self) -> None:
+    async def catch_up(self, now: bool = False) -> None:
         """Nothing to read."""
 
 

@@ -5,6 +5,7 @@ and a restart see them), and an endpoint a 410 disabled taken back by an operato
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -76,3 +77,19 @@ def test_subscriptions_made_over_http_reach_every_worker_and_survive_a_restart(c
     run.wait_quiet(stages=(("webhooks", "alerts"),))
     assert len(receiver.at("/ops")) == 4
     assert second.poll() is None
+
+
+def test_a_subscription_made_on_one_worker_reaches_another_that_nobody_asks(city_run, receiver: Receiver):  # noqa: F811
+    run = city_run(webhook_api_tokens=TOKEN, partitions=2)
+    quiet = run.start_worker()  # follows the map on its own: no request reaches it once it has read it
+    eventually(lambda: call(run, "GET", "/webhooks/subscriptions")[0] == 200, what="the quiet worker's map read")
+    asked = run.start_worker()
+    eventually(lambda: call(run, "GET", "/webhooks/subscriptions")[0] == 200, what="the asked worker's web server")
+    ops = {"subscription_id": "ops", "url": receiver.url("/ops"), "secrets": [SECRET], "allow_private": True}
+    assert call(run, "POST", "/webhooks/subscriptions", ops)[0] == 201
+    assert [s["subscription_id"] for s in call(run, "GET", "/webhooks/subscriptions")[1]] == ["ops"]  # read back at once
+    time.sleep(run.settings.reference_refresh_s + 1)  # how long a worker nobody asks may take to know it
+    run.kill_worker(asked)  # the quiet worker takes every partition
+    run.publish(lifecycle("rain.Z1", "Z1", steps=("Alert",)) + lifecycle("rain.Z2", "Z2", steps=("Alert",)))
+    eventually(lambda: len(receiver.at("/ops")) == 2, what="both alerts delivered by the worker nobody asked")
+    assert quiet.poll() is None

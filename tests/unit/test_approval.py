@@ -3,12 +3,15 @@ do to an incident's later steps, and how the messages that go out still chain as
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
+import pytest
 
 from agents.alerts import send_alert
 from agents.approval import ApprovalStage, Review, waits
-from schemas.cap import Alert, Incident, bilingual, circle_area, reference_to
-from schemas.contract import from_dict
+from schemas.cap import Alert, Incident, bilingual, cap_time, circle_area, reference_to
+from schemas.contract import from_dict, parse_time
 from schemas.records import Decision, ReviewEntry
 from schemas.reference import CityMap
 from streams.effects import Effects
@@ -16,7 +19,7 @@ from streams.settings import Settings
 from streams.state import Batch
 from streams.tools.harness import place, run_stage
 
-S = Settings.of(approval_severities=("Severe", "Extreme"))
+S = Settings.of(approval_severities=("Severe", "Extreme"), webhook_api_tokens=("an-operators-token",))
 T0 = 1_784_534_400.0  # 2026-07-20T08:00:00Z
 
 
@@ -118,7 +121,7 @@ def test_a_step_sent_again_is_taken_once_and_an_incident_is_forgotten_once_its_l
              entry(cancel), entry(watch)]
     assert [a.identifier for a in out(again)] == [watch.identifier, warning.identifier, cancel.identifier,
                                                   f"{cancel.identifier}.cancel"]
-    one = Settings.of(approval_severities=("Severe", "Extreme"), partitions=1)  # one partition, one clock
+    one = replace(S, partitions=1)  # one partition, one clock
     ended = run_stage(ApprovalStage, place(again, one, T0), city=CityMap(), settings=one)
     assert incidents_in(ended) == [watch.incidents]  # kept a while, so that repeats are known
     draft = Steps("waterlogging.P2.1").next("Alert")
@@ -154,3 +157,19 @@ def test_with_approval_set_a_stages_alert_goes_on_its_way_to_the_operators_not_o
 def draft_of(output) -> list[Alert]:
     return [from_dict(Alert, r["draft"]) for k, v in output.state.items() if k.endswith(":incidents")
             for r in map(orjson.loads, v.values()) if r.get("draft")]
+
+
+def test_an_alert_approved_later_is_sent_at_its_approval_and_stands_as_long_as_it_would_have():
+    steps = Steps("waterlogging.P1.1")
+    alert = steps.next("Alert")
+    later = T0 + 1800
+    decision = ("alert_reviews", alert.incidents,
+                ReviewEntry(decision=Decision(alert.incidents, alert.identifier, "approved", later)))
+    (sent,) = out([entry(alert), decision])
+    assert (sent.identifier, sent.sent) == (alert.identifier, cap_time(later))
+    assert parse_time(sent.info[0].expires) == parse_time(alert.info[0].expires) + 1800
+
+
+def test_approval_without_a_token_to_approve_with_is_refused_at_start():
+    with pytest.raises(ValueError, match="CITYBRAIN_WEBHOOK_API_TOKENS"):
+        Settings.of(approval_severities=("Severe",))
