@@ -53,11 +53,9 @@ class Review:
     public: str | None = None  # the reference of its last message that went out; None: none has
     approved: Severity | None = None  # an operator approved it up to this severity
     rejected: Severity | None = None  # an operator rejected it at this severity
-    draft: Alert | None = None  # its step waiting for an operator's word
-    drafted_at: float | None = None  # when that step reached Kafka
+    draft: Alert | None = None  # its newest step, waiting for an operator's word
     step: int = -1  # its newest step taken: a step sent again (a stage's batch after a crash) is taken once
-    last_at: float = 0.0  # when that step reached Kafka
-    ended: bool = False  # its Cancel has come
+    last_at: float = 0.0  # when that step reached Kafka (a draft's: when it was drafted)
 
 
 class Step(NamedTuple):
@@ -84,7 +82,7 @@ def chained(review: Review, alert: Alert) -> Alert:
 
 def going_out(review: Review, alert: Alert) -> Step:
     out = chained(review, alert)
-    return Step(replace(review, public=reference_to(out), draft=None, drafted_at=None), out)
+    return Step(replace(review, public=reference_to(out), draft=None), out)
 
 
 def sent_at(alert: Alert, at: float) -> Alert:
@@ -105,15 +103,15 @@ def proposed(review: Review, alert: Alert, rules: Approval, at: float) -> Step:
     if step <= review.step:
         return Step(review, repeated=True)
     replaced = "replaced" if review.draft else None
-    review = replace(review, draft=None, drafted_at=None, step=step, last_at=at)
+    review = replace(review, draft=None, step=step, last_at=at)
     if alert.msg_type == "Cancel":  # the end goes out where people heard of the incident
         out = going_out(review, alert).out if review.public else None
-        return Step(replace(review, ended=True), out, "withdrawn" if replaced else None)
+        return Step(review, out, "withdrawn" if replaced else None)  # kept until forgotten: repeats are known
     if not waits(alert, review, rules):
         return going_out(review, alert)._replace(draft_ended=replaced)
     if SEVERITY_RANK[alert.info[0].severity] <= SEVERITY_RANK[review.rejected]:
         return Step(review, None, replaced, kept_back=True)
-    return Step(replace(review, draft=alert, drafted_at=at), None, replaced)
+    return Step(replace(review, draft=alert), None, replaced)
 
 
 def decided(review: Review, decision: Decision) -> Step:
@@ -123,7 +121,7 @@ def decided(review: Review, decision: Decision) -> Step:
         return Step(review)
     severity = draft.info[0].severity
     if decision.verdict == "rejected":
-        return Step(replace(review, rejected=severity, draft=None, drafted_at=None), None, "rejected")
+        return Step(replace(review, rejected=severity, draft=None), None, "rejected")
     return going_out(replace(review, approved=severity), sent_at(draft, decision.at))._replace(draft_ended="approved")
 
 
@@ -190,7 +188,7 @@ class ApprovalStage(Stage):
             self.forget(wall_now)
 
     def gauges(self) -> metrics.Gauges:
-        waiting = [r.drafted_at or 0.0 for r in self.incidents.values() if r.draft is not None]
+        waiting = [r.last_at for r in self.incidents.values() if r.draft is not None]
         return metrics.merge(metrics.gauge("citybrain_alert_drafts_waiting", len(waiting)),
                              metrics.gauge("citybrain_alert_draft_wait_seconds",
                                            max(0.0, time.time() - min(waiting)) if waiting else 0.0))
@@ -203,7 +201,7 @@ async def drafts() -> list[tuple[Alert, float]]:
     """Every waiting draft as it would go out (in its place in its incident's chain) with when it
     was drafted, oldest first, read from Redis: any worker answers for the whole city."""
     rows = await runtime.read_table(ApprovalStage, "incidents")
-    return sorted(((chained(r, r.draft), r.drafted_at or 0.0) for r in rows.values() if r.draft is not None),
+    return sorted(((chained(r, r.draft), r.last_at) for r in rows.values() if r.draft is not None),
                   key=lambda d: (d[1], d[0].identifier))
 
 

@@ -127,9 +127,9 @@ def matches(sub: Subscription, role: str, record: Alert | Notice, zone: Zone | N
     if role not in sub.sources:
         return False
     if isinstance(record, Notice):
+        placed = not (sub.area or sub.near) or (zone is not None and reaches(sub, [zone_area(zone)]))
         return ((not sub.events or record.kind in sub.events) and (not sub.zones or record.zone_id in sub.zones)
-                and not (sub.categories or sub.msg_types or sub.min_severity)
-                and reaches(sub, [zone_area(zone)] if zone else []))
+                and not (sub.categories or sub.msg_types or sub.min_severity) and placed)
     info = record.info[0]
     return ((not sub.categories or info.category in sub.categories)
             and (not sub.events or info.event in sub.events)
